@@ -1,0 +1,16 @@
+# The two commands a new user needs; everything else is in deploy/setup.sh.
+.PHONY: demo test lint bench clean
+
+demo:  ## set up .venv and run the gateway with simulated nodes on every transport
+	bash deploy/setup.sh demo
+	.venv/bin/fieldgate demo
+
+test:  ## set up .venv (+ Debian test servers) and run the whole test suite
+	bash deploy/setup.sh test
+	.venv/bin/python -m pytest
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up everything fieldgate needs in .venv/ at the repo root.
+#   deploy/setup.sh demo   runtime + simulator extras (no broker or database needed)
+#   deploy/setup.sh test   + dev and train extras, and the Debian servers the tests run for real
+# Safe to run again: it reinstalls only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-demo}
+case "$mode" in
+  demo) extras="sim" ;;
+  test) extras="dev,sim,train" ;;
+  *) echo "usage: deploy/setup.sh demo|test" >&2; exit 2 ;;
+esac
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+apt_wanted=()
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "fieldgate needs Python >= 3.11 as python3 (found $(python3 --version 2>&1))" >&2; exit 1; }
+python3 -m venv --help >/dev/null 2>&1 || apt_wanted+=(python3-venv)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_wanted+=(python3-venv)
+if [ "$mode" = test ]; then
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_wanted+=(mosquitto)
+  command -v victoria-metrics >/dev/null 2>&1 || apt_wanted+=(victoria-metrics)
+fi
+if [ ${#apt_wanted[@]} -gt 0 ]; then
+  say "installing Debian packages: ${apt_wanted[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${apt_wanted[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=".venv/.fieldgate-$mode-$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  say "installing fieldgate[$extras] into .venv (first run downloads the wheels)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[$extras]"
+  touch "$stamp"
+else
+  say ".venv is up to date"
+fi
