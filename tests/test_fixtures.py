@@ -13,7 +13,8 @@ from tests.fixtures.servers import Mosquitto, VictoriaMetrics
 
 async def test_mosquitto_delivers_qos1_message(mosquitto: Mosquitto, mqtt_prefix: str) -> None:
     topic = f"{mqtt_prefix}/hello"
-    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"{mqtt_prefix}-sub") as sub:
+    sub_id = f"{mqtt_prefix}-sub"
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=sub_id) as sub:
         await sub.subscribe(topic, qos=1)
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
             await pub.publish(topic, b"payload", qos=1)
