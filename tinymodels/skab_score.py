@@ -209,6 +209,7 @@ def score_file(
     anomaly: npt.ArrayLike,
     changepoint: npt.ArrayLike,
     prediction: npt.ArrayLike,
+    *,
     profiles: Sequence[NabProfile] = PROFILES,
 ) -> FileScore:
     """Score one file's test rows (the caller has already dropped the fit rows)."""
