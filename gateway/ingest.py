@@ -1,0 +1,93 @@
+"""What sources hand to the journal: envelopes on one bounded queue.
+
+An :class:`Envelope` is a decoded uplink message plus what only the adapter knows
+(transport, receive time, the link an ``Ack`` goes back on). Sources put envelopes
+on the :class:`IngestQueue`; the journal writer commits them in groups and then
+acknowledges (gateway.store.writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from gateway.models import Ack, Transport, UplinkMessage
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class AckLink(Protocol):
+    """The way back to a node. ``send_ack`` must not block: links coalesce acks
+    (they are cumulative, only the newest matters) and send them from their own task."""
+
+    def send_ack(self, ack: Ack) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    msg: UplinkMessage
+    transport: Transport
+    rx_ms: int  # gateway wall time at receipt, stamped by the adapter
+    link: AckLink | None = None  # None: the node cannot be acknowledged (beacons)
+    rssi_dbm: int | None = None
+    # MQTT: called once the message is durable, to PUBACK it to the broker only then.
+    on_durable: Callable[[], None] | None = None
+
+
+class IngestQueue:
+    """The one bounded queue between all sources and the journal.
+
+    Overflow policy (config ``queue.overflow``):
+    ``block`` makes ``put`` wait, so backpressure reaches the links and the nodes;
+    ``drop_newest`` drops the incoming envelope and counts it. A dropped message was
+    never acknowledged, so its node resends it: dropping costs bandwidth, not data.
+    """
+
+    def __init__(self, max_messages: int, overflow: Literal["block", "drop_newest"]) -> None:
+        self._queue: asyncio.Queue[Envelope] = asyncio.Queue(max_messages)
+        self._overflow = overflow
+        self.dropped: Counter[str] = Counter()
+        self.high_water = 0
+
+    async def put(self, envelope: Envelope) -> bool:
+        """Queue ``envelope``; False if the overflow policy dropped it."""
+        if self._overflow == "drop_newest":
+            try:
+                self._queue.put_nowait(envelope)
+            except asyncio.QueueFull:
+                self.dropped[envelope.transport.value] += 1
+                return False
+        else:
+            await self._queue.put(envelope)
+        self.high_water = max(self.high_water, self._queue.qsize())
+        return True
+
+    async def get_batch(self, max_items: int) -> list[Envelope]:
+        """Wait for at least one envelope, then take whatever else is ready, up to ``max_items``."""
+        batch = [await self._queue.get()]
+        while len(batch) < max_items:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    def drain_nowait(self, max_items: int) -> list[Envelope]:
+        batch: list[Envelope] = []
+        while len(batch) < max_items:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def maxsize(self) -> int:
+        return self._queue.maxsize

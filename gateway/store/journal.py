@@ -1,0 +1,482 @@
+"""The durable journal: every accepted node message, once, in SQLite (WAL).
+
+One writer thread owns the write connection (``commit`` is called through
+``asyncio.to_thread``-style executors only, never on the event loop). Readers
+(dashboard, pipeline, tests) open their own read-only connections: WAL lets them
+read while the writer commits.
+
+Identity is ``(node_id, boot_id, seq)`` (architecture invariant 1): a second copy
+of a message inserts nothing and is counted as a duplicate. Sequence accounting
+(what may be acknowledged, what is lost) is in gateway.store.sequence; the
+bookkeeping is written in the same transaction as the data, so a ``kill -9``
+between two commits leaves both consistent.
+
+Durability: ``synchronous=FULL`` (default) fsyncs the WAL at every commit, so an
+acknowledged message survives power loss as well as a crash. With ``NORMAL`` a
+crash of the process loses nothing committed, but a power cut may roll back the
+last commits (up to one WAL checkpoint interval) — messages that were already
+acknowledged to their nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import struct
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.errors import StoreError
+from gateway.ingest import Envelope
+from gateway.models import Ack, NodeInference, ReadingBatch, Status, Transport
+from gateway.store.clock import NodeClock
+from gateway.store.sequence import StreamState
+
+_LOGGER = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS channel_sets (
+    id INTEGER PRIMARY KEY,
+    spec TEXT NOT NULL UNIQUE               -- "name:unit,name:unit"
+);
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY,                 -- insertion order: retention evicts lowest first
+    node_id TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,                 -- wall time (node time mapped, invariant 6)
+    rx_ms INTEGER NOT NULL,
+    transport TEXT NOT NULL,
+    channel_set INTEGER NOT NULL REFERENCES channel_sets(id),
+    vals BLOB NOT NULL,                     -- little-endian float64 per channel
+    UNIQUE (node_id, boot_id, seq)
+);
+CREATE TABLE IF NOT EXISTS inferences (
+    node_id TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    rx_ms INTEGER NOT NULL,
+    transport TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    model_hash BLOB NOT NULL,
+    score REAL NOT NULL,
+    label INTEGER NOT NULL,
+    latency_us INTEGER NOT NULL,
+    PRIMARY KEY (node_id, boot_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS statuses (
+    node_id TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    rx_ms INTEGER NOT NULL,
+    transport TEXT NOT NULL,
+    body TEXT NOT NULL,                     -- JSON of the Status fields
+    PRIMARY KEY (node_id, boot_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streams (
+    node_id TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    acked INTEGER NOT NULL,
+    highest_seen INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL,
+    lost INTEGER NOT NULL,
+    first_rx_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, boot_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY,
+    transport TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    boot_id INTEGER NOT NULL,
+    reboots INTEGER NOT NULL DEFAULT 0,
+    rssi_dbm INTEGER,
+    battery_mv INTEGER,
+    free_ram_bytes INTEGER,
+    firmware_version TEXT,
+    model TEXT,                              -- JSON list of slots
+    clock_skewed INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evictions (
+    kind TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass
+class CommitResult:
+    """What one group commit did; acks are ready to send (their data is durable)."""
+
+    acks: list[tuple[Envelope, Ack]] = field(default_factory=list)
+    inserted: Counter[str] = field(default_factory=Counter)  # per transport, readings + others
+    duplicates: Counter[str] = field(default_factory=Counter)
+    lost: int = 0
+    seconds: float = 0.0
+    envelopes: list[Envelope] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    node_id: str
+    transport: str
+    first_seen_ms: int
+    last_seen_ms: int
+    boot_id: int
+    reboots: int
+    rssi_dbm: int | None
+    battery_mv: int | None
+    free_ram_bytes: int | None
+    firmware_version: str | None
+    model: list[dict[str, object]]
+    clock_skewed: bool
+    received: int
+    duplicates: int
+    lost: int
+    pending_gap: int
+
+    @property
+    def completeness(self) -> float:
+        """Share of the node's messages that reached the journal (1.0 = nothing lost)."""
+        expected = self.received + self.lost
+        return self.received / expected if expected else 1.0
+
+
+def _pack(values: tuple[float, ...]) -> bytes:
+    return struct.pack(f"<{len(values)}d", *values)
+
+
+def unpack_values(blob: bytes) -> tuple[float, ...]:
+    return struct.unpack(f"<{len(blob) // 8}d", blob)
+
+
+class Journal:
+    """The write side of the journal. Not thread-safe: one writer thread calls it."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", skew_limit_ms: int = 2000) -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._skew_limit_ms = skew_limit_ms
+        self._db: sqlite3.Connection | None = None
+        self._streams: dict[tuple[str, int], StreamState] = {}
+        self._clocks: dict[tuple[str, int], NodeClock] = {}
+        self._current_boot: dict[str, int] = {}
+        self._channel_sets: dict[str, int] = {}
+        self._closed: list[tuple[str, int]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute("PRAGMA foreign_keys=OFF")
+            db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open journal {self.path}: {exc}") from exc
+        self._db = db
+        self._load_state()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _load_state(self) -> None:
+        db = self._require()
+        for spec, cid in db.execute("SELECT spec, id FROM channel_sets"):
+            self._channel_sets[spec] = cid
+        rows = db.execute(
+            "SELECT node_id, boot_id, acked, highest_seen, received, duplicates, lost FROM streams"
+        ).fetchall()
+        for node_id, boot_id, acked, highest, received, dups, lost in rows:
+            state = StreamState(node_id, boot_id, acked, set(), highest, lost, received, dups)
+            # Committed seqs above the watermark (out of order before the restart).
+            for table in ("readings", "inferences", "statuses"):
+                state.ahead.update(
+                    s
+                    for (s,) in db.execute(
+                        f"SELECT seq FROM {table} WHERE node_id=? AND boot_id=? AND seq>?",
+                        (node_id, boot_id, acked),
+                    )
+                )
+            self._streams[(node_id, boot_id)] = state
+        for node_id, boot_id in db.execute("SELECT node_id, boot_id FROM nodes"):
+            self._current_boot[node_id] = boot_id
+
+    def _require(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("journal is not open")
+        return self._db
+
+    # -- the write path ----------------------------------------------------------------------
+
+    def commit(self, envelopes: list[Envelope]) -> CommitResult:
+        """Store ``envelopes`` in one transaction; return the acks that are now true."""
+        db = self._require()
+        started = time.perf_counter()
+        result = CommitResult(envelopes=envelopes)
+        touched: dict[tuple[str, int], Envelope] = {}
+        self._closed = []
+        node_updates: dict[str, Envelope] = {}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for env in envelopes:
+                msg = env.msg
+                key = (msg.node_id, msg.boot_id)
+                state = self._stream_for(env, result)
+                if isinstance(msg, ReadingBatch):
+                    new = self._insert_readings(db, env, msg)
+                elif isinstance(msg, NodeInference):
+                    new = self._insert_inference(db, env, msg)
+                else:
+                    new = self._insert_status(db, env, msg)
+                count = msg.last_seq - msg.seq + 1
+                first, last = msg.seq, msg.last_seq
+                if new and first <= state.acked:
+                    # Arrived after we had counted it lost (late copy across a reboot).
+                    state.lost -= min(new, state.acked - first + 1)
+                state.commit(first, last)
+                state.received += new
+                state.duplicates += count - new
+                result.inserted[env.transport.value] += new
+                result.duplicates[env.transport.value] += count - new
+                if isinstance(msg, Status) and msg.oldest_unacked_seq:
+                    result.lost += state.give_up_below(msg.oldest_unacked_seq)
+                touched[key] = env
+                node_updates[msg.node_id] = env
+            self._save_streams(db, touched)
+            self._save_nodes(db, node_updates)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        for (node_id, boot_id), env in touched.items():
+            state = self._streams[(node_id, boot_id)]
+            if env.link is not None and state.acked > 0:
+                result.acks.append((env, Ack(node_id, boot_id, state.acked)))
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _stream_for(self, env: Envelope, result: CommitResult) -> StreamState:
+        msg = env.msg
+        key = (msg.node_id, msg.boot_id)
+        state = self._streams.get(key)
+        if state is None:
+            state = StreamState(msg.node_id, msg.boot_id)
+            self._streams[key] = state
+            previous = self._current_boot.get(msg.node_id)
+            if previous is not None and previous != msg.boot_id:
+                old_key = (msg.node_id, previous)
+                old = self._streams.get(old_key)
+                if old is not None:
+                    result.lost += old.close()
+                    self._closed.append(old_key)
+                _LOGGER.info("%s: rebooted (boot %08x -> %08x)", msg.node_id, previous, msg.boot_id)
+            self._require().execute(
+                "INSERT OR IGNORE INTO streams VALUES (?, ?, 0, 0, 0, 0, 0, ?)",
+                (msg.node_id, msg.boot_id, env.rx_ms),
+            )
+            self._current_boot[msg.node_id] = msg.boot_id
+            self._require().execute(
+                "UPDATE nodes SET reboots = reboots + 1, boot_id = ? WHERE node_id = ?",
+                (msg.boot_id, msg.node_id),
+            )
+        return state
+
+    def _clock(self, node_id: str, boot_id: int) -> NodeClock:
+        clock = self._clocks.get((node_id, boot_id))
+        if clock is None:
+            clock = self._clocks[(node_id, boot_id)] = NodeClock(self._skew_limit_ms)
+        return clock
+
+    def _channel_set(self, db: sqlite3.Connection, batch: ReadingBatch) -> int:
+        spec = ",".join(f"{c.name}:{c.unit}" for c in batch.channels)
+        cid = self._channel_sets.get(spec)
+        if cid is None:
+            db.execute("INSERT OR IGNORE INTO channel_sets (spec) VALUES (?)", (spec,))
+            (cid,) = db.execute("SELECT id FROM channel_sets WHERE spec=?", (spec,)).fetchone()
+            self._channel_sets[spec] = cid
+        return cid
+
+    def _insert_readings(self, db: sqlite3.Connection, env: Envelope, batch: ReadingBatch) -> int:
+        cid = self._channel_set(db, batch)
+        clock = self._clock(batch.node_id, batch.boot_id)
+        node_id, boot_id, rx, tr = batch.node_id, batch.boot_id, env.rx_ms, env.transport.value
+        tb = batch.time_base
+        cur = db.executemany(
+            "INSERT OR IGNORE INTO readings"
+            " (node_id, boot_id, seq, ts_ms, rx_ms, transport, channel_set, vals)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (node_id, boot_id, batch.seq + i, clock.to_wall_ms(tb, s.t, rx), rx, tr, cid,
+                 _pack(s.values))
+                for i, s in enumerate(batch.samples)
+            ],
+        )  # fmt: skip
+        return cur.rowcount
+
+    def _insert_inference(self, db: sqlite3.Connection, env: Envelope, m: NodeInference) -> int:
+        ts = self._clock(m.node_id, m.boot_id).to_wall_ms(m.time_base, m.t, env.rx_ms)
+        cur = db.execute(
+            "INSERT OR IGNORE INTO inferences VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (m.node_id, m.boot_id, m.seq, ts, env.rx_ms, env.transport.value, m.model_id,
+             m.model_version, m.model_hash, m.score, m.label, m.latency_us),
+        )  # fmt: skip
+        return cur.rowcount
+
+    def _insert_status(self, db: sqlite3.Connection, env: Envelope, m: Status) -> int:
+        ts = self._clock(m.node_id, m.boot_id).to_wall_ms(m.time_base, m.t, env.rx_ms)
+        body = {
+            "uptime_ms": m.uptime_ms,
+            "battery_mv": m.battery_mv,
+            "rssi_dbm": m.rssi_dbm if m.rssi_dbm is not None else env.rssi_dbm,
+            "free_ram_bytes": m.free_ram_bytes,
+            "firmware_version": m.firmware_version,
+            "oldest_unacked_seq": m.oldest_unacked_seq,
+            "slots": [_slot_json(s) for s in m.slots],
+        }
+        cur = db.execute(
+            "INSERT OR IGNORE INTO statuses VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (m.node_id, m.boot_id, m.seq, ts, env.rx_ms, env.transport.value, json.dumps(body)),
+        )
+        return cur.rowcount
+
+    def _save_streams(
+        self, db: sqlite3.Connection, touched: dict[tuple[str, int], Envelope]
+    ) -> None:
+        rows = []
+        for key in [*touched, *self._closed]:
+            s = self._streams[key]
+            rows.append((s.acked, s.highest_seen, s.received, s.duplicates, s.lost, *key))
+        db.executemany(
+            "UPDATE streams SET acked=?, highest_seen=?, received=?, duplicates=?, lost=?"
+            " WHERE node_id=? AND boot_id=?",
+            rows,
+        )
+
+    def _save_nodes(self, db: sqlite3.Connection, updates: dict[str, Envelope]) -> None:
+        for node_id, env in updates.items():
+            msg = env.msg
+            skewed = int(self._clock(node_id, msg.boot_id).skewed)
+            db.execute(
+                "INSERT INTO nodes (node_id, transport, first_seen_ms, last_seen_ms, boot_id,"
+                " rssi_dbm, clock_skewed) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(node_id) DO UPDATE SET transport=excluded.transport,"
+                " last_seen_ms=max(last_seen_ms, excluded.last_seen_ms),"
+                " rssi_dbm=coalesce(excluded.rssi_dbm, rssi_dbm),"
+                " clock_skewed=excluded.clock_skewed",
+                (node_id, env.transport.value, env.rx_ms, env.rx_ms, msg.boot_id, env.rssi_dbm,
+                 skewed),
+            )  # fmt: skip
+            if isinstance(msg, Status):
+                db.execute(
+                    "UPDATE nodes SET battery_mv=?, free_ram_bytes=?, firmware_version=?, model=?,"
+                    " rssi_dbm=coalesce(?, rssi_dbm) WHERE node_id=?",
+                    (msg.battery_mv, msg.free_ram_bytes, msg.firmware_version,
+                     json.dumps([_slot_json(s) for s in msg.slots]), msg.rssi_dbm, node_id),
+                )  # fmt: skip
+
+    # -- retention (invariant 5: loss is explicit) --------------------------------------------
+
+    def enforce_budget(self, raw_budget_bytes: int, chunk_rows: int = 5000) -> int:
+        """Evict the oldest raw readings until the file fits ``raw_budget_bytes``.
+
+        Only raw readings are evicted (alerts and node inferences never are). Every evicted
+        row is counted in the ``evictions`` table. Returns how many rows went.
+        """
+        db = self._require()
+        evicted = 0
+        while self._size_bytes(db) > raw_budget_bytes:
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.execute(
+                "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
+                (chunk_rows,),
+            )
+            n = cur.rowcount
+            db.execute(
+                "INSERT INTO evictions VALUES ('raw_readings', ?)"
+                " ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count",
+                (n,),
+            )
+            db.execute("COMMIT")
+            evicted += n
+            if n == 0:
+                break
+        if evicted:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            _LOGGER.warning("journal over budget: evicted %d oldest raw readings", evicted)
+        return evicted
+
+    @staticmethod
+    def _size_bytes(db: sqlite3.Connection) -> int:
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        (free,) = db.execute("PRAGMA freelist_count").fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+        return int((pages - free) * size)
+
+    def stream(self, node_id: str, boot_id: int) -> StreamState | None:
+        return self._streams.get((node_id, boot_id))
+
+
+def _slot_json(slot: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    data = asdict(slot)  # type: ignore[call-overload]
+    data["model_hash"] = data["model_hash"].hex()
+    return data
+
+
+class JournalReader:
+    """Read-only queries for the dashboard, the pipeline and tests (own connection)."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def nodes(self) -> list[NodeRow]:
+        rows = self._db.execute(
+            "SELECT n.node_id, n.transport, n.first_seen_ms, n.last_seen_ms, n.boot_id, n.reboots,"
+            " n.rssi_dbm, n.battery_mv, n.free_ram_bytes, n.firmware_version, n.model,"
+            " n.clock_skewed, coalesce(sum(s.received), 0), coalesce(sum(s.duplicates), 0),"
+            " coalesce(sum(s.lost), 0), coalesce(sum(CASE WHEN s.boot_id = n.boot_id"
+            " THEN s.highest_seen - s.acked ELSE 0 END), 0)"
+            " FROM nodes n LEFT JOIN streams s ON s.node_id = n.node_id"
+            " GROUP BY n.node_id ORDER BY n.node_id"
+        ).fetchall()
+        return [
+            NodeRow(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                json.loads(r[10]) if r[10] else [], bool(r[11]), r[12], r[13], r[14], r[15],
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def reading_keys(self) -> list[tuple[str, int, int]]:
+        """Every stored reading's identity, for exactly-once checks."""
+        return self._db.execute("SELECT node_id, boot_id, seq FROM readings").fetchall()
+
+    def count_readings(self) -> int:
+        (n,) = self._db.execute("SELECT count(*) FROM readings").fetchone()
+        return int(n)
+
+    def evictions(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT kind, count FROM evictions").fetchall())
+
+    def size_bytes(self) -> int:
+        return Journal._size_bytes(self._db)
+
+    def transports(self) -> dict[str, Transport]:
+        rows = self._db.execute("SELECT node_id, transport FROM nodes")
+        return {n: Transport(t) for n, t in rows}

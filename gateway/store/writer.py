@@ -1,0 +1,103 @@
+"""The journal writer: group commits off the event loop, then acknowledgements.
+
+Order is the whole point (architecture invariant 2): envelopes are committed in one
+transaction on the journal's own thread; only after ``COMMIT`` returns are acks sent
+back to the nodes and MQTT messages PUBACKed to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from gateway.config import JournalConfig
+from gateway.ingest import Envelope, IngestQueue
+from gateway.metrics import Metrics
+from gateway.store.journal import CommitResult, Journal
+
+_LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CommitListener = Callable[[CommitResult], None]
+
+
+class JournalWriter:
+    def __init__(
+        self, journal: Journal, queue: IngestQueue, config: JournalConfig, metrics: Metrics
+    ) -> None:
+        self._journal = journal
+        self._queue = queue
+        self._config = config
+        self._metrics = metrics
+        self._listeners: list[CommitListener] = []
+        # One thread: SQLite connections belong to a thread, and one writer is all WAL allows.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self.ready = asyncio.Event()
+
+    def add_listener(self, listener: CommitListener) -> None:
+        """Call ``listener`` on the event loop after every commit (must not block)."""
+        self._listeners.append(listener)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the journal thread, after any commit in progress."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def run(self) -> None:
+        try:
+            await self.call(self._journal.open)
+            self.ready.set()
+            _LOGGER.info("journal open: %s", self._journal.path)
+            while True:
+                batch = await self._queue.get_batch(self._config.max_commit_messages)
+                await self._commit(batch)
+        finally:
+            await self._shutdown()
+
+    async def _commit(self, batch: list[Envelope]) -> None:
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._journal.commit, batch
+        )
+        try:
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The transaction is already running on the journal thread: let it finish and
+            # still acknowledge what it made durable, then go on shutting down.
+            self._after_commit(await future)
+            raise
+        self._after_commit(result)
+
+    def _after_commit(self, result: CommitResult) -> None:
+        for env, ack in result.acks:
+            if env.link is not None:
+                env.link.send_ack(ack)
+        for env in result.envelopes:
+            if env.on_durable is not None:
+                env.on_durable()
+        self._metrics.record_commit(result)
+        for listener in self._listeners:
+            listener(result)
+
+    async def _shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            # Commit what the sources already handed over; it costs one transaction and
+            # saves the nodes a resend after restart.
+            rest = self._queue.drain_nowait(self._queue.maxsize)
+            if rest and self.ready.is_set():
+                result = await loop.run_in_executor(self._executor, self._journal.commit, rest)
+                self._after_commit(result)
+        finally:
+            await loop.run_in_executor(self._executor, self._journal.close)
+            self._executor.shutdown(wait=True)
+            _LOGGER.info("journal closed")
+
+    async def run_retention(self, raw_budget_bytes: int) -> None:
+        """Keep the journal file within its byte budget, evicting raw readings first."""
+        await self.ready.wait()
+        while True:
+            evicted = await self.call(lambda: self._journal.enforce_budget(raw_budget_bytes))
+            self._metrics.evicted += evicted
+            await asyncio.sleep(self._config.retention_interval_s)
