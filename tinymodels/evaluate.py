@@ -24,7 +24,8 @@ def evaluate(data_dir: Path, model_path: Path = DEFAULT_GATEWAY_MODEL) -> list[F
     scores = []
     for path in labelled_files(data_dir):
         f = load_skab_csv(path, path.relative_to(data_dir).as_posix())
-        assert f.anomaly is not None and f.changepoint is not None
+        assert f.anomaly is not None
+        assert f.changepoint is not None
         pred = model.score_frame(f.values, FIT_ROWS).predictions
         scores.append(
             score_file(
