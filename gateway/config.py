@@ -99,6 +99,9 @@ class GatewayConfig(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: float = Field(5.0, gt=0)
     skew_limit_ms: int = Field(2000, gt=0)
+    allowed_nodes: tuple[str, ...] = Field(
+        (), description="accept only these node ids (empty: any)"
+    )
     journal: JournalConfig = JournalConfig()
     queue: QueueConfig = QueueConfig()
     mqtt: MqttConfig = MqttConfig()

@@ -1,0 +1,95 @@
+"""What every source adapter shares: backoff, coalesced acks, admission, receive time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from gateway.errors import CodecError
+from gateway.metrics import Metrics
+from gateway.models import Ack, Transport, UplinkMessage
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    """Gateway wall time in ms; adapters stamp receive time with it (codecs never read clocks)."""
+    return time.time_ns() // 1_000_000
+
+
+class Backoff:
+    """Exponential reconnect delay with full jitter, so a fleet of gateways (or a gateway
+    with many links) does not hammer a recovering broker in lockstep."""
+
+    def __init__(self, first_s: float = 0.1, max_s: float = 30.0) -> None:
+        self._first = first_s
+        self._max = max_s
+        self._attempt = 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self._max, self._first * 2**self._attempt)
+        self._attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.next_delay())
+
+
+class AckMailbox:
+    """Acks waiting to go back to nodes on one link, newest per node only.
+
+    Acks are cumulative, so when a link is slow an older pending ack is simply
+    replaced: the mailbox is bounded by the number of nodes on the link.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int], Ack] = {}
+        self._event = asyncio.Event()
+
+    def send_ack(self, ack: Ack) -> None:
+        self._pending[(ack.node_id, ack.boot_id)] = ack
+        self._event.set()
+
+    async def take(self) -> list[Ack]:
+        await self._event.wait()
+        self._event.clear()
+        acks = list(self._pending.values())
+        self._pending.clear()
+        return acks
+
+
+class Admission:
+    """Counts and logs bad input; decides whether a decoded message may enter the journal."""
+
+    def __init__(self, transport: Transport, metrics: Metrics, allowed: frozenset[str]) -> None:
+        self.transport = transport
+        self._metrics = metrics
+        self._allowed = allowed
+        self._logged: set[tuple[str, str]] = set()
+
+    def malformed(self, where: str, error: CodecError) -> None:
+        reason = type(error).__name__
+        self._metrics.malformed_input(self.transport.value, reason)
+        # One log line per (where, reason) kind, not per frame: counters carry the volume.
+        if (where, reason) not in self._logged:
+            self._logged.add((where, reason))
+            _LOGGER.warning("%s: %s rejected: %s", where, self.transport.value, error)
+
+    def admit(self, msg: UplinkMessage, where: str) -> bool:
+        if self._allowed and msg.node_id not in self._allowed:
+            self._metrics.rejected_nodes[(self.transport.value, msg.node_id)] += 1
+            if (msg.node_id, "unknown") not in self._logged:
+                self._logged.add((msg.node_id, "unknown"))
+                _LOGGER.warning(
+                    "%s: unknown node on %s (%s); add it to allowed_nodes to accept it",
+                    msg.node_id,
+                    self.transport.value,
+                    where,
+                )
+            return False
+        return True

@@ -1,0 +1,123 @@
+"""MQTT source: subscribe to ``fieldgate/<site>/+/+`` and acknowledge after commit.
+
+Durability across the broker: the session is persistent (``clean_session=False``
+with a fixed client id) and paho's manual acknowledgement is switched on, so a
+QoS 1 message is PUBACKed to the broker only once the journal has committed it.
+If the gateway dies before that, the broker redelivers it on reconnect and the
+journal drops the copy it may already hold. aiomqtt 2.x does not expose paho's
+``manual_ack``; we reach the paho client it wraps (``Client._client``) for exactly
+two calls, ``manual_ack_set`` and ``ack`` (a test pins that behaviour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from gateway.codecs.mqtt_topics import decode_mqtt_payload, format_topic, parse_topic
+from gateway.codecs.payload import encode_message
+from gateway.config import MqttConfig
+from gateway.errors import CodecError
+from gateway.ingest import Envelope, IngestQueue
+from gateway.metrics import Metrics
+from gateway.models import Transport
+from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
+
+_LOGGER = logging.getLogger(__name__)
+UPLINK_KINDS = frozenset({"readings", "inference", "status"})
+
+
+class MqttSource:
+    def __init__(
+        self,
+        config: MqttConfig,
+        site: str,
+        queue: IngestQueue,
+        metrics: Metrics,
+        allowed_nodes: frozenset[str] = frozenset(),
+    ) -> None:
+        self._config = config
+        self._site = site
+        self._queue = queue
+        self._admission = Admission(Transport.MQTT, metrics, allowed_nodes)
+        self._mailbox = AckMailbox()
+        url = urlsplit(config.url)
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or 1883
+        self.ready = asyncio.Event()
+        self.connections = 0
+
+    @property
+    def name(self) -> str:
+        return f"source:mqtt:{self._host}:{self._port}"
+
+    async def run(self) -> None:
+        backoff = Backoff(max_s=self._config.reconnect_max_s)
+        while True:
+            client = aiomqtt.Client(
+                self._host,
+                self._port,
+                identifier=self._config.client_id,
+                clean_session=False,
+                keepalive=self._config.keepalive_s,
+                username=self._config.username,
+                password=self._config.password,
+            )
+            paho = client._client  # see module docstring
+            paho.manual_ack_set(True)
+            try:
+                async with client:
+                    self.connections += 1
+                    await client.subscribe(f"fieldgate/{self._site}/+/+", qos=1)
+                    self.ready.set()
+                    backoff.reset()
+                    _LOGGER.info("mqtt: connected to %s:%d", self._host, self._port)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._send_acks(client), name=f"{self.name}:acks")
+                        await self._receive(client, paho)
+            except* aiomqtt.MqttError as group:
+                self.ready.clear()
+                delay = backoff.next_delay()
+                _LOGGER.warning("mqtt: %s; reconnecting in %.1f s", group.exceptions[0], delay)
+                await asyncio.sleep(delay)
+
+    async def _receive(self, client: aiomqtt.Client, paho: Any) -> None:
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = message.payload
+            mid, qos = message.mid, message.qos
+
+            def puback(mid: int = mid, qos: int = qos) -> None:
+                if qos > 0:
+                    paho.ack(mid, qos)
+
+            try:
+                parts = parse_topic(topic)
+                if parts.kind not in UPLINK_KINDS:
+                    puback()  # our own downlink (ack/cmd) echoed by the wildcard
+                    continue
+                if not isinstance(payload, bytes | bytearray):
+                    payload = str(payload).encode()
+                msg = decode_mqtt_payload(parts.kind, bytes(payload), parts.node_id)
+            except CodecError as exc:
+                # Redelivery would not make it valid: acknowledge it to the broker, count it.
+                self._admission.malformed(topic, exc)
+                puback()
+                continue
+            if not self._admission.admit(msg, topic):
+                puback()
+                continue
+            await self._queue.put(
+                Envelope(msg, Transport.MQTT, now_ms(), self._mailbox, on_durable=puback)
+            )
+
+    async def _send_acks(self, client: aiomqtt.Client) -> None:
+        while True:
+            for ack in await self._mailbox.take():
+                await client.publish(
+                    format_topic(self._site, ack.node_id, "ack"), encode_message(ack), qos=1
+                )
