@@ -113,7 +113,7 @@ async def test_broker_restart_loses_and_duplicates_nothing(
         broker.stop()
         await wait_until(lambda: not gw.sources[0].ready.is_set(), what="gateway noticing")
         broker.start()
-        await wait_until(lambda: gw.sources[0].ready.is_set(), what="gateway reconnecting")
+        await wait_until(gw.sources[0].ready.is_set, what="gateway reconnecting")
         async with aiomqtt.Client(broker.host, broker.port) as node:
             for seq in range(17, 41, 4):  # 17..20 again: a node resending after the outage
                 await node.publish(topic, encode_message(batch("n3", seq)), qos=1)
