@@ -194,14 +194,14 @@ class NodeLogic:
 
     def uptime_ms(self, now_ms: int) -> int:
         """Uptime as the node's own (possibly drifting) crystal counts it."""
-        return int((now_ms - self._boot.boot_ms) * (1 + self.config.clock_drift_ppm * 1e-6))
+        return round((now_ms - self._boot.boot_ms) * (1 + self.config.clock_drift_ppm * 1e-6))
 
     def timestamp(self, now_ms: int) -> int:
         """The node's timestamp for ``now_ms`` in its configured time base, skew included."""
         cfg = self.config
         if cfg.time_base is TimeBase.UPTIME_MS:
             return self.uptime_ms(now_ms) + cfg.clock_offset_ms
-        return int(cfg.unix_epoch_ms + now_ms * (1 + cfg.clock_drift_ppm * 1e-6)) + (
+        return round(cfg.unix_epoch_ms + now_ms * (1 + cfg.clock_drift_ppm * 1e-6)) + (
             cfg.clock_offset_ms
         )
 
@@ -272,6 +272,7 @@ class NodeLogic:
         cfg, boot = self.config, self._boot
         boot.next_status_ms = now_ms + cfg.status_interval_ms
         seq = self._take_seq(1)
+        self._make_room()
         # The status is itself held, so the oldest held seq is never above its own.
         oldest = boot.unacked[0].msg.seq if boot.unacked else seq
         status = Status(
@@ -333,12 +334,16 @@ class NodeLogic:
         return seq
 
     def _hold(self, msg: UplinkMessage, now_ms: int) -> None:
-        boot = self._boot
-        boot.unacked.append(_Held(msg, now_ms))
+        self._make_room()
+        self._boot.unacked.append(_Held(msg, now_ms))
         self.stats.sent += 1
         if isinstance(msg, ReadingBatch):
             self.stats.sent_samples += len(msg.samples)
-        while len(boot.unacked) > self.config.max_unacked:
+
+    def _make_room(self) -> None:
+        """Evict the oldest held messages so one more fits (overflow policy: oldest go)."""
+        boot = self._boot
+        while len(boot.unacked) >= self.config.max_unacked:
             gone = boot.unacked.popleft().msg
             self.stats.evicted += 1
             if isinstance(gone, ReadingBatch):
