@@ -14,7 +14,7 @@ Firmware ports must follow this file exactly (Hann window, rfft bins, band edges
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
 
 import numpy as np
 import numpy.typing as npt
@@ -54,9 +54,7 @@ def extract_features(
         raise ValueError(f"vibration must have {VIB_SAMPLES} samples, got {vib.shape}")
     vib = vib - vib.mean()
     spec = np.abs(np.fft.rfft(vib * _HANN)) ** 2 / VIB_SAMPLES
-    bands = [
-        np.log1p(spec[lo:hi].sum()) for lo, hi in zip(BAND_EDGES, BAND_EDGES[1:], strict=False)
-    ]
+    bands = [np.log1p(spec[lo:hi].sum()) for lo, hi in itertools.pairwise(BAND_EDGES)]
     rms = float(np.sqrt(np.mean(vib**2)))
     crest = float(np.max(np.abs(vib)) / rms) if rms > 0 else 0.0
     cur = np.asarray(current, dtype=np.float64)
@@ -77,9 +75,7 @@ def extract_features(
     return np.asarray(feats, dtype=np.float32)
 
 
-def normalise(
-    features: npt.ArrayLike, centre: Sequence[float], scale: Sequence[float]
-) -> FloatArray:
+def normalise(features: npt.ArrayLike, centre: npt.ArrayLike, scale: npt.ArrayLike) -> FloatArray:
     """``(features - centre) / scale`` for a single frame or a ``(n, N_FEATURES)`` batch."""
     f = np.asarray(features, dtype=np.float32)
     return ((f - np.asarray(centre, np.float32)) / np.asarray(scale, np.float32)).astype(np.float32)

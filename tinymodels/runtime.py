@@ -49,12 +49,22 @@ class _Interpreter(Protocol):
     def get_tensor(self, index: int) -> Any: ...
 
 
-def _make_interpreter(model_content: bytes) -> _Interpreter:
+def _make_interpreter(model_content: bytes, *, delegates: bool = True) -> _Interpreter:
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:  # LiteRT missing: the old tflite-runtime wheel has the same API
-        from tflite_runtime.interpreter import Interpreter
-    return cast(_Interpreter, Interpreter(model_content=model_content, num_threads=1))
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
+    # Without the default XNNPACK delegate LiteRT's int8 kernels round like TFLM's (within
+    # 1 LSB); XNNPACK is faster but can differ by 2 LSB after a few layers.
+    resolver = (
+        OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    return cast(
+        _Interpreter,
+        Interpreter(
+            model_content=model_content, num_threads=1, experimental_op_resolver_type=resolver
+        ),
+    )
 
 
 def manifest_path_for(model_path: Path) -> Path:
@@ -73,9 +83,11 @@ class FrameScores:
 class GatewayModel:
     """A LiteRT interpreter plus its manifest. Thread-safe: calls are serialised."""
 
-    def __init__(self, model_content: bytes, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, model_content: bytes, manifest: dict[str, Any], *, delegates: bool = True
+    ) -> None:
         self.manifest = manifest
-        self._interp = _make_interpreter(model_content)
+        self._interp = _make_interpreter(model_content, delegates=delegates)
         self._lock = threading.Lock()
         inp = self._interp.get_input_details()[0]
         out = self._interp.get_output_details()[0]
@@ -87,8 +99,13 @@ class GatewayModel:
         self._out_quant = _quant(out)
         self._features = int(inp["shape"][-1])
         self._batch = 0
+        # Only gateway manifests carry a window feature config; node manifests describe
+        # node_features instead and are scored by the caller.
+        feats = manifest.get("features")
         self.feature_config = (
-            FeatureConfig.from_json(manifest["features"]) if "features" in manifest else None
+            FeatureConfig.from_json(feats)
+            if isinstance(feats, dict) and "window" in feats
+            else None
         )
 
     @property
@@ -102,15 +119,21 @@ class GatewayModel:
             raise ValueError(f"expected (n, {self._features}) input, got {x.shape}")
         if x.shape[0] == 0:
             return np.zeros((0, self._features), dtype=np.float32)
+        return _dequantise(
+            self.invoke_raw(_quantise(x, self._in_dtype, self._in_quant)), self._out_quant
+        )
+
+    def invoke_raw(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Run on input already in the model's tensor type (int8 for int8 models), no scaling."""
+        x = np.asarray(batch, dtype=self._in_dtype)
         with self._lock:
             if x.shape[0] != self._batch:
                 self._interp.resize_tensor_input(self._in_index, [x.shape[0], self._features])
                 self._interp.allocate_tensors()
                 self._batch = x.shape[0]
-            self._interp.set_tensor(self._in_index, _quantise(x, self._in_dtype, self._in_quant))
+            self._interp.set_tensor(self._in_index, x)
             self._interp.invoke()
-            y = np.array(self._interp.get_tensor(self._out_index))
-        return _dequantise(y, self._out_quant)
+            return np.array(self._interp.get_tensor(self._out_index))
 
     def predict_batched(
         self, x: npt.NDArray[np.float32], batch_size: int = 512
@@ -178,8 +201,13 @@ def load_manifest(model_path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def load_model(path: str | Path = DEFAULT_GATEWAY_MODEL, *, verify: bool = True) -> GatewayModel:
-    """Load ``path`` (a .tflite) and its manifest; checks the manifest's sha256 when ``verify``."""
+def load_model(
+    path: str | Path = DEFAULT_GATEWAY_MODEL, *, verify: bool = True, delegates: bool = True
+) -> GatewayModel:
+    """Load ``path`` (a .tflite) and its manifest; checks the manifest's sha256 when ``verify``.
+
+    ``delegates=False`` skips LiteRT's default XNNPACK delegate (bit-closer to TFLM).
+    """
     model_path = Path(path)
     try:
         content = model_path.read_bytes()
@@ -194,4 +222,4 @@ def load_model(path: str | Path = DEFAULT_GATEWAY_MODEL, *, verify: bool = True)
                 f"{manifest.get('sha256')}; rebuild the artifact or fix the manifest"
             )
     _LOGGER.debug("loaded %s %s", manifest.get("name"), manifest.get("version"))
-    return GatewayModel(content, manifest)
+    return GatewayModel(content, manifest, delegates=delegates)

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         "score": "mean squared error between normalised features and dequantised output",
         "threshold": round(threshold, 6),
         "evaluation": {
-            "data": "synthetic pump frames (tinymodels.pump_signals), seed %d" % SEED,
+            "data": f"synthetic pump frames (tinymodels.pump_signals), seed {SEED}",
             "false_alarm_rate": false_alarm,
             "detection_rate": detection,
         },
