@@ -1,0 +1,57 @@
+"""Sans-IO wire formats between nodes and the gateway (docs/protocol.md).
+
+Every decoder here raises only :class:`gateway.errors.CodecError` subclasses.
+"""
+
+from gateway.codecs.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    FrameDecoder,
+    cobs_decode,
+    cobs_encode,
+    encode_frame,
+)
+from gateway.codecs.json_payload import decode_json_message, encode_json_message
+from gateway.codecs.mqtt_topics import (
+    TopicKind,
+    TopicParts,
+    decode_mqtt_payload,
+    encode_mqtt_payload,
+    format_topic,
+    kind_of,
+    parse_topic,
+    topic_for,
+    uplink_filters,
+)
+from gateway.codecs.payload import (
+    MAX_MESSAGE_BYTES,
+    Key,
+    MessageType,
+    decode_message,
+    encode_message,
+    validate_message,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "FrameDecoder",
+    "Key",
+    "MessageType",
+    "TopicKind",
+    "TopicParts",
+    "cobs_decode",
+    "cobs_encode",
+    "decode_json_message",
+    "decode_message",
+    "decode_mqtt_payload",
+    "encode_frame",
+    "encode_json_message",
+    "encode_message",
+    "encode_mqtt_payload",
+    "format_topic",
+    "kind_of",
+    "parse_topic",
+    "topic_for",
+    "uplink_filters",
+    "validate_message",
+]

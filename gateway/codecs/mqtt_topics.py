@@ -1,0 +1,177 @@
+"""MQTT topics ``fieldgate/<site>/<node>/<kind>`` and MQTT payloads (docs/protocol.md).
+
+Uplink kinds (node → gateway): ``readings``, ``inference``, ``status``.
+Downlink kinds (gateway → node): ``ack``, ``cmd``.
+
+A payload is a CBOR message (as on serial) or, when its first byte is ``{``, the JSON form
+(gateway.codecs.json_payload). A CBOR message always starts with a map header
+(0xa0..0xbf), so the two never collide.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.codecs.json_payload import decode_json_message, encode_json_message
+from gateway.codecs.payload import decode_message, encode_message
+from gateway.errors import PayloadError, TopicError
+from gateway.models import (
+    Ack,
+    Command,
+    Message,
+    NodeInference,
+    ReadingBatch,
+    Status,
+    is_valid_node_id,
+)
+
+TOPIC_ROOT: Final = "fieldgate"
+
+
+class TopicKind(enum.StrEnum):
+    READINGS = "readings"
+    INFERENCE = "inference"
+    STATUS = "status"
+    ACK = "ack"
+    CMD = "cmd"
+
+    @property
+    def is_uplink(self) -> bool:
+        return self in UPLINK_KINDS
+
+
+UPLINK_KINDS: Final = frozenset({TopicKind.READINGS, TopicKind.INFERENCE, TopicKind.STATUS})
+DOWNLINK_KINDS: Final = frozenset({TopicKind.ACK, TopicKind.CMD})
+
+_MESSAGE_CLASS: Final[dict[TopicKind, type]] = {
+    TopicKind.READINGS: ReadingBatch,
+    TopicKind.INFERENCE: NodeInference,
+    TopicKind.STATUS: Status,
+    TopicKind.ACK: Ack,
+    TopicKind.CMD: Command,
+}
+_KIND_OF_CLASS: Final = {cls: kind for kind, cls in _MESSAGE_CLASS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicParts:
+    site: str
+    node_id: str
+    kind: TopicKind
+
+
+def is_valid_site(site: str) -> bool:
+    """Sites follow the node id rule: 1..32 characters of ``[A-Za-z0-9._-]``."""
+    return is_valid_node_id(site)
+
+
+def format_topic(site: str, node_id: str, kind: TopicKind | str) -> str:
+    """``fieldgate/<site>/<node_id>/<kind>``; raises :class:`TopicError` for a bad part."""
+    if not is_valid_site(site):
+        raise TopicError(f"site {site!r} is not 1..32 characters of [A-Za-z0-9._-]")
+    if not is_valid_node_id(node_id):
+        raise TopicError(f"node id {node_id!r} is not 1..32 characters of [A-Za-z0-9._-]")
+    try:
+        kind = TopicKind(kind)
+    except ValueError:
+        raise TopicError(
+            f"kind {kind!r} is not one of {', '.join(k.value for k in TopicKind)}"
+        ) from None
+    return f"{TOPIC_ROOT}/{site}/{node_id}/{kind.value}"
+
+
+def topic_for(site: str, msg: Message) -> str:
+    """The topic a message is published on."""
+    return format_topic(site, msg.node_id, kind_of(msg))
+
+
+def kind_of(msg: Message) -> TopicKind:
+    return _KIND_OF_CLASS[type(msg)]
+
+
+def uplink_filters(site: str = "+") -> list[str]:
+    """Subscription filters for every uplink kind of every node of ``site`` (``+``: all)."""
+    return [f"{TOPIC_ROOT}/{site}/+/{kind.value}" for kind in TopicKind if kind.is_uplink]
+
+
+def downlink_filters(site: str, node_id: str) -> list[str]:
+    """Subscription filters a node uses for its acks and commands."""
+    return [format_topic(site, node_id, kind) for kind in TopicKind if not kind.is_uplink]
+
+
+def parse_topic(topic: str) -> TopicParts:
+    """Split a topic into its parts; raises :class:`TopicError` naming the bad level."""
+    raw = topic.encode("utf-8", "surrogatepass")
+    levels = topic.split("/")
+    if len(levels) != 4:
+        raise TopicError(
+            f"topic {topic[:80]!r} has {len(levels)} levels, expected "
+            f"{TOPIC_ROOT}/<site>/<node>/<kind>",
+            raw,
+            0,
+        )
+    root, site, node_id, kind = levels
+    offsets = [0]
+    for level in levels[:-1]:
+        offsets.append(offsets[-1] + len(level.encode("utf-8", "surrogatepass")) + 1)
+    if root != TOPIC_ROOT:
+        raise TopicError(f"topic root is {root[:40]!r}, expected {TOPIC_ROOT!r}", raw, 0)
+    if not is_valid_site(site):
+        raise TopicError(
+            f"site {site[:40]!r} is not 1..32 characters of [A-Za-z0-9._-]", raw, offsets[1]
+        )
+    if not is_valid_node_id(node_id):
+        raise TopicError(
+            f"node id {node_id[:40]!r} is not 1..32 characters of [A-Za-z0-9._-]",
+            raw,
+            offsets[2],
+        )
+    try:
+        parsed_kind = TopicKind(kind)
+    except ValueError:
+        raise TopicError(
+            f"kind {kind[:40]!r} is not one of {', '.join(k.value for k in TopicKind)}",
+            raw,
+            offsets[3],
+        ) from None
+    return TopicParts(site, node_id, parsed_kind)
+
+
+def decode_mqtt_payload(
+    kind: TopicKind | str, payload: bytes | bytearray | memoryview, node_id_from_topic: str
+) -> Message:
+    """Decode a payload received on a topic of ``kind`` for ``node_id_from_topic``.
+
+    JSON when the first byte is ``{``, CBOR otherwise. Raises :class:`PayloadError` when
+    the payload does not decode, is not the message type the topic names, or names
+    another node than the topic.
+    """
+    raw = bytes(payload)
+    try:
+        topic_kind = TopicKind(kind)
+    except ValueError:
+        raise PayloadError(f"unknown topic kind {kind!r}", raw, 0) from None
+    msg = decode_json_message(raw) if raw[:1] == b"{" else decode_message(raw)
+    expected = _MESSAGE_CLASS[topic_kind]
+    if type(msg) is not expected:
+        raise PayloadError(
+            f"a {type(msg).__name__} was published on a {topic_kind.value!r} topic, "
+            f"which carries {expected.__name__} messages",
+            raw,
+            0,
+        )
+    if msg.node_id != node_id_from_topic:
+        raise PayloadError(
+            f"payload node_id {msg.node_id!r} does not match the topic's node "
+            f"{node_id_from_topic!r}",
+            raw,
+            0,
+        )
+    return msg
+
+
+def encode_mqtt_payload(msg: Message, *, json: bool = False) -> bytes:
+    """The payload to publish for ``msg``: CBOR, or the JSON form when ``json``."""
+    return encode_json_message(msg) if json else encode_message(msg)
