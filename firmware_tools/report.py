@@ -273,13 +273,13 @@ class ConversionReport:
             "notes": list(self.notes),
         }
         if self.tflm is not None:
-            t = self.tflm
+            tf = self.tflm
             out["tflm"] = {
-                "loaded": t.loaded,
-                "arena_bytes": t.arena_bytes,
-                "arena_recorded_bytes": t.arena_recorded_bytes,
-                "arena_min_bytes": t.arena_min_bytes,
-                "max_lsb_vs_litert": t.max_lsb_vs_litert,
+                "loaded": tf.loaded,
+                "arena_bytes": tf.arena_bytes,
+                "arena_recorded_bytes": tf.arena_recorded_bytes,
+                "arena_min_bytes": tf.arena_min_bytes,
+                "max_lsb_vs_litert": tf.max_lsb_vs_litert,
             }
         if self.metric is not None:
             m = self.metric
@@ -313,17 +313,17 @@ class ConversionReport:
         summary.add_row("cost", f"{lat.macs:,} MACs, {lat.operators} operators")
         summary.add_row("latency (est.)", f"{lat.latency_class} (~{lat.ms:.2f} ms)")
         if self.tflm is not None:
-            t = self.tflm
-            arena = f"{t.arena_bytes:,} bytes"
+            tr = self.tflm
+            arena = f"{tr.arena_bytes:,} bytes"
             detail = []
-            if t.arena_recorded_bytes is not None:
-                detail.append(f"recorded {t.arena_recorded_bytes:,}")
-            if t.arena_min_bytes is not None:
-                detail.append(f"bisected {t.arena_min_bytes:,}")
+            if tr.arena_recorded_bytes is not None:
+                detail.append(f"recorded {tr.arena_recorded_bytes:,}")
+            if tr.arena_min_bytes is not None:
+                detail.append(f"bisected {tr.arena_min_bytes:,}")
             summary.add_row("TFLM", "[green]loads and invokes[/green]")
             summary.add_row("arena", arena + (f" ({', '.join(detail)})" if detail else ""))
-            if t.max_lsb_vs_litert is not None:
-                summary.add_row("TFLM vs LiteRT", f"max {t.max_lsb_vs_litert} LSB")
+            if tr.max_lsb_vs_litert is not None:
+                summary.add_row("TFLM vs LiteRT", f"max {tr.max_lsb_vs_litert} LSB")
         fits = self.fits_target()
         if fits is not None:
             verdict = "[green]fits[/green]" if fits else "[red]does NOT fit[/red]"

@@ -251,8 +251,13 @@ def bisect_arena(model: bytes, recorded: int, *, timeout_s: float = 60.0) -> int
         f.flush()
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", _BISECT_CHILD, f.name]
-                + [str(recorded), str(recorded * 2), str(_ALIGN)],
+                [
+                    sys.executable,
+                    "-c",
+                    _BISECT_CHILD,
+                    f.name,
+                    *(str(recorded), str(recorded * 2), str(_ALIGN)),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,

@@ -1,0 +1,334 @@
+"""``flash-model``: convert, sign, verify and inspect TinyML models for fieldgate nodes.
+
+A Typer app named ``app``; each command is a thin shell over the Python API in
+:mod:`firmware_tools.convert`, :mod:`firmware_tools.manifest` and :mod:`firmware_tools.signing`.
+Expected failures (:class:`~gateway.errors.FieldgateError`) print one red line saying what to
+fix and exit with status 1; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from firmware_tools.manifest import DEFAULT_TARGET, TARGET_CLASSES, build_manifest
+from gateway.errors import FieldgateError, ModelError
+
+_LOGGER = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="flash-model",
+    help=(
+        "Build, sign and check int8 TinyML models for fieldgate sensor nodes.\n\n"
+        "Typical flow: `flash-model keygen --out keys/` once; then per model "
+        "`flash-model convert model.keras --representative rep.npy --out build/`, "
+        "`flash-model sign build/model.tflite --key keys/model-signing.key --version 1.2.0`, "
+        "and on the gateway `flash-model verify build/model.tflite --pubkey model-signing.pub`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console() -> Console:
+    # Bound to the stdout of the moment: conversion swaps sys.stdout to hush Keras' prints.
+    return Console(file=sys.stdout)
+
+
+def _fail(console: Console, exc: FieldgateError) -> typer.Exit:
+    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def convert(
+    model: Annotated[
+        Path, typer.Argument(help="Keras model file (.keras/.h5) or SavedModel directory.")
+    ],
+    *,
+    representative: Annotated[
+        Path,
+        typer.Option(
+            "--representative",
+            "-r",
+            help="Representative inputs (.npy, samples on axis 0) that set the int8 scales. "
+            "Use real sensor windows covering the full operating range.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("build"),
+    name: Annotated[
+        str | None, typer.Option(help="Artifact base name (default: model file stem).")
+    ] = None,
+    eval_inputs: Annotated[
+        Path | None,
+        typer.Option(help="Evaluation inputs (.npy) for the float vs int8 comparison."),
+    ] = None,
+    eval_labels: Annotated[
+        Path | None,
+        typer.Option(help="Evaluation labels (.npy): int class ids (accuracy) or float targets."),
+    ] = None,
+    eval_name: Annotated[
+        str | None, typer.Option(help="Name of the evaluation set in the report.")
+    ] = None,
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="auto | accuracy | reconstruction | mse. auto: accuracy with int labels, "
+            "mse with float labels, reconstruction error without labels (autoencoders)."
+        ),
+    ] = "auto",
+    max_metric_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Fail if int8 is worse than float by more than this: absolute for accuracy "
+            "(0.02 = 2 points), relative error increase for reconstruction/mse (0.25 = 25%). "
+            "Default: 0.02 for accuracy, 0.25 otherwise."
+        ),
+    ] = None,
+    target: Annotated[
+        str, typer.Option(help=f"Target class: {', '.join(sorted(TARGET_CLASSES))}.")
+    ] = DEFAULT_TARGET,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON instead of tables.")
+    ] = False,
+) -> None:
+    """Convert a Keras/SavedModel model to a checked full-int8 TFLite model.
+
+    Writes NAME.tflite, NAME.report.json, and a C export (NAME_model_data.cc/.h with an
+    alignas(16) array, NAME_op_resolver.h with a MicroMutableOpResolver of exactly the ops
+    used). The model is loaded and invoked in TFLite Micro (an op TFLM lacks fails the
+    conversion, naming the op), its arena is measured, and with --eval-inputs the int8 model
+    must stay within --max-metric-drop of the float model.
+    """
+    from firmware_tools.convert import (
+        EvalSet,
+        MetricGateError,
+        convert_model,
+        load_representative,
+        save_conversion,
+    )
+
+    console = _console()
+    stem = name or model.stem
+    try:
+        rep = load_representative(representative)
+        eval_set = (
+            EvalSet.from_files(eval_inputs, eval_labels, eval_name)
+            if eval_inputs is not None
+            else None
+        )
+        with console.status("Converting", spinner="dots") as status:
+            result = convert_model(
+                model,
+                rep,
+                eval_set=eval_set,
+                metric=metric,
+                max_metric_drop=max_metric_drop,
+                target=target,
+                progress=status.update,
+            )
+            status.update("Writing artifacts")
+            paths = save_conversion(result, out, stem)
+    except MetricGateError as exc:
+        if not json_out:
+            exc.report.render(console)
+        raise _fail(console, exc) from exc
+    except FieldgateError as exc:
+        raise _fail(console, exc) from exc
+    if json_out:
+        console.print_json(result.report.to_json())
+        return
+    result.report.render(console)
+    console.print("Wrote:")
+    for path in paths.values():
+        console.print(f"  {path}", highlight=False)
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the key pair.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing key pair.")] = False,
+) -> None:
+    """Create an Ed25519 key pair for signing model manifests.
+
+    Writes model-signing.key (private, mode 0600; keep it on the build machine only) and
+    model-signing.pub (public; install it on gateways and bake it into node firmware).
+    """
+    from firmware_tools.signing import generate_keypair
+
+    console = _console()
+    try:
+        priv, pub = generate_keypair(out, force=force)
+    except FieldgateError as exc:
+        raise _fail(console, exc) from exc
+    console.print(f"private key: {priv} (mode 0600, never copy it to a gateway)", highlight=False)
+    console.print(f"public key:  {pub}", highlight=False)
+
+
+@app.command()
+def sign(
+    model: Annotated[Path, typer.Argument(help="The .tflite artifact to sign.")],
+    *,
+    key: Annotated[Path, typer.Option("--key", "-k", help="Private key from `keygen`.")],
+    version: Annotated[str, typer.Option(help="Semantic version, e.g. 1.2.0.")] = "0.1.0",
+    sequence: Annotated[
+        int | None,
+        typer.Option(
+            help="Monotonic sequence number; nodes refuse a sequence not above the one they "
+            "run. Default: the existing manifest's sequence + 1, else 1."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name (default: file stem).")] = None,
+    target: Annotated[
+        str, typer.Option(help=f"Target class: {', '.join(sorted(TARGET_CLASSES))}.")
+    ] = DEFAULT_TARGET,
+    arena_bytes: Annotated[
+        int | None,
+        typer.Option(help="Tensor arena bytes (default: measured by loading it in TFLM)."),
+    ] = None,
+) -> None:
+    """Write a signed manifest (MODEL.manifest.cbor and .json) for a .tflite artifact.
+
+    The manifest records the artifact's sha256 and size, I/O quantisation, ops, arena bytes,
+    target class, version and sequence; the Ed25519 signature covers its canonical CBOR.
+    """
+    from firmware_tools.signing import (
+        find_signed,
+        load_private_key,
+        read_signed,
+        sign_manifest,
+        write_signed,
+    )
+
+    console = _console()
+    try:
+        private_key = load_private_key(key)
+        artifact = _read_artifact(model)
+        if sequence is None:
+            existing = find_signed(model)
+            sequence = read_signed(existing).manifest.sequence + 1 if existing else 1
+        manifest = build_manifest(
+            artifact,
+            name=name or model.stem,
+            version=version,
+            sequence=sequence,
+            target=target,
+            arena_bytes=arena_bytes,
+        )
+        signed = sign_manifest(manifest, private_key)
+        paths = write_signed(signed, model)
+    except FieldgateError as exc:
+        raise _fail(console, exc) from exc
+    console.print(
+        f"signed {manifest.name} {manifest.version} (sequence {manifest.sequence}, "
+        f"sha256 {manifest.sha256[:16]}..., key {signed.key_id.hex()})",
+        highlight=False,
+    )
+    for path in paths:
+        console.print(f"  {path}", highlight=False)
+
+
+@app.command()
+def verify(
+    model: Annotated[Path, typer.Argument(help="The .tflite artifact.")],
+    pubkey: Annotated[Path, typer.Option("--pubkey", "-p", help="Public key from `keygen`.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="Signed manifest (default: MODEL.manifest.cbor, else .json)."),
+    ] = None,
+) -> None:
+    """Check a model's signed manifest: the signature, then the artifact's size and sha256.
+
+    Needs only the public key. Exits 0 when everything matches, 1 saying what failed.
+    """
+    from firmware_tools.signing import find_signed, load_public_key, read_signed, verify_signed
+
+    console = _console()
+    try:
+        manifest_path = manifest or find_signed(model)
+        if manifest_path is None:
+            raise ModelError(
+                f"no signed manifest next to {model}; sign it with `flash-model sign` "
+                "or pass --manifest"
+            )
+        verified = verify_signed(
+            read_signed(manifest_path), _read_artifact(model), load_public_key(pubkey)
+        )
+    except FieldgateError as exc:
+        raise _fail(console, exc) from exc
+    console.print(
+        f"[green]OK[/green] {verified.name} {verified.version} sequence {verified.sequence} "
+        f"target {verified.target}, {verified.size_bytes} bytes, sha256 {verified.sha256}",
+        highlight=False,
+    )
+
+
+@app.command("info-model")
+def info_model(
+    model: Annotated[Path, typer.Argument(help="A .tflite file.")],
+    target: Annotated[str, typer.Option(help="Target class to check the budget against.")] = (
+        DEFAULT_TARGET
+    ),
+    tflm: Annotated[
+        bool, typer.Option(help="Load and invoke it in TFLite Micro and measure the arena.")
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a .tflite model's size, ops (with versions), I/O quantisation, cost estimate,
+    TFLM compatibility and arena, plus its signed manifest if there is one."""
+    from firmware_tools.report import ConversionReport, TflmSummary, analyse_tflite
+    from firmware_tools.signing import find_signed, read_signed
+    from firmware_tools.tflm_check import check_tflm
+
+    console = _console()
+    try:
+        artifact = _read_artifact(model)
+        report = ConversionReport(
+            source=str(model), analysis=analyse_tflite(artifact), target=target
+        )
+        if tflm:
+            result = check_tflm(artifact)
+            report.tflm = TflmSummary(
+                loaded=True,
+                arena_bytes=result.arena_bytes,
+                arena_recorded_bytes=result.arena_recorded_bytes,
+                arena_min_bytes=result.arena_min_bytes,
+                max_lsb_vs_litert=None,
+            )
+        signed_path = find_signed(model)
+        signed = read_signed(signed_path) if signed_path else None
+    except FieldgateError as exc:
+        raise _fail(console, exc) from exc
+    if json_out:
+        doc = report.to_dict()
+        doc["manifest"] = signed.manifest.to_dict() if signed else None
+        console.print_json(json.dumps(doc))
+        return
+    report.render(console)
+    if signed is not None:
+        m = signed.manifest
+        console.print(
+            f"manifest ({signed_path}, unverified): {m.name} {m.version} sequence {m.sequence}, "
+            f"key {signed.key_id.hex()}",
+            highlight=False,
+        )
+
+
+def _read_artifact(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc}") from exc
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
