@@ -3,6 +3,8 @@
 Every decoder here raises only :class:`gateway.errors.CodecError` subclasses.
 """
 
+from gateway.codecs.adv import advertising_data, decode_adv, encode_adv
+from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
 from gateway.codecs.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     FrameDecoder,
@@ -34,22 +36,28 @@ from gateway.codecs.payload import (
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "MAX_MESSAGE_BYTES",
+    "ChunkDecoder",
+    "ChunkEncoder",
     "FrameDecoder",
     "Key",
     "MessageType",
     "TopicKind",
     "TopicParts",
+    "advertising_data",
     "cobs_decode",
     "cobs_encode",
+    "decode_adv",
     "decode_json_message",
     "decode_message",
     "decode_mqtt_payload",
+    "encode_adv",
     "encode_frame",
     "encode_json_message",
     "encode_message",
     "encode_mqtt_payload",
     "format_topic",
     "kind_of",
+    "max_chunk_for_mtu",
     "parse_topic",
     "topic_for",
     "uplink_filters",
