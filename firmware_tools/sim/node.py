@@ -217,7 +217,9 @@ class NodeLogic:
         boot = self._boot
         if boot.batch_started_ms is None:
             boot.batch_started_ms = now_ms
-        boot.pending.append(Sample(t=self.timestamp(now_ms), values=tuple(map(float, values))))
+        # An MCU holds readings as float32; rounding here also lets CBOR use 4-byte floats.
+        as_f32 = tuple(float(v) for v in np.asarray(values, dtype=np.float32))
+        boot.pending.append(Sample(t=self.timestamp(now_ms), values=as_f32))
         out: list[UplinkMessage] = []
         if len(boot.pending) >= self.config.batch_size:
             out.append(self._flush_batch(now_ms))

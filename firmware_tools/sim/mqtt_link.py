@@ -1,0 +1,139 @@
+"""A node that talks MQTT: publishes to ``fieldgate/<site>/<node>/<kind>``, QoS 1.
+
+Uplink messages go to ``readings``, ``inference`` and ``status`` as CBOR (or the
+JSON form, for nodes without a CBOR library); the node subscribes to its own
+``ack`` and ``cmd`` topics. A lost connection is retried with exponential
+backoff and jitter; messages that were in the outbox when it dropped are lost to
+the link and come back through the node's resend timer, as on a real device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from firmware_tools.sim.links import Backoff, DownlinkHandler, LinkStats, Outbox
+from gateway.codecs.mqtt_topics import (
+    decode_mqtt_payload,
+    downlink_filters,
+    encode_mqtt_payload,
+    parse_topic,
+    topic_for,
+)
+from gateway.errors import CodecError
+from gateway.models import Ack, Command, UplinkMessage
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """``mqtt://host:port`` (port defaults to 1883) -> (host, port)."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "tcp"):
+        raise ValueError(f"broker URL {url!r}: use mqtt://host:port")
+    return parts.hostname or "127.0.0.1", parts.port or 1883
+
+
+class MqttLink:
+    """One node's MQTT client. ``await run(handler)`` in a task; cancel to disconnect."""
+
+    kind = "mqtt"
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        broker_url: str,
+        site: str,
+        json: bool = False,
+        queue_size: int = 256,
+        keepalive_s: int = 30,
+        reconnect_max_s: float = 5.0,
+        publish_timeout_s: float = 10.0,
+    ) -> None:
+        self.node_id = node_id
+        self.site = site
+        self.json = json
+        self.host, self.port = parse_broker_url(broker_url)
+        self.stats = LinkStats()
+        self.ready = asyncio.Event()
+        self._outbox = Outbox(self.stats, queue_size)
+        self._keepalive_s = keepalive_s
+        self._reconnect_max_s = reconnect_max_s
+        self._publish_timeout_s = publish_timeout_s
+        self.downlink_topics = downlink_filters(site, node_id)
+
+    @property
+    def address(self) -> str:
+        return f"fieldgate/{self.site}/{self.node_id}/#"
+
+    def offer(self, msg: UplinkMessage) -> None:
+        self._outbox.put(msg)
+
+    async def run(self, on_downlink: DownlinkHandler) -> None:
+        backoff = Backoff(max_s=self._reconnect_max_s)
+        while True:
+            client = aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=f"fieldgate-sim-{self.site}-{self.node_id}",
+                keepalive=self._keepalive_s,
+                timeout=self._publish_timeout_s,
+            )
+            try:
+                async with client:
+                    for topic in self.downlink_topics:
+                        await client.subscribe(topic, qos=1)
+                    self.stats.connects += 1
+                    self.ready.set()
+                    backoff.reset()
+                    _LOGGER.info(
+                        "%s: connected to mqtt://%s:%d", self.node_id, self.host, self.port
+                    )
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(
+                            self._publish_loop(client), name=f"sim:{self.node_id}:mqtt:publish"
+                        )
+                        await self._receive_loop(client, on_downlink)
+            except* aiomqtt.MqttError as group:
+                self.ready.clear()
+                delay = backoff.next_delay()
+                _LOGGER.info(
+                    "%s: mqtt %s; reconnecting in %.2f s", self.node_id, group.exceptions[0], delay
+                )
+                await asyncio.sleep(delay)
+            finally:
+                self.ready.clear()
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            msg = await self._outbox.get()
+            payload = encode_mqtt_payload(msg, json=self.json)
+            try:
+                await client.publish(topic_for(self.site, msg), payload, qos=1)
+            except aiomqtt.MqttError:
+                self.stats.dropped += 1
+                raise
+            self.stats.messages_out += 1
+            self.stats.bytes_out += len(payload)
+
+    async def _receive_loop(self, client: aiomqtt.Client, on_downlink: DownlinkHandler) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                self.stats.bad_in += 1
+                continue
+            try:
+                parts = parse_topic(str(message.topic))
+                msg = decode_mqtt_payload(parts.kind, bytes(payload), parts.node_id)
+            except CodecError:
+                self.stats.bad_in += 1
+                continue
+            if not isinstance(msg, Ack | Command) or msg.node_id != self.node_id:
+                self.stats.bad_in += 1
+                continue
+            self.stats.messages_in += 1
+            on_downlink(msg)

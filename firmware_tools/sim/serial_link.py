@@ -1,0 +1,222 @@
+"""A node on a serial port: a pseudo-terminal whose far end the gateway opens.
+
+The node owns the pty master; the gateway opens the slave (``/dev/pts/N``, or a
+stable symlink to it) like any USB serial adapter. Frames are COBS+CRC
+(:mod:`gateway.codecs.framing`) around the CBOR messages.
+
+Ptys move bytes as fast as memory does and ignore the baud rate, so writes are
+paced here: at most ``chunk_bytes`` at a time, each followed by the time those
+bytes take on a real wire (10 bits per byte: start, 8 data, stop). The link also
+keeps the slave side open itself, so bytes written while no gateway has the port
+open wait in the pty (as in a USB CDC device's buffer) instead of failing.
+
+``unplug()`` closes the pty, which the gateway sees as a vanished device (EIO),
+and removes the symlink; ``replug()`` makes a new pty and points the symlink at
+it, so a gateway configured with the symlink path finds the node again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tty
+from pathlib import Path
+
+from firmware_tools.sim.links import DownlinkHandler, LinkStats, Outbox
+from gateway.codecs.framing import FrameDecoder, encode_frame
+from gateway.codecs.payload import decode_message, encode_message
+from gateway.errors import CodecError
+from gateway.models import Ack, Command, UplinkMessage
+
+_LOGGER = logging.getLogger(__name__)
+_BITS_PER_BYTE = 10
+_READ_BYTES = 4096
+
+
+class PtySerialLink:
+    """One node's serial port. Create, then ``await run(handler)`` in a task."""
+
+    kind = "serial"
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        baud: int = 115_200,
+        pty_dir: Path | None = None,
+        chunk_bytes: int = 64,
+        queue_size: int = 256,
+        max_frame_bytes: int = 4096,
+    ) -> None:
+        if baud <= 0 or chunk_bytes <= 0:
+            raise ValueError("baud and chunk_bytes must be > 0")
+        self.node_id = node_id
+        self.baud = baud
+        self.chunk_bytes = chunk_bytes
+        self.stats = LinkStats()
+        self.ready = asyncio.Event()
+        self.symlink = Path(pty_dir) / f"tty{node_id}" if pty_dir is not None else None
+        self._outbox = Outbox(self.stats, queue_size)
+        self._max_frame_bytes = max_frame_bytes
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._master: int | None = None
+        self._slave: int | None = None
+        self.slave_path = ""
+        self._handler: DownlinkHandler | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._tx_free_at = 0.0
+        self._plug()
+
+    @property
+    def address(self) -> str:
+        """The path a gateway should open: the stable symlink if there is one."""
+        return str(self.symlink) if self.symlink is not None else self.slave_path
+
+    @property
+    def plugged(self) -> bool:
+        return self._master is not None
+
+    def offer(self, msg: UplinkMessage) -> None:
+        self._outbox.put(msg)
+
+    def unplug(self) -> None:
+        """Pull the cable: the pty goes away and the symlink with it."""
+        if self._master is None:
+            return
+        _LOGGER.info("%s: unplugged %s", self.node_id, self.slave_path)
+        self.ready.clear()
+        if self.symlink is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.symlink.unlink()
+        if self._handler is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._master)
+            loop.remove_writer(self._master)
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(ConnectionResetError("unplugged"))
+        os.close(self._master)
+        if self._slave is not None:
+            os.close(self._slave)
+        self._master = self._slave = None
+
+    def replug(self) -> None:
+        """Plug back in: a new pty (new /dev/pts/N), the symlink now pointing at it."""
+        if self._master is None:
+            self._plug()
+
+    def close(self) -> None:
+        self.unplug()
+
+    async def run(self, on_downlink: DownlinkHandler) -> None:
+        """Write paced frames and read downlink frames until cancelled; closes the pty on exit."""
+        self._handler = on_downlink
+        loop = asyncio.get_running_loop()
+        if self._master is not None:
+            loop.add_reader(self._master, self._on_readable)
+            self.ready.set()
+        try:
+            while True:
+                msg = await self._outbox.get()
+                if self._master is None:
+                    self.stats.dropped += 1  # nobody on the wire: the node will resend
+                    continue
+                frame = encode_frame(encode_message(msg))
+                try:
+                    await self._write_paced(frame)
+                except OSError as exc:
+                    self.stats.dropped += 1
+                    _LOGGER.debug("%s: write failed: %s", self.node_id, exc)
+                    continue
+                self.stats.messages_out += 1
+                self.stats.bytes_out += len(frame)
+        finally:
+            self.close()
+            self._handler = None
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _plug(self) -> None:
+        master, slave = os.openpty()
+        # Raw mode before anyone opens it: no echo of our own frames back to the master, no
+        # newline translation mangling binary frames.
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        self.slave_path = os.ttyname(slave)
+        self._decoder = FrameDecoder(self._max_frame_bytes)
+        if self.symlink is not None:
+            self.symlink.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.symlink.with_name(self.symlink.name + ".new")
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tmp.symlink_to(self.slave_path)
+            tmp.replace(self.symlink)  # atomic: the path never points at a dead pty
+        self.stats.connects += 1
+        if self._handler is not None:
+            asyncio.get_running_loop().add_reader(master, self._on_readable)
+            self.ready.set()
+        _LOGGER.info("%s: serial port %s", self.node_id, self.address)
+
+    async def _write_paced(self, frame: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        view = memoryview(frame)
+        while view:
+            if self._master is None:
+                raise ConnectionResetError("unplugged")
+            chunk = view[: self.chunk_bytes]
+            try:
+                written = os.write(self._master, chunk)
+            except BlockingIOError:
+                # The pty is full: nobody is reading. Wait, as flow control would make us.
+                await self._wait_writable(loop)
+                continue
+            view = view[written:]
+            now = loop.time()
+            self._tx_free_at = max(self._tx_free_at, now) + written * _BITS_PER_BYTE / self.baud
+            await asyncio.sleep(self._tx_free_at - now)
+
+    async def _wait_writable(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._master is not None
+        fd = self._master
+        writable: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not writable.done():
+                writable.set_result(None)
+
+        self._writable = writable
+        loop.add_writer(fd, wake)
+        try:
+            await writable
+        finally:
+            self._writable = None
+            if self._master == fd:  # else unplug already closed (and unregistered) it
+                loop.remove_writer(fd)
+
+    def _on_readable(self) -> None:
+        assert self._master is not None
+        try:
+            data = os.read(self._master, _READ_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            # EIO: no slave open anywhere (cannot happen while we hold ours); treat as unplug.
+            self.unplug()
+            return
+        for item in self._decoder.feed(data):
+            if isinstance(item, CodecError):
+                self.stats.bad_in += 1
+                continue
+            try:
+                msg = decode_message(item)
+            except CodecError:
+                self.stats.bad_in += 1
+                continue
+            if not isinstance(msg, Ack | Command):
+                self.stats.bad_in += 1  # an uplink message has no business coming down
+                continue
+            self.stats.messages_in += 1
+            if self._handler is not None:
+                self._handler(msg)
