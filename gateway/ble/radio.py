@@ -1,0 +1,311 @@
+"""Where HCI controllers come from: virtual radios for tests, real ones by transport spec.
+
+A *transport spec* names one HCI controller:
+
+* ``local:<name>`` - a virtual controller of a :class:`LocalRadio` in this process;
+* anything Bumble's ``open_transport`` accepts - ``tcp-client:127.0.0.1:9001`` for a
+  controller exposed by a radio process, ``usb:0`` for a real dongle, ...
+
+A :class:`LocalRadio` puts N Bumble virtual controllers on one ``LocalLink`` (one shared
+"air"). To keep the gateway and node simulators in separate processes (``kill -9``
+tests), run ``python -m gateway.ble.radio --controllers N --base-port P``: every
+controller is served over its own TCP port, and each process attaches to its
+controller with ``tcp-client:127.0.0.1:<port>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import signal
+import sys
+from types import TracebackType
+
+from bumble import core, hci, ll
+from bumble.controller import Controller
+from bumble.link import LocalLink
+from bumble.transport import open_transport
+from bumble.transport.common import AsyncPipeSink, PacketParser, Transport
+
+_LOGGER = logging.getLogger(__name__)
+
+LOCAL_SCHEME = "local:"
+
+_local_controllers: dict[str, VirtualController] = {}
+_radio_ids = itertools.count(1)
+
+
+class VirtualController(Controller):
+    """Bumble's virtual controller, plus what a host needs when links break.
+
+    Bumble's controller ignores LE Create Connection Cancel (so a timed-out connect
+    waits forever and blocks every later one) and keeps its links and adverts across an
+    HCI Reset or a vanished host. A real controller does neither, and the gateway's
+    reconnect logic is only tested honestly if the virtual one behaves the same.
+    """
+
+    def on_hci_le_create_connection_cancel_command(
+        self, command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        # The spec orders Command Complete before the failed Connection Complete; the
+        # Command Complete is queued when this handler returns, so queue ours after it.
+        asyncio.get_running_loop().call_soon(self._report_connection_cancelled, pending)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+    def _report_connection_cancelled(
+        self,
+        pending: hci.HCI_LE_Create_Connection_Command
+        | hci.HCI_LE_Extended_Create_Connection_Command,
+    ) -> None:
+        self.send_hci_packet(
+            hci.HCI_LE_Connection_Complete_Event(
+                status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+                connection_handle=0,
+                role=hci.Role.CENTRAL,
+                peer_address_type=pending.peer_address.address_type,
+                peer_address=pending.peer_address,
+                connection_interval=0,
+                peripheral_latency=0,
+                supervision_timeout=0,
+                central_clock_accuracy=0,
+            )
+        )
+
+    def on_hci_disconnect_command(self, command: hci.HCI_Disconnect_Command) -> None:
+        handle = command.connection_handle
+        known = (
+            self.find_connection_by_handle(handle)
+            or self.find_classic_sco_link_by_handle(handle)
+            or self.find_iso_link_by_handle(handle)
+        )
+        if known is None:
+            # Bumble says "pending" and never completes; the host would wait forever.
+            self._send_hci_command_status(
+                hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR, command.op_code
+            )
+            return None
+        return super().on_hci_disconnect_command(command)
+
+    def on_hci_reset_command(
+        self, command: hci.HCI_Reset_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        self.drop_radio_state()
+        return super().on_hci_reset_command(command)
+
+    def detach_host(self) -> None:
+        """The host went away (process killed, transport closed): go quiet like a reset."""
+        self.host = None
+        self.drop_radio_state()
+
+    def drop_radio_state(self) -> None:
+        """Stop advertising and scanning and drop every LE link; peers see a timeout."""
+        self.le_legacy_advertiser.stop()
+        for advertising_set in self.advertising_sets.values():
+            advertising_set.stop()
+        self.advertising_sets.clear()
+        self.le_scan_enable = False
+        self.pending_le_connection = None
+        for peer_address, connection in list(self.le_connections.items()):
+            try:
+                connection.send_ll_control_pdu(
+                    ll.TerminateInd(hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR)
+                )
+            except core.InvalidArgumentError:
+                _LOGGER.debug("%s: peer %s already gone from the link", self.name, peer_address)
+            del self.le_connections[peer_address]
+
+
+class _LocalTransport(Transport):
+    """A host's view of an in-process virtual controller; closing it unplugs the host."""
+
+    def __init__(self, controller: VirtualController) -> None:
+        super().__init__(controller, AsyncPipeSink(controller))
+        self._controller = controller
+
+    async def close(self) -> None:
+        self._controller.detach_host()
+
+
+async def open_hci(spec: str) -> Transport:
+    """Open the HCI transport named by ``spec`` (see the module docstring).
+
+    Raises ``bumble.transport.common.TransportSpecError`` for an unknown spec and
+    ``OSError`` when a TCP/USB transport cannot be opened.
+    """
+    if spec.startswith(LOCAL_SCHEME):
+        controller = _local_controllers.get(spec)
+        if controller is None:
+            raise LookupError(f"no in-process controller {spec!r}; is its LocalRadio open?")
+        if controller.host is not None:
+            raise RuntimeError(f"controller {spec!r} already has a host attached")
+        return _LocalTransport(controller)
+    return await open_transport(spec)
+
+
+class _HciServerProtocol(asyncio.Protocol):
+    """H4 over one TCP connection, between a remote host and one controller."""
+
+    def __init__(self, server: HciTcpServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._parser = PacketParser(server.controller)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self._server.attached is not None:
+            _LOGGER.warning("%s: refusing a second host", self._server.controller.name)
+            transport.close()
+            return
+        self._transport = transport
+        self._server.attached = self
+        self._server.controller.host = self
+
+    def on_packet(self, packet: bytes) -> None:
+        # Packets queued by the controller may land after the host has gone.
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(packet)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except core.InvalidPacketError:
+            _LOGGER.warning("%s: garbage from host, dropping it", self._server.controller.name)
+            assert self._transport is not None
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._server.attached is self:
+            self._server.attached = None
+            self._server.controller.detach_host()
+        self._transport = None
+
+
+class HciTcpServer:
+    """Serves one virtual controller to one host at a time over TCP (H4 framing).
+
+    Unlike Bumble's ``tcp-server`` transport, a host that disconnects (or is killed)
+    unplugs cleanly: its links drop and the next host starts from a clean parser.
+    """
+
+    def __init__(self, controller: VirtualController) -> None:
+        self.controller = controller
+        self.attached: _HciServerProtocol | None = None
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on ``host:port`` (0 picks a free port) and return the bound port."""
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _HciServerProtocol(self), host, port
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            if self.attached is not None and self.attached._transport is not None:
+                self.attached._transport.close()
+            await self._server.wait_closed()
+            self._server = None
+
+
+class LocalRadio:
+    """N virtual controllers sharing one ``LocalLink``, created in this process.
+
+    Use as ``async with LocalRadio(3) as radio:``; ``radio.specs[i]`` opens controller
+    ``i`` in this process, ``await radio.serve_tcp()`` exposes them to other processes.
+    """
+
+    def __init__(self, controllers: int) -> None:
+        if controllers < 1:
+            raise ValueError("a radio needs at least one controller")
+        self._count = controllers
+        self.link = LocalLink()
+        self.controllers: list[VirtualController] = []
+        self.specs: list[str] = []
+        self._servers: list[HciTcpServer] = []
+
+    async def open(self) -> None:
+        radio_id = next(_radio_ids)
+        for index in range(self._count):
+            controller = VirtualController(f"R{radio_id}C{index}", link=self.link)
+            spec = f"{LOCAL_SCHEME}r{radio_id}.{index}"
+            _local_controllers[spec] = controller
+            self.controllers.append(controller)
+            self.specs.append(spec)
+
+    async def serve_tcp(self, host: str = "127.0.0.1", base_port: int = 0) -> list[str]:
+        """Serve controller ``i`` on ``base_port + i`` (any free ports when 0).
+
+        Returns the ``tcp-client:`` spec of each controller, in order.
+        """
+        specs = []
+        for index, controller in enumerate(self.controllers):
+            server = HciTcpServer(controller)
+            self._servers.append(server)
+            port = await server.start(host, base_port + index if base_port else 0)
+            specs.append(f"tcp-client:{host}:{port}")
+        return specs
+
+    async def close(self) -> None:
+        for server in self._servers:
+            await server.close()
+        self._servers.clear()
+        for spec, controller in zip(self.specs, self.controllers, strict=True):
+            controller.detach_host()
+            _local_controllers.pop(spec, None)
+            self.link.remove_controller(controller)
+        self.controllers.clear()
+        self.specs.clear()
+
+    async def __aenter__(self) -> LocalRadio:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+READY_PREFIX = "radio ready:"
+
+
+async def _serve(controllers: int, host: str, base_port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with LocalRadio(controllers) as radio:
+        specs = await radio.serve_tcp(host, base_port)
+        # One parseable line tells the parent process that every port is listening.
+        print(READY_PREFIX, " ".join(specs), flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.ble.radio",
+        description="Virtual BLE controllers on one shared link, each served over HCI/TCP.",
+    )
+    parser.add_argument("--controllers", type=int, default=2, help="number of controllers")
+    parser.add_argument(
+        "--base-port", type=int, default=0, help="port of controller 0 (0: any free ports)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr)
+    asyncio.run(_serve(args.controllers, args.host, args.base_port))
+
+
+if __name__ == "__main__":
+    main()
