@@ -34,12 +34,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown reflows docstring paragraphs to the terminal width.
+    rich_markup_mode="markdown",
 )
 
 
 def _console() -> Console:
     # Bound to the stdout of the moment: conversion swaps sys.stdout to hush Keras' prints.
-    return Console(file=sys.stdout)
+    return Console(file=sys.stdout, soft_wrap=True)
 
 
 def _fail(console: Console, exc: FieldgateError) -> typer.Exit:
@@ -177,7 +179,7 @@ def sign(
     model: Annotated[Path, typer.Argument(help="The .tflite artifact to sign.")],
     *,
     key: Annotated[Path, typer.Option("--key", "-k", help="Private key from `keygen`.")],
-    version: Annotated[str, typer.Option(help="Semantic version, e.g. 1.2.0.")] = "0.1.0",
+    version: Annotated[str, typer.Option(help="Semantic version, e.g. 1.2.0.")],
     sequence: Annotated[
         int | None,
         typer.Option(
@@ -281,11 +283,14 @@ def info_model(
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show a .tflite model's size, ops (with versions), I/O quantisation, cost estimate,
-    TFLM compatibility and arena, plus its signed manifest if there is one."""
+    """Inspect a .tflite model: size, ops, I/O quantisation, cost, TFLM fit, arena.
+
+    Ops are listed with their versions; the model is loaded and invoked in TFLite Micro (use
+    --no-tflm to skip) and a signed manifest next to it is shown (not verified: use `verify`).
+    """
     from firmware_tools.report import ConversionReport, TflmSummary, analyse_tflite
     from firmware_tools.signing import find_signed, read_signed
-    from firmware_tools.tflm_check import check_tflm
+    from firmware_tools.tflm_check import UnsupportedOpError, check_tflm
 
     console = _console()
     try:
@@ -294,7 +299,12 @@ def info_model(
             source=str(model), analysis=analyse_tflite(artifact), target=target
         )
         if tflm:
-            result = check_tflm(artifact)
+            try:
+                result = check_tflm(artifact)
+            except UnsupportedOpError as exc:
+                if not json_out:
+                    report.render(console)
+                raise _fail(console, exc) from exc
             report.tflm = TflmSummary(
                 loaded=True,
                 arena_bytes=result.arena_bytes,
