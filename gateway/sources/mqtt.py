@@ -31,6 +31,19 @@ _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
 
 
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _checkpoint() -> None:
+    # Python 3.11's asyncio.wait_for (used inside aiomqtt's publish/subscribe) swallows a
+    # cancellation that races with the awaited result (fixed in 3.12, gh-86296). Re-raise
+    # it after each such call, or a shutdown can hang on a task that forgot it was cancelled.
+    if _being_cancelled():
+        raise asyncio.CancelledError
+
+
 class MqttSource:
     def __init__(
         self,
@@ -73,6 +86,7 @@ class MqttSource:
                 async with client:
                     self.connections += 1
                     await client.subscribe(f"fieldgate/{self._site}/+/+", qos=1)
+                    _checkpoint()
                     self.ready.set()
                     backoff.reset()
                     _LOGGER.info("mqtt: connected to %s:%d", self._host, self._port)
@@ -81,6 +95,9 @@ class MqttSource:
                         await self._receive(client, paho)
             except* aiomqtt.MqttError as group:
                 self.ready.clear()
+                if _being_cancelled():
+                    # aiomqtt turns a cancelled read into MqttError; shutting down wins.
+                    raise asyncio.CancelledError from None
                 delay = backoff.next_delay()
                 _LOGGER.warning("mqtt: %s; reconnecting in %.1f s", group.exceptions[0], delay)
                 await asyncio.sleep(delay)
@@ -121,3 +138,4 @@ class MqttSource:
                 await client.publish(
                     format_topic(self._site, ack.node_id, "ack"), encode_message(ack), qos=1
                 )
+                _checkpoint()

@@ -79,6 +79,9 @@ class SerialSource:
                     await self._read_loop(reader)
                     raise ConnectionResetError("port closed")  # EOF: the device went away
             except* (serial.SerialException, OSError) as group:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
                 _LOGGER.warning("%s: lost (%s); reopening", self._port.path, group.exceptions[0])
             finally:
                 self.ready.clear()
