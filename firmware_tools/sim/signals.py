@@ -162,11 +162,12 @@ class VibrationModel:
     """
 
     shaft_hz: float = 24.6  # 4-pole motor on 50 Hz at ~1475 rpm
-    vanes: int = 6
+    vanes: int = 5
     bearing: BearingGeometry = field(default_factory=BearingGeometry)
-    harmonics_ms2: tuple[float, ...] = (1.6, 0.6, 0.25)
-    vane_pass_ms2: float = 0.5
-    noise_ms2: float = 0.35
+    # Magnitudes match tinymodels.pump_signals, which the shipped node model learnt from.
+    harmonics_ms2: tuple[float, ...] = (0.8, 0.3, 0.1)
+    vane_pass_ms2: float = 0.25
+    noise_ms2: float = 0.08
     resonance_hz: float = 3200.0
 
     def _tones(self, faults: Sequence[tuple[FaultKind, float]]) -> list[tuple[float, float]]:
@@ -179,15 +180,15 @@ class VibrationModel:
                 tones[0] = (tones[0][0], tones[0][1] * (1 + 2.0 * s))
             elif kind is FaultKind.BEARING_OUTER:
                 f = self.bearing.bpfo(fr)
-                tones += [(f, 1.2 * s), (2 * f, 0.6 * s), (3 * f, 0.3 * s)]
+                tones += [(f, 0.6 * s), (2 * f, 0.3 * s), (3 * f, 0.15 * s)]
             elif kind is FaultKind.BEARING_INNER:
                 f = self.bearing.bpfi(fr)
                 # Shaft-rate modulation shows up as sidebands at f ± fr.
-                tones += [(f, 0.8 * s), (f - fr, 0.35 * s), (f + fr, 0.35 * s), (2 * f, 0.3 * s)]
+                tones += [(f, 0.5 * s), (f - fr, 0.2 * s), (f + fr, 0.2 * s), (2 * f, 0.15 * s)]
         return tones
 
     def _noise(self, faults: Sequence[tuple[FaultKind, float]]) -> float:
-        gain = 1.0 + sum(3.0 * s for k, s in faults if k is FaultKind.CAVITATION)
+        gain = 1.0 + sum(8.0 * s for k, s in faults if k is FaultKind.CAVITATION)
         return self.noise_ms2 * gain
 
     def expected_rms(self, faults: Sequence[tuple[FaultKind, float]] = ()) -> float:
@@ -195,7 +196,7 @@ class VibrationModel:
         power = sum(a * a / 2 for _, a in self._tones(faults)) + self._noise(faults) ** 2
         impacts = sum(s for k, s in faults if k in _BEARING_KINDS)
         # A train of decaying impacts adds roughly its own mean power.
-        power += (0.8 * impacts) ** 2 / 4
+        power += (0.4 * impacts) ** 2 / 4
         return math.sqrt(power)
 
     def window(
@@ -215,18 +216,22 @@ class VibrationModel:
             if f < nyquist:
                 x += a * np.sin(2 * np.pi * f * t)
         for kind, s in faults:
-            if kind not in _BEARING_KINDS or s <= 0 or self.resonance_hz >= nyquist:
+            if kind not in _BEARING_KINDS or s <= 0:
                 continue
+            # A node sampling at ~1 kHz sees the impacts ring a lower structural mode.
+            resonance_hz = (
+                self.resonance_hz if self.resonance_hz < nyquist else 0.3 * sample_rate_hz
+            )
             fault_hz = (
                 self.bearing.bpfo(self.shaft_hz)
                 if kind is FaultKind.BEARING_OUTER
                 else self.bearing.bpfi(self.shaft_hz)
             )
             since_impact = np.mod(t, 1.0 / fault_hz)
-            ring = np.exp(-since_impact * 800.0) * np.sin(2 * np.pi * self.resonance_hz * t)
+            ring = np.exp(-since_impact * 800.0) * np.sin(2 * np.pi * resonance_hz * t)
             if kind is FaultKind.BEARING_INNER:
                 ring *= 0.6 + 0.4 * np.cos(2 * np.pi * self.shaft_hz * t)
-            x += 1.6 * s * ring
+            x += 0.8 * s * ring
         rng = np.random.default_rng([seed, round(start_s * sample_rate_hz)])
         x += rng.normal(0.0, self._noise(faults), n)
         return x
@@ -251,17 +256,17 @@ class PumpParams:
     """Operating point of a small close-coupled centrifugal pump (SKAB-like sizes)."""
 
     rated_flow_lpm: float = 125.0
-    rated_pressure_bar: float = 2.2
-    shutoff_pressure_bar: float = 3.1
-    rated_current_a: float = 2.4
-    no_flow_current_a: float = 1.5
+    rated_pressure_bar: float = 1.0
+    shutoff_pressure_bar: float = 1.45
+    rated_current_a: float = 2.2
+    no_flow_current_a: float = 1.4
     ambient_degc: float = 21.0
     ambient_swing_degc: float = 5.0
     motor_rise_degc: float = 38.0  # casing temperature rise over ambient at rated load
     thermal_tau_s: float = 240.0
     cycle_s: float = 86_400.0  # ambient and demand cycle; shrink it to see days in minutes
     demand_swing: float = 0.06
-    noise: tuple[float, ...] = (0.03, 0.025, 0.9, 0.06, 0.04)  # per PUMP_CHANNELS
+    noise: tuple[float, ...] = (0.03, 0.01, 0.9, 0.06, 0.02)  # per PUMP_CHANNELS
 
 
 class PumpSignal:

@@ -44,8 +44,8 @@ def test_samples_are_labelled_exactly_inside_the_fault_window() -> None:
 def test_normal_operation_sits_at_the_pump_operating_point() -> None:
     values, _ = arrays(PumpSignal(rate_hz=1, seed=1), 600)
     mean = values.mean(axis=0)
-    assert mean[COL["current"]] == pytest.approx(2.4, abs=0.15)
-    assert mean[COL["pressure"]] == pytest.approx(2.2, abs=0.15)
+    assert mean[COL["current"]] == pytest.approx(2.2, abs=0.15)
+    assert mean[COL["pressure"]] == pytest.approx(1.0, abs=0.1)
     assert mean[COL["flow"]] == pytest.approx(125, rel=0.08)
     assert 30 < mean[COL["temperature"]] < 80
 
@@ -57,7 +57,7 @@ def test_closing_the_valve_cuts_flow_raises_pressure_and_lowers_current() -> Non
     closed = values[150:200].mean(axis=0)  # after the closing ramp
     assert (labels[100:] == FaultKind.VALVE_CLOSED).all()
     assert closed[COL["flow"]] < 0.2 * normal[COL["flow"]]
-    assert closed[COL["pressure"]] > normal[COL["pressure"]] + 0.5
+    assert closed[COL["pressure"]] > normal[COL["pressure"]] + 0.3
     assert closed[COL["current"]] < normal[COL["current"]] - 0.4
 
 
@@ -88,7 +88,7 @@ def test_spikes_hit_only_the_chosen_channel() -> None:
     clean, _ = arrays(PumpSignal(rate_hz=1, seed=6), 1000)
     spiky, _ = arrays(PumpSignal(rate_hz=1, seed=6, faults=[fault]), 1000)
     jumps = np.abs(spiky[:, COL["pressure"]] - np.median(clean[:, COL["pressure"]]))
-    assert (jumps > 1.0).sum() >= 20
+    assert (jumps > 0.5).sum() >= 20
     assert np.abs(spiky[:, COL["current"]] - clean[:, COL["current"]]).max() < 0.5
 
 
