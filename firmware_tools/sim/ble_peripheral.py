@@ -37,7 +37,7 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.host import Host
 from bumble.transport.common import Transport
 
-from gateway.ble.radio import open_hci
+from gateway.ble.transport import open_hci
 from gateway.codecs.ble_layout import (
     ADV_COMPANY_ID,
     DOWNLINK_CHAR_UUID,
@@ -87,6 +87,7 @@ class BlePeripheral:
         self._device: Device | None = None
         self._advertising: AdvertisingSet | None = None
         self._subscribed = asyncio.Event()
+        self._lost = False
         self.downlink_errors = 0
         self._check_advert_size(advert_payload)
 
@@ -131,6 +132,7 @@ class BlePeripheral:
             device.add_services(self._services)
         device.on(Device.EVENT_CONNECTION, self._on_connection)
         await device.power_on()
+        transport.source.terminated.add_done_callback(self._on_transport_lost)
         self._advertising = await device.create_advertising_set(
             advertising_parameters=AdvertisingParameters(
                 advertising_event_properties=AdvertisingEventProperties(
@@ -150,7 +152,8 @@ class BlePeripheral:
         device, transport = self._device, self._transport
         self._device = self._transport = self._advertising = None
         if device is not None:
-            await self._disconnect_all(device)
+            if not self._lost:
+                await self._disconnect_all(device)
             await device.power_off()
         if transport is not None:
             await transport.close()
@@ -263,6 +266,17 @@ class BlePeripheral:
             self.downlink_errors += 1
             _LOGGER.exception("%s: downlink handler failed", self.node_id)
             raise att.ATT_Error(att.ErrorCode.UNLIKELY_ERROR) from exc
+
+    def _on_transport_lost(self, _terminated: asyncio.Future[None]) -> None:
+        device = self._device
+        if device is None:
+            return
+        _LOGGER.warning("%s: HCI transport lost", self.node_id)
+        self._lost = True
+        # Bumble flushes on loss, then restarts advertising for the links it just
+        # dropped; flushing once more cancels that restart, which would wait forever
+        # for an answer from a dead controller.
+        device.emit(Device.EVENT_FLUSH)
 
     def _on_connection(self, connection: Connection) -> None:
         _LOGGER.info("%s: central %s connected", self.node_id, connection.peer_address)

@@ -1,7 +1,9 @@
-"""BLE for fieldgate: a Bumble-backed bleak backend and virtual radios for tests.
+"""BLE for fieldgate: a Bumble-backed bleak backend and the controllers it drives.
 
 The gateway uses bleak's public API with :class:`BumbleScanner` / :class:`BumbleClient`
-as backend; :mod:`gateway.ble.radio` provides the controllers they attach to.
+as backend (:mod:`gateway.ble.bumble_backend`); :mod:`gateway.ble.transport` opens
+controllers by spec; :mod:`gateway.ble.radio` provides virtual ones for tests (it is
+not imported here so that ``python -m gateway.ble.radio`` runs it fresh).
 """
 
 from gateway.ble.bumble_backend import (
@@ -13,14 +15,13 @@ from gateway.ble.bumble_backend import (
     get_adapter,
     set_default_transport,
 )
-from gateway.ble.radio import LocalRadio, open_hci
+from gateway.ble.transport import open_hci
 
 __all__ = [
     "BumbleAdapter",
     "BumbleClient",
     "BumbleDeviceDetails",
     "BumbleScanner",
-    "LocalRadio",
     "close_adapters",
     "get_adapter",
     "open_hci",

@@ -44,7 +44,7 @@ from bumble.gatt_client import CharacteristicProxy, Client
 from bumble.host import Host
 from bumble.transport.common import Transport
 
-from gateway.ble.radio import open_hci
+from gateway.ble.transport import open_hci
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -155,6 +155,10 @@ class BumbleAdapter:
         if not self._closed:
             _LOGGER.warning("ble adapter %s: HCI transport lost", self.spec)
         self._lost = True
+        if self.device is not None:
+            # Cancels whatever Bumble started while flushing (it would wait forever
+            # for a dead controller).
+            self.device.emit(Device.EVENT_FLUSH)
 
     def _require_device(self) -> Device:
         if self.device is None or not self.reusable:

@@ -20,8 +20,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from firmware_tools.sim.ble_peripheral import BlePeripheral
-from gateway.ble import BumbleScanner, LocalRadio, close_adapters
-from gateway.ble.radio import READY_PREFIX
+from gateway.ble import BumbleScanner, close_adapters
+from gateway.ble.radio import READY_PREFIX, LocalRadio
 
 REPO = Path(__file__).resolve().parents[3]
 # Virtual adverts are instant; a short interval keeps connects (which wait for the
@@ -32,6 +32,7 @@ WAIT_S = 5.0
 Sighting = tuple[BLEDevice, AdvertisementData]
 FindNode = Callable[..., Awaitable[Sighting]]
 MakeNode = Callable[..., Awaitable[BlePeripheral]]
+StartNode = Callable[..., Awaitable[BlePeripheral]]
 
 
 @pytest.fixture
@@ -49,21 +50,31 @@ def gateway_spec(radio: LocalRadio) -> str:
 
 
 @pytest.fixture
-async def make_node(radio: LocalRadio) -> AsyncIterator[MakeNode]:
-    """Start a simulated node on the next free controller (or on ``transport=``)."""
+async def start_node() -> AsyncIterator[StartNode]:
+    """Start a simulated node on a given controller; stopped at teardown."""
     nodes: list[BlePeripheral] = []
 
-    async def make(node_id: str, *, transport: str | None = None, **kwargs: Any) -> BlePeripheral:
-        spec = transport or radio.specs[1 + len(nodes)]
+    async def start(transport: str, node_id: str, **kwargs: Any) -> BlePeripheral:
         kwargs.setdefault("advertising_interval_ms", FAST_ADVERT_MS)
-        node = BlePeripheral(spec, node_id, **kwargs)
+        node = BlePeripheral(transport, node_id, **kwargs)
         nodes.append(node)
         await node.start()
         return node
 
-    yield make
+    yield start
     for node in nodes:
         await node.stop()
+
+
+@pytest.fixture
+def make_node(radio: LocalRadio, start_node: StartNode) -> MakeNode:
+    """Start a simulated node on the next free controller of ``radio``."""
+    used = iter(radio.specs[1:])
+
+    async def make(node_id: str, **kwargs: Any) -> BlePeripheral:
+        return await start_node(next(used), node_id, **kwargs)
+
+    return make
 
 
 @pytest.fixture
@@ -144,3 +155,10 @@ def radio_process() -> Iterator[RadioProcess]:
                 proc.wait(timeout=WAIT_S)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+@pytest.fixture
+async def remote_radio(radio_process: RadioProcess) -> AsyncIterator[RadioProcess]:
+    """The radio process, with this process's adapters closed before it stops."""
+    yield radio_process
+    await close_adapters()

@@ -10,7 +10,8 @@ from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
 
-from gateway.ble import BumbleClient, LocalRadio
+from gateway.ble import BumbleClient
+from gateway.ble.radio import LocalRadio
 from gateway.codecs.ble_layout import (
     DOWNLINK_CHAR_UUID,
     ESS_SERVICE_UUID,

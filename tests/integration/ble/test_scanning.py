@@ -8,7 +8,8 @@ from bumble.device import Device
 from bumble.host import Host
 from bumble.transport.common import Transport
 
-from gateway.ble import BumbleDeviceDetails, LocalRadio, open_hci
+from gateway.ble import BumbleDeviceDetails, open_hci
+from gateway.ble.radio import LocalRadio
 from gateway.codecs.ble_layout import ADV_COMPANY_ID, FIELDGATE_SERVICE_UUID
 from tests.integration.ble.conftest import FindNode, MakeNode
 
