@@ -109,6 +109,13 @@ class TflmModel:
             manifest = json.loads(manifest_path.read_text())
         feats = manifest.get("features")
         features = None
+        if isinstance(feats, dict) and "window" not in feats and "module" in feats:
+            msg = (
+                f"{path}: the model wants features from {feats['module']} (e.g. raw vibration "
+                "frames), which the simulator does not compute; use a model over windows of "
+                "readings (manifest features.window)"
+            )
+            raise ValueError(msg)
         if isinstance(feats, dict) and "window" in feats:
             floor = feats.get("std_floor", 1e-3)
             features = NodeFeatures(
