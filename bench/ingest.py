@@ -26,7 +26,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from gateway.app import Gateway
-from gateway.codecs.mqtt_topics import format_topic
+from gateway.codecs.mqtt_topics import format_topic, uplink_filters
 from gateway.codecs.payload import encode_message
 from gateway.config import load_config
 from gateway.models import Channel, ReadingBatch, Sample, TimeBase
@@ -55,7 +55,7 @@ def register_session(broker: Mosquitto, client_id: str) -> None:
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
     client.connect(broker.host, broker.port)
     client.loop_start()
-    info = client.subscribe(f"fieldgate/{SITE}/+/+", qos=1)
+    info = client.subscribe([(f, 1) for f in uplink_filters(SITE)])
     time.sleep(0.2)
     assert info[0] == paho.MQTT_ERR_SUCCESS
     client.disconnect()
@@ -80,7 +80,7 @@ async def raw_consumer(broker: Mosquitto, client_id: str, n_messages: int) -> fl
     async with aiomqtt.Client(
         broker.host, broker.port, identifier=client_id, clean_session=False
     ) as client:
-        await client.subscribe(f"fieldgate/{SITE}/+/+", qos=1)
+        await client.subscribe([(f, 1) for f in uplink_filters(SITE)])
         count = 0
         async for _ in client.messages:
             count += 1
@@ -115,7 +115,7 @@ async def gateway_consumer(
             await task
 
 
-def measure(broker: Mosquitto, workdir: Path, label: str, n_messages: int, per_message: int,
+def measure(broker: Mosquitto, workdir: Path, label: str, n_messages: int, per_message: int,  # noqa: PLR0917
             consumer: str) -> float:  # fmt: skip
     client_id = f"bench-{label}-{consumer}"
     register_session(broker, client_id)

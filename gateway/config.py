@@ -49,6 +49,7 @@ class MqttConfig(_Section):
     client_id: str = "fieldgate-gateway"
     keepalive_s: int = Field(30, ge=5)
     reconnect_max_s: float = Field(30.0, gt=0)
+    ack_interval_s: float = Field(0.05, ge=0, description="min pause between ack rounds")
     username: str | None = None
     password: str | None = None
 

@@ -18,7 +18,12 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.codecs.mqtt_topics import decode_mqtt_payload, format_topic, parse_topic
+from gateway.codecs.mqtt_topics import (
+    decode_mqtt_payload,
+    format_topic,
+    parse_topic,
+    uplink_filters,
+)
 from gateway.codecs.payload import encode_message
 from gateway.config import MqttConfig
 from gateway.errors import CodecError
@@ -85,7 +90,8 @@ class MqttSource:
             try:
                 async with client:
                     self.connections += 1
-                    await client.subscribe(f"fieldgate/{self._site}/+/+", qos=1)
+                    # Uplink kinds only: a '+' for the kind would echo our own acks back.
+                    await client.subscribe([(f, 1) for f in uplink_filters(self._site)])
                     _checkpoint()
                     self.ready.set()
                     backoff.reset()
@@ -134,8 +140,13 @@ class MqttSource:
 
     async def _send_acks(self, client: aiomqtt.Client) -> None:
         while True:
+            # Acks are cumulative: pausing between rounds lets one ack per node cover many
+            # commits instead of one publish per node per commit.
+            await asyncio.sleep(self._config.ack_interval_s)
             for ack in await self._mailbox.take():
+                # QoS 0: acks are cumulative, so a lost one is covered by the next, and
+                # waiting for a PUBACK per ack would throttle ingest to the broker's RTT.
                 await client.publish(
-                    format_topic(self._site, ack.node_id, "ack"), encode_message(ack), qos=1
+                    format_topic(self._site, ack.node_id, "ack"), encode_message(ack), qos=0
                 )
                 _checkpoint()

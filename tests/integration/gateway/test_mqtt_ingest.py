@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import aiomqtt
-from gateway.codecs.mqtt_topics import format_topic
 
+from gateway.codecs.mqtt_topics import format_topic
 from gateway.codecs.payload import decode_message, encode_message
 from gateway.models import Ack, Channel, ReadingBatch, Sample, TimeBase
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
