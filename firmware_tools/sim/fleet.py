@@ -134,6 +134,10 @@ class Simulator:
         finally:
             self._close_links()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
     def stop(self) -> None:
         """Stop every node gracefully (sampling ends, links close)."""
         self._stopped.set()
