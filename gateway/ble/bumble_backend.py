@@ -51,6 +51,7 @@ _LOGGER = logging.getLogger(__name__)
 # What BlueZ asks for too; the peripheral answers with what it supports.
 MTU_REQUEST = 517
 _DISCONNECT_TIMEOUT_S = 5.0
+_POWER_ON_TIMEOUT_S = 10.0
 
 _ADV = AdvertisingData.Type
 _SERVICE_UUID_TYPES = (
@@ -137,12 +138,19 @@ class BumbleAdapter:
                 return
             try:
                 transport = await open_hci(self.spec)
-            except OSError as exc:
+            except (OSError, core.BaseBumbleError) as exc:
                 raise BleakError(f"cannot open Bluetooth controller {self.spec!r}: {exc}") from exc
             device = Device(name="fieldgate", host=Host(transport.source, transport.sink))
             device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
             try:
-                await device.power_on()
+                async with asyncio.timeout(_POWER_ON_TIMEOUT_S):
+                    await device.power_on()
+            except (TimeoutError, core.BaseBumbleError) as exc:
+                await transport.close()
+                raise BleakError(
+                    f"Bluetooth controller {self.spec!r} does not answer HCI Reset "
+                    f"({exc!r}); is another host attached, or the dongle wedged?"
+                ) from exc
             except BaseException:
                 await transport.close()
                 raise
@@ -481,7 +489,11 @@ class BumbleClient(BaseBleakClient):
         proxy: CharacteristicProxy[bytes] = characteristic.obj
 
         def on_value(value: bytes) -> None:
-            callback(bytearray(value))
+            try:
+                callback(bytearray(value))
+            except Exception:
+                # Bumble would log it deep in its HCI path; say where it came from.
+                _LOGGER.exception("%s: notification callback failed", self.address)
 
         try:
             await self._client().subscribe(proxy, on_value)

@@ -9,6 +9,7 @@ import pytest
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
+from bleak_retry_connector import establish_connection
 
 from gateway.ble import BumbleClient
 from gateway.ble.radio import LocalRadio
@@ -30,7 +31,7 @@ async def _client(
 ) -> BleakClient:
     """A client for the node seen advertising ``node_id`` (not connected yet)."""
     device, _ = await find_node(gateway_spec, lambda _d, a: a.local_name == node_id)
-    return BleakClient(device, backend=BumbleClient, timeout=WAIT_S, **kwargs)  # type: ignore[arg-type]
+    return BleakClient(device, backend=BumbleClient, timeout=WAIT_S, **kwargs)
 
 
 async def test_client_discovers_node_services_and_negotiates_a_large_mtu(
@@ -288,3 +289,38 @@ async def test_client_by_address_string_uses_the_named_transport(
     )
     async with client:
         assert client.services.get_service(FIELDGATE_SERVICE_UUID) is not None
+
+
+async def test_bleak_retry_connector_connects_through_the_backend(
+    make_node: MakeNode, find_node: FindNode, gateway_spec: str
+) -> None:
+    await make_node("pump-07")
+    device, _ = await find_node(gateway_spec, lambda _d, a: a.local_name == "pump-07")
+
+    client = await establish_connection(BleakClient, device, "pump-07", backend=BumbleClient)
+    try:
+        assert client.services.get_service(FIELDGATE_SERVICE_UUID) is not None
+    finally:
+        await client.disconnect()
+
+
+async def test_exception_in_notification_callback_does_not_stop_later_ones(
+    make_node: MakeNode, find_node: FindNode, gateway_spec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = await make_node("pump-07")
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def on_uplink(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+        if data == b"poison":
+            raise ValueError("cannot decode")
+        received.put_nowait(bytes(data))
+
+    async with await _client(find_node, gateway_spec, "pump-07") as client:
+        await client.start_notify(UPLINK_CHAR_UUID, on_uplink)
+        await node.wait_for_subscriber()
+        assert await node.notify_uplink(b"poison")
+        assert await node.notify_uplink(b"fine")
+        async with asyncio.timeout(WAIT_S):
+            assert await received.get() == b"fine"
+
+    assert "notification callback failed" in caplog.text

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from bleak import BleakScanner
 from bumble import data_types
 from bumble.core import AdvertisingData
 from bumble.device import Device
 from bumble.host import Host
 from bumble.transport.common import Transport
 
-from gateway.ble import BumbleDeviceDetails, open_hci
+from gateway.ble import BumbleDeviceDetails, BumbleScanner, get_adapter, open_hci
 from gateway.ble.radio import LocalRadio
 from gateway.codecs.ble_layout import ADV_COMPANY_ID, FIELDGATE_SERVICE_UUID
-from tests.integration.ble.conftest import FindNode, MakeNode
+from tests.integration.ble.conftest import WAIT_S, FindNode, MakeNode
 
 
 async def test_scanner_sees_node_name_and_fieldgate_service_uuid(
@@ -90,3 +93,29 @@ async def _start_plain_advertiser(spec: str, name: str) -> tuple[Device, Transpo
         advertising_interval_max=20,
     )
     return device, transport
+
+
+async def test_scanners_on_one_adapter_share_it_and_stop_independently(
+    make_node: MakeNode, gateway_spec: str
+) -> None:
+    await make_node("pump-07")
+    seen_by_second: asyncio.Queue[str | None] = asyncio.Queue()
+    first = BleakScanner(lambda _d, _a: None, backend=BumbleScanner, bumble_transport=gateway_spec)
+    second = BleakScanner(
+        lambda _d, a: seen_by_second.put_nowait(a.local_name),
+        backend=BumbleScanner,
+        bumble_transport=gateway_spec,
+    )
+
+    await first.start()
+    await second.start()
+    await first.stop()
+    while not seen_by_second.empty():
+        seen_by_second.get_nowait()
+    async with asyncio.timeout(WAIT_S):
+        assert await seen_by_second.get() == "pump-07"
+    await second.stop()
+
+    adapter = await get_adapter(gateway_spec)
+    assert adapter.device is not None
+    assert adapter.device.is_scanning is False
