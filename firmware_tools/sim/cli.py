@@ -98,6 +98,10 @@ def simulate(  # noqa: PLR0917 - Typer maps each option to a parameter
         str | None,
         typer.Option(help="HCI transport for ble nodes, e.g. tcp-client:127.0.0.1:9000."),
     ] = None,
+    ble_beacon: Annotated[
+        bool,
+        typer.Option(help="BLE nodes only advertise their latest reading (no GATT, no acks)."),
+    ] = False,
     live: Annotated[bool, typer.Option(help="Show a live table of per-node counters.")] = True,
 ) -> None:
     """Simulate sensor nodes (pumps with vibration, current, pressure, temperature).
@@ -128,6 +132,7 @@ def simulate(  # noqa: PLR0917 - Typer maps each option to a parameter
             baud=baud,
             pty_dir=pty_dir,
             ble_transport=ble_hci,
+            ble_beacon=ble_beacon,
             replay=replay,
             replay_speedup=speedup,
             model=model,

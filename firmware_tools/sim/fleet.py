@@ -60,6 +60,7 @@ class SimConfig:
     baud: int = 115_200
     pty_dir: Path | None = None
     ble_transport: str | None = None  # HCI spec for BLE nodes, e.g. "tcp-client:127.0.0.1:9000"
+    ble_beacon: bool = False  # BLE nodes advertise readings instead of serving GATT
     replay: Path | None = None
     replay_speedup: float = 1.0
     model: Path | None = None
@@ -219,7 +220,7 @@ class Simulator:
         from firmware_tools.sim.ble_link import BleLink
 
         assert cfg.ble_transport is not None
-        return BleLink(node_id, transport=cfg.ble_transport)
+        return BleLink(node_id, transport=cfg.ble_transport, beacon=cfg.ble_beacon)
 
     def _close_links(self) -> None:
         for node in self.nodes.values():

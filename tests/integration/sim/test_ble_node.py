@@ -1,0 +1,79 @@
+"""A simulated BLE node (Bumble peripheral) read by bleak through the Bumble backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+
+from firmware_tools.sim.fleet import SimConfig, Simulator
+from gateway.ble import BumbleClient, BumbleScanner, close_adapters
+from gateway.ble.radio import LocalRadio
+from gateway.codecs.ble_layout import DOWNLINK_CHAR_UUID, STATUS_CHAR_UUID, UPLINK_CHAR_UUID
+from gateway.codecs.payload import decode_message, encode_message
+from gateway.models import Ack, ReadingBatch, Status, UplinkMessage
+
+pytestmark = pytest.mark.timeout(60)
+WAIT_S = 10.0
+
+
+async def find(spec: str, node_id: str) -> BLEDevice:
+    found: asyncio.Future[BLEDevice] = asyncio.get_running_loop().create_future()
+
+    def on_advert(device: BLEDevice, advert: AdvertisementData) -> None:
+        if not found.done() and advert.local_name == node_id:
+            found.set_result(device)
+
+    scanner = BleakScanner(on_advert, backend=BumbleScanner, bumble_transport=spec)  # type: ignore[arg-type]
+    async with scanner, asyncio.timeout(WAIT_S):
+        return await found
+
+
+async def test_ble_node_notifies_cbor_uplinks_and_takes_acks_written_to_downlink() -> None:
+    async with LocalRadio(2) as radio:
+        cfg = SimConfig(
+            nodes=1,
+            transports=("ble",),
+            ble_transport=radio.specs[1],
+            rate_hz=20.0,
+            batch_size=5,
+            resend_timeout_ms=500,
+            status_interval_ms=60_000,
+        )
+        try:
+            async with Simulator(cfg) as sim:
+                await sim.wait_ready()
+                device = await find(radio.specs[0], "pump-01")
+                received: list[UplinkMessage] = []
+                queue: asyncio.Queue[UplinkMessage] = asyncio.Queue()
+
+                def on_uplink(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+                    msg = decode_message(bytes(data))
+                    assert isinstance(msg, ReadingBatch | Status)
+                    queue.put_nowait(msg)
+
+                client = BleakClient(device, backend=BumbleClient, timeout=WAIT_S)  # type: ignore[arg-type]
+                async with client:
+                    await client.start_notify(UPLINK_CHAR_UUID, on_uplink)
+                    async with asyncio.timeout(WAIT_S):
+                        while sum(isinstance(m, ReadingBatch) for m in received) < 5:
+                            msg = await queue.get()
+                            received.append(msg)
+                            ack = Ack(msg.node_id, msg.boot_id, msg.last_seq)
+                            await client.write_gatt_char(
+                                DOWNLINK_CHAR_UUID, encode_message(ack), response=True
+                            )
+                    status = decode_message(bytes(await client.read_gatt_char(STATUS_CHAR_UUID)))
+                stats = sim.stats()["pump-01"]
+        finally:
+            await close_adapters()
+
+    assert isinstance(status, Status)
+    assert status.node_id == "pump-01"
+    assert stats["acked"] >= 5
+    assert stats["link_messages_in"] >= 5
+    assert stats["link_bad_in"] == 0
