@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 
 from bumble import att, core, data_types
@@ -38,6 +37,7 @@ from bumble.host import Host
 from bumble.transport.common import Transport
 
 from gateway.ble.transport import open_hci
+from gateway.codecs.adv import encode_ess_temperature
 from gateway.codecs.ble_layout import (
     ADV_COMPANY_ID,
     DOWNLINK_CHAR_UUID,
@@ -80,7 +80,7 @@ class BlePeripheral:
         self.on_downlink = on_downlink
         self._read_status = read_status
         self._status = b""
-        self._temperature_c = 0.0
+        self._temperature = encode_ess_temperature(None)
         self._advert_payload = advert_payload
         self._interval_ms = advertising_interval_ms
         self._transport: Transport | None = None
@@ -93,11 +93,11 @@ class BlePeripheral:
 
         self._uplink = Characteristic[bytes](UPLINK_CHAR_UUID, _Props.NOTIFY, _Perms.READABLE, b"")
         self._uplink.on(Characteristic.EVENT_SUBSCRIPTION, self._on_uplink_subscription)
-        self._temperature = Characteristic[bytes](
+        temperature = Characteristic[bytes](
             ESS_TEMPERATURE_UUID,
-            _Props.READ | _Props.NOTIFY,
+            _Props.READ,
             _Perms.READABLE,
-            CharacteristicValue(read=lambda _connection: self._temperature_value()),
+            CharacteristicValue(read=lambda _connection: self._temperature),
         )
         self._services = [
             Service(
@@ -118,7 +118,7 @@ class BlePeripheral:
                     ),
                 ],
             ),
-            Service(ESS_SERVICE_UUID, [self._temperature]),
+            Service(ESS_SERVICE_UUID, [temperature]),
         ]
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -173,6 +173,17 @@ class BlePeripheral:
         """Return once a central has enabled UPLINK notifications."""
         await self._subscribed.wait()
 
+    @property
+    def max_uplink_bytes(self) -> int:
+        """The largest :meth:`notify_uplink` payload every subscribed central takes.
+
+        ATT_MTU - 3 of the smallest negotiated MTU; the default MTU's 20 when nobody is
+        subscribed. Size chunks (``gateway.codecs.ble_chunks``) with it.
+        """
+        device = self._require_device()
+        mtus = [c.att_mtu for c in device.connections.values() if self._notifies(c)]
+        return min(mtus, default=att.ATT_DEFAULT_MTU) - _NOTIFY_OVERHEAD
+
     async def notify_uplink(self, payload: bytes) -> bool:
         """Send ``payload`` as one UPLINK notification to every subscribed central.
 
@@ -197,8 +208,9 @@ class BlePeripheral:
         """What a STATUS read returns (unless a ``read_status`` callback was given)."""
         self._status = bytes(status)
 
-    def set_temperature(self, celsius: float) -> None:
-        self._temperature_c = celsius
+    def set_temperature(self, celsius: float | None) -> None:
+        """The ESS Temperature value; ``None`` reads as "unknown"."""
+        self._temperature = encode_ess_temperature(celsius)
 
     async def set_advert_payload(self, payload: bytes) -> None:
         """Replace the manufacturer data in the adverts (beacon readings)."""
@@ -248,11 +260,6 @@ class BlePeripheral:
 
     def _status_value(self) -> bytes:
         return self._read_status() if self._read_status is not None else self._status
-
-    def _temperature_value(self) -> bytes:
-        # ESS Temperature: sint16 in 0.01 degC.
-        centi = max(-32768, min(32767, round(self._temperature_c * 100)))
-        return struct.pack("<h", centi)
 
     async def _on_downlink_write(self, connection: Connection, value: bytes) -> None:
         handler = self.on_downlink

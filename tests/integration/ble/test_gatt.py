@@ -13,6 +13,7 @@ from bleak_retry_connector import establish_connection
 
 from gateway.ble import BumbleClient
 from gateway.ble.radio import LocalRadio
+from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder
 from gateway.codecs.ble_layout import (
     DOWNLINK_CHAR_UUID,
     ESS_SERVICE_UUID,
@@ -21,6 +22,8 @@ from gateway.codecs.ble_layout import (
     STATUS_CHAR_UUID,
     UPLINK_CHAR_UUID,
 )
+from gateway.codecs.payload import decode_message, encode_message
+from gateway.models import Ack, Channel, Message, ReadingBatch, Sample, TimeBase
 from tests.integration.ble.conftest import WAIT_S, FindNode, MakeNode
 
 pytestmark = pytest.mark.timeout(30)
@@ -324,3 +327,48 @@ async def test_exception_in_notification_callback_does_not_stop_later_ones(
             assert await received.get() == b"fine"
 
     assert "notification callback failed" in caplog.text
+
+
+async def test_cbor_messages_cross_gatt_as_chunks_both_ways(
+    make_node: MakeNode, find_node: FindNode, gateway_spec: str
+) -> None:
+    """The codecs on top of this transport: ReadingBatch up, Ack down, byte-exact."""
+    batch = ReadingBatch(
+        node_id="pump-07",
+        boot_id=3,
+        seq=1,
+        time_base=TimeBase.UPTIME_MS,
+        channels=(Channel("current", "A"), Channel("pressure", "bar")),
+        samples=tuple(Sample(i * 100, (1.5 + i, 2.25 * i)) for i in range(100)),
+    )
+    ack = Ack("pump-07", boot_id=3, up_to_seq=batch.last_seq)
+    node_rx, gateway_rx = ChunkDecoder(), ChunkDecoder()
+    downlinks: asyncio.Queue[Message] = asyncio.Queue()
+    uplinks: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def on_downlink(chunk: bytes) -> None:
+        for item in node_rx.feed(chunk):
+            assert isinstance(item, bytes)
+            downlinks.put_nowait(decode_message(item))
+
+    def on_uplink(_char: BleakGATTCharacteristic, chunk: bytearray) -> None:
+        for item in gateway_rx.feed(chunk):
+            assert isinstance(item, bytes)
+            uplinks.put_nowait(decode_message(item))
+
+    node = await make_node("pump-07", on_downlink=on_downlink)
+    async with await _client(find_node, gateway_spec, "pump-07") as client:
+        await client.start_notify(UPLINK_CHAR_UUID, on_uplink)
+        await node.wait_for_subscriber()
+        chunks = ChunkEncoder().split(encode_message(batch), node.max_uplink_bytes)
+        assert len(chunks) > 1
+        for chunk in chunks:
+            assert await node.notify_uplink(chunk)
+        async with asyncio.timeout(WAIT_S):
+            assert await uplinks.get() == batch
+
+        downlink = client.services.get_characteristic(DOWNLINK_CHAR_UUID)
+        assert downlink is not None
+        for chunk in ChunkEncoder().split(encode_message(ack), client.mtu_size - 3):
+            await client.write_gatt_char(downlink, chunk, response=True)
+        assert downlinks.get_nowait() == ack
