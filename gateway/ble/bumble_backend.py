@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -52,6 +52,7 @@ _LOGGER = logging.getLogger(__name__)
 MTU_REQUEST = 517
 _DISCONNECT_TIMEOUT_S = 5.0
 _POWER_ON_TIMEOUT_S = 10.0
+_MAX_REMEMBERED_ADDRESSES = 1024
 
 _ADV = AdvertisingData.Type
 _SERVICE_UUID_TYPES = (
@@ -208,7 +209,11 @@ class BumbleAdapter:
                 await device.stop_scanning()
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
-        self.addresses[advertisement.address.to_string(False)] = advertisement.address
+        key = advertisement.address.to_string(False)
+        if key not in self.addresses and len(self.addresses) >= _MAX_REMEMBERED_ADDRESSES:
+            # Phones rotate private addresses all day; forget the oldest sighting.
+            del self.addresses[next(iter(self.addresses))]
+        self.addresses[key] = advertisement.address
         for listener in list(self._scan_listeners):
             listener(advertisement)
 
@@ -286,9 +291,13 @@ class BumbleScanner(BaseBleakScanner):
 
     async def start(self) -> None:
         self.seen_devices = {}
-        adapter = await get_adapter(self._spec)
-        await adapter.add_scan_listener(self._on_advertisement, passive=self._passive)
-        self._adapter = adapter
+        # Set before listening: reports may arrive while scanning is being enabled.
+        self._adapter = adapter = await get_adapter(self._spec)
+        try:
+            await adapter.add_scan_listener(self._on_advertisement, passive=self._passive)
+        except BaseException:
+            self._adapter = None
+            raise
 
     async def stop(self) -> None:
         adapter, self._adapter = self._adapter, None
@@ -311,6 +320,26 @@ class BumbleScanner(BaseBleakScanner):
             data,
         )
         self.call_detection_callbacks(device, data)
+
+
+@contextlib.contextmanager
+def _gatt_errors(address: str) -> Iterator[None]:
+    """Map Bumble's GATT failures to bleak's, in one place."""
+    try:
+        yield
+    except att.ATT_Error as exc:
+        raise BleakGATTProtocolError(exc.error_code) from exc
+    except core.TimeoutError as exc:
+        raise TimeoutError(f"{address}: no GATT response") from exc
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # Bumble cancels the pending request when the link drops; to the caller that
+        # is a failed operation, not a cancellation of its task.
+        raise BleakError(f"{address}: disconnected during a GATT operation") from exc
+    except core.BaseBumbleError as exc:
+        raise BleakError(f"{address}: {exc}") from exc
 
 
 def _properties(flags: int) -> list[CharacteristicPropertyName]:
@@ -376,11 +405,9 @@ class BumbleClient(BaseBleakClient):
         self._gatt = connection.gatt_client
         try:
             async with asyncio.timeout(self._timeout):
-                await self._exchange_mtu(Peer(connection))
-                self.services = await self._discover(connection.gatt_client)
-        except att.ATT_Error as exc:
-            await self.disconnect()
-            raise BleakGATTProtocolError(exc.error_code) from exc
+                with _gatt_errors(self.address):
+                    await self._exchange_mtu(Peer(connection))
+                    self.services = await self._discover(connection.gatt_client)
         except BaseException:
             await self.disconnect()
             raise
@@ -462,10 +489,8 @@ class BumbleClient(BaseBleakClient):
         gatt = self._client()
         if use_cached and handle in gatt.cached_values:
             return bytearray(gatt.cached_values[handle][1])
-        try:
+        with _gatt_errors(self.address):
             return bytearray(await gatt.read_value(handle))
-        except att.ATT_Error as exc:
-            raise BleakGATTProtocolError(exc.error_code) from exc
 
     async def write_gatt_char(
         self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool
@@ -478,10 +503,8 @@ class BumbleClient(BaseBleakClient):
         await self._write(descriptor.handle, bytes(data), True)
 
     async def _write(self, handle: int, data: bytes, response: bool) -> None:
-        try:
+        with _gatt_errors(self.address):
             await self._client().write_value(handle, data, with_response=response)
-        except att.ATT_Error as exc:
-            raise BleakGATTProtocolError(exc.error_code) from exc
 
     async def start_notify(
         self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
@@ -495,15 +518,11 @@ class BumbleClient(BaseBleakClient):
                 # Bumble would log it deep in its HCI path; say where it came from.
                 _LOGGER.exception("%s: notification callback failed", self.address)
 
-        try:
+        with _gatt_errors(self.address):
             await self._client().subscribe(proxy, on_value)
-        except att.ATT_Error as exc:
-            raise BleakGATTProtocolError(exc.error_code) from exc
         self._notify_subscribers[characteristic.handle] = on_value
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
         subscriber = self._notify_subscribers.pop(characteristic.handle, None)
-        try:
+        with _gatt_errors(self.address):
             await self._client().unsubscribe(characteristic.obj, subscriber)
-        except att.ATT_Error as exc:
-            raise BleakGATTProtocolError(exc.error_code) from exc

@@ -8,7 +8,7 @@ import struct
 import pytest
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.exc import BleakGATTProtocolError, BleakGATTProtocolErrorCode
+from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak_retry_connector import establish_connection
 
 from gateway.ble import BumbleClient
@@ -372,3 +372,33 @@ async def test_cbor_messages_cross_gatt_as_chunks_both_ways(
         for chunk in ChunkEncoder().split(encode_message(ack), client.mtu_size - 3):
             await client.write_gatt_char(downlink, chunk, response=True)
         assert downlinks.get_nowait() == ack
+
+
+async def test_link_lost_during_a_write_fails_the_write_without_cancelling_the_caller(
+    make_node: MakeNode, find_node: FindNode, gateway_spec: str
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_node(_data: bytes) -> None:
+        entered.set()
+        await release.wait()
+
+    node = await make_node("pump-07", on_downlink=slow_node)
+    client = await _client(find_node, gateway_spec, "pump-07")
+    await client.connect()
+
+    async def write() -> BaseException | None:
+        try:
+            await client.write_gatt_char(DOWNLINK_CHAR_UUID, b"ack", response=True)
+        except BleakError as exc:
+            return exc
+        return None
+
+    async with asyncio.TaskGroup() as tasks:
+        outcome = tasks.create_task(write(), name="test:write")
+        await entered.wait()
+        await node.disconnect()
+    release.set()
+
+    assert isinstance(outcome.result(), BleakError)
+    assert not client.is_connected
