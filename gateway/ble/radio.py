@@ -47,7 +47,7 @@ class _HciServerProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        if self._server.attached is not None:
+        if self._server.attached is not None or self._server.controller.host is not None:
             _LOGGER.warning("%s: refusing a second host", self._server.controller.name)
             transport.close()
             return
@@ -66,6 +66,10 @@ class _HciServerProtocol(asyncio.Protocol):
         except core.InvalidPacketError:
             _LOGGER.warning("%s: garbage from host, dropping it", self._server.controller.name)
             assert self._transport is not None
+            self._transport.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
             self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -97,8 +101,8 @@ class HciTcpServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            if self.attached is not None and self.attached._transport is not None:
-                self.attached._transport.close()
+            if self.attached is not None:
+                self.attached.close()
             await self._server.wait_closed()
             self._server = None
 

@@ -40,9 +40,14 @@ class VirtualController(Controller):
     """Bumble's virtual controller, plus what a host needs when links break.
 
     Bumble's controller ignores LE Create Connection Cancel (so a timed-out connect
-    waits forever and blocks every later one) and keeps its links and adverts across an
-    HCI Reset or a vanished host. A real controller does neither, and the gateway's
-    reconnect logic is only tested honestly if the virtual one behaves the same.
+    waits forever and blocks every later one), never completes a Disconnect of an
+    unknown handle, and keeps its links and adverts across an HCI Reset or a vanished
+    host. A real controller does none of that, and the gateway's reconnect logic is
+    only tested honestly if the virtual one behaves the same.
+
+    Other limits of Bumble's virtual link, kept as they are: every advert is reported as
+    connectable, scan response data is not sent (the advert's data is repeated), and
+    legacy non-connectable adverts are not sent at all (use extended advertising).
     """
 
     def on_hci_le_create_connection_cancel_command(
