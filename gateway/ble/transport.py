@@ -47,7 +47,8 @@ class VirtualController(Controller):
 
     Other limits of Bumble's virtual link, kept as they are: every advert is reported as
     connectable, scan response data is not sent (the advert's data is repeated), and
-    legacy non-connectable adverts are not sent at all (use extended advertising).
+    adverts configured with the legacy HCI commands go out only if connectable (Bumble
+    hosts use the extended commands, which carry every kind).
     """
 
     def on_hci_le_create_connection_cancel_command(
