@@ -151,7 +151,8 @@ async def _run(config: SimConfig, duration: float | None, console: Console, *, l
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
     async with Simulator(config) as sim:
         for node_id, (kind, address) in sim.addresses().items():
-            console.print(f"[bold]{node_id}[/] {kind:<6} {address}")
+            # soft_wrap: paths and topics are for copying, never broken across lines
+            console.print(f"[bold]{node_id}[/] {kind:<6} {address}", soft_wrap=True)
         if not live:
             await sim.run_for(duration)
         else:
