@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -23,9 +23,11 @@ import numpy.typing as npt
 from tinymodels.gateway_features import (
     FeatureConfig,
     causal_windows,
-    smooth,
+    combine,
+    debounce,
+    select_model_channels,
     standardise,
-    threshold_from_fit,
+    statistic_scores,
     window_errors,
 )
 
@@ -73,11 +75,18 @@ def manifest_path_for(model_path: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class FrameScores:
-    """Per-row anomaly scores for one frame and the binary predictions at ``threshold``."""
+    """Per-row anomaly scores for one frame and the binary predictions at ``threshold``.
+
+    ``scores`` are in fit-part units (1.0 = the fit part's ``threshold_quantile``);
+    ``predictions`` are ``scores > threshold`` after the manifest's hold (debounce), so a
+    prediction can lag or outlast a single-row crossing. ``components`` holds each
+    statistic (smoothed, in the same units) for diagnostics.
+    """
 
     scores: npt.NDArray[np.float32]
     threshold: float
     predictions: npt.NDArray[np.bool_]
+    components: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
 
 
 class GatewayModel:
@@ -107,6 +116,12 @@ class GatewayModel:
             if isinstance(feats, dict) and "window" in feats
             else None
         )
+        cfg = self.feature_config
+        if cfg is not None and "ae" in cfg.components and cfg.model_inputs != self._features:
+            raise ModelLoadError(
+                f"{manifest.get('name')}: model takes {self._features} inputs but the manifest's "
+                f"features give {cfg.model_inputs}"
+            )
 
     @property
     def input_features(self) -> int:
@@ -141,32 +156,54 @@ class GatewayModel:
         parts = [self.predict(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self._features), np.float32)
 
+    def component_scores(
+        self, frame: npt.ArrayLike, fit_rows: int | None = None
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """Each raw (unsmoothed) per-row statistic the manifest asks for, keyed by name."""
+        cfg = self._require_features()
+        n_fit = fit_rows if fit_rows is not None else cfg.fit_rows
+        z = select_model_channels(standardise(frame, cfg, n_fit), cfg)
+        n_fit = min(n_fit, z.shape[0])
+        raw = statistic_scores(z, cfg, n_fit)
+        if "ae" in cfg.components:
+            windows = causal_windows(z, cfg.window)
+            raw["ae"] = window_errors(windows, self.predict_batched(windows))
+        return raw
+
     def row_scores(
         self, frame: npt.ArrayLike, fit_rows: int | None = None
     ) -> npt.NDArray[np.float32]:
-        """Smoothed reconstruction error per row of a raw ``(n, channels)`` frame."""
-        cfg = self._require_features()
-        z = standardise(frame, cfg, fit_rows)
-        windows = causal_windows(z, cfg.window)
-        errors = window_errors(windows, self.predict_batched(windows))
-        return smooth(errors, cfg.smooth_rows)
+        """Anomaly score per row of a raw ``(n, channels)`` frame, in fit-part units."""
+        return self.score_frame(frame, fit_rows).scores
 
     def score_frame(self, frame: npt.ArrayLike, fit_rows: int | None = None) -> FrameScores:
         """Scores and predictions for a frame whose first ``fit_rows`` rows are normal.
 
-        The threshold comes from the fit part's own scores (its quantile times a factor, as
-        the manifest says), so each machine is judged against its own normal behaviour.
+        Every statistic is fitted on, and scaled by, the frame's own fit part, so each
+        machine is judged against its own normal behaviour. The threshold is the manifest's
+        ``threshold_factor`` in those units.
         """
         cfg = self._require_features()
         n_fit = fit_rows if fit_rows is not None else cfg.fit_rows
-        scores = self.row_scores(frame, n_fit)
-        threshold = threshold_from_fit(scores, cfg, min(n_fit, scores.size))
-        return FrameScores(scores=scores, threshold=threshold, predictions=scores > threshold)
+        raw = self.component_scores(frame, n_fit)
+        n_fit = min(n_fit, next(iter(raw.values())).size)
+        parts = {k: combine({k: v}, _single(cfg, k), n_fit) for k, v in raw.items()}
+        scores = np.mean([parts[k] for k in cfg.components], axis=0).astype(np.float32)
+        threshold = cfg.threshold_factor
+        predictions = debounce(scores > threshold, cfg.hold_on, cfg.hold_off)
+        return FrameScores(
+            scores=scores, threshold=threshold, predictions=predictions, components=parts
+        )
 
     def _require_features(self) -> FeatureConfig:
         if self.feature_config is None:
             raise ModelLoadError(f"{self.manifest.get('name')}: manifest has no feature config")
         return self.feature_config
+
+
+def _single(cfg: FeatureConfig, name: str) -> FeatureConfig:
+    """``cfg`` restricted to one component (to scale each statistic on its own)."""
+    return replace(cfg, components=(name,))
 
 
 def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:

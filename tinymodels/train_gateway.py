@@ -24,17 +24,34 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tinymodels.gateway_features import FeatureConfig, causal_windows, standardise
+from tinymodels.gateway_features import (
+    FeatureConfig,
+    causal_windows,
+    select_model_channels,
+    standardise,
+)
 from tinymodels.skab_data import CHANNELS, SkabFile, load_skab_csv
 
 _LOGGER = logging.getLogger(__name__)
 
 PINS_PATH = Path(__file__).with_name("gateway_data.json")
 MODEL_NAME = "gateway_model"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 SEED = 20240811
 FREE_CHUNK_ROWS = 1150  # about one SKAB experiment
 FREE_CHUNK_STEP = 250
+# Detector settings, chosen by leave-one-group-out cross-validation (tinymodels.tune_gateway).
+DEFAULTS: dict[str, Any] = {
+    "smooth_rows": 5,
+    "threshold_quantile": 0.99,
+    "threshold_factor": 1.0,
+    "drop_channels": ("Temperature", "Thermocouple"),
+    "components": ("ae", "t2", "mset"),
+    "pca_variance": 0.9,
+    "mset_memory": 80,
+    "hold_on": 10,
+    "hold_off": 30,
+}
 
 
 def sha256_file(path: Path) -> str:
@@ -75,10 +92,10 @@ def training_windows(
 ) -> npt.NDArray[np.float32]:
     parts = []
     for start in range(0, free.values.shape[0] - FREE_CHUNK_ROWS + 1, FREE_CHUNK_STEP):
-        z = standardise(free.values[start : start + FREE_CHUNK_ROWS], cfg)
+        z = select_model_channels(standardise(free.values[start : start + FREE_CHUNK_ROWS], cfg), cfg)
         parts.append(causal_windows(z, cfg.window)[cfg.window :])
     for f in labelled:
-        z = standardise(f.values[: cfg.fit_rows], cfg)
+        z = select_model_channels(standardise(f.values[: cfg.fit_rows], cfg), cfg)
         parts.append(causal_windows(z, cfg.window)[cfg.window :])
     return np.concatenate(parts).astype(np.float32)
 
@@ -122,9 +139,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--latent", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--smooth", type=int, default=5)
-    ap.add_argument("--quantile", type=float, default=1.0)
-    ap.add_argument("--factor", type=float, default=1.0)
+    ap.add_argument("--smooth", type=int, default=DEFAULTS["smooth_rows"])
+    ap.add_argument("--quantile", type=float, default=DEFAULTS["threshold_quantile"])
+    ap.add_argument("--factor", type=float, default=DEFAULTS["threshold_factor"])
+    ap.add_argument(
+        "--drop-channels",
+        default=",".join(DEFAULTS["drop_channels"]),
+        help="comma-separated channels the detector ignores (default: the drifting temperatures)",
+    )
+    ap.add_argument("--components", default=",".join(DEFAULTS["components"]))
+    ap.add_argument("--hold-on", type=int, default=DEFAULTS["hold_on"])
+    ap.add_argument("--hold-off", type=int, default=DEFAULTS["hold_off"])
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.write_pins:
@@ -142,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.monotonic()
     free, labelled = load_pinned(args.data)
+    dropped = {c for c in args.drop_channels.split(",") if c}
+    if dropped - set(CHANNELS):
+        raise SystemExit(f"--drop-channels: unknown {sorted(dropped - set(CHANNELS))}")
     floor = 0.05 * free.values.std(axis=0)  # 5 % of the normal spread: a still channel stays sane
     cfg = FeatureConfig(
         channels=CHANNELS,
@@ -152,6 +180,12 @@ def main(argv: list[str] | None = None) -> None:
         smooth_rows=args.smooth,
         threshold_quantile=args.quantile,
         threshold_factor=args.factor,
+        model_channels=tuple(c for c in CHANNELS if c not in dropped),
+        components=tuple(c for c in args.components.split(",") if c),
+        pca_variance=DEFAULTS["pca_variance"],
+        mset_memory=DEFAULTS["mset_memory"],
+        hold_on=args.hold_on,
+        hold_off=args.hold_off,
     )
     x = training_windows(free, labelled, cfg)
     _LOGGER.info("training windows: %s", x.shape)
@@ -178,8 +212,13 @@ def main(argv: list[str] | None = None) -> None:
         "input": {"shape": [-1, x.shape[1]], "dtype": "int8", "layout": "window x channel"},
         "output": {"shape": [-1, x.shape[1]], "dtype": "int8", "meaning": "reconstruction"},
         "features": cfg.to_json(),
-        "score": "causal moving mean of per-window mean squared reconstruction error",
-        "threshold": "quantile(fit-part scores, threshold_quantile) * threshold_factor",
+        "score": (
+            "mean over components of (causal moving mean of the statistic) / "
+            "quantile(fit-part values, threshold_quantile); ae = per-window mean squared "
+            "reconstruction error, t2 = PCA Hotelling T2, q = PCA SPE, mset = kernel-regression "
+            "residual, all fitted on the frame's first fit_rows rows of model_channels"
+        ),
+        "threshold": "score > threshold_factor, debounced: hold_on rows to raise, hold_off to clear",
         "training": {
             "data_pins": PINS_PATH.name,
             "seed": SEED,
