@@ -244,7 +244,9 @@ def debounce(raw: npt.ArrayLike, hold_on: int, hold_off: int) -> BoolArray:
     return out
 
 
-def statistic_scores(z_model: FloatArray, cfg: FeatureConfig, fit_rows: int) -> dict[str, FloatArray]:
+def statistic_scores(
+    z_model: FloatArray, cfg: FeatureConfig, fit_rows: int
+) -> dict[str, FloatArray]:
     """The raw (unsmoothed) numpy statistics among ``cfg.components`` (everything but ``ae``)."""
     out: dict[str, FloatArray] = {}
     if "t2" in cfg.components or "q" in cfg.components:
@@ -257,5 +259,8 @@ def statistic_scores(z_model: FloatArray, cfg: FeatureConfig, fit_rows: int) -> 
 
 def combine(raw: dict[str, FloatArray], cfg: FeatureConfig, fit_rows: int) -> FloatArray:
     """Smooth each statistic, express it in fit-part units, average over the components."""
-    parts = [normalise_by_fit(smooth(raw[name], cfg.smooth_rows), cfg, fit_rows) for name in cfg.components]
+    parts = [
+        normalise_by_fit(smooth(raw[name], cfg.smooth_rows), cfg, fit_rows)
+        for name in cfg.components
+    ]
     return np.mean(parts, axis=0).astype(np.float32)

@@ -92,7 +92,9 @@ def training_windows(
 ) -> npt.NDArray[np.float32]:
     parts = []
     for start in range(0, free.values.shape[0] - FREE_CHUNK_ROWS + 1, FREE_CHUNK_STEP):
-        z = select_model_channels(standardise(free.values[start : start + FREE_CHUNK_ROWS], cfg), cfg)
+        z = select_model_channels(
+            standardise(free.values[start : start + FREE_CHUNK_ROWS], cfg), cfg
+        )
         parts.append(causal_windows(z, cfg.window)[cfg.window :])
     for f in labelled:
         z = select_model_channels(standardise(f.values[: cfg.fit_rows], cfg), cfg)

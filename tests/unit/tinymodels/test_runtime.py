@@ -42,9 +42,8 @@ def test_gateway_model_predicts_float_batches_through_int8() -> None:
     model = load_model()
     assert model.manifest["quantization"] == "int8"
     n_in = model.input_features
-    assert n_in == model.manifest["features"]["window"] * len(
-        model.manifest["features"]["channels"]
-    )
+    feats = model.manifest["features"]
+    assert n_in == feats["window"] * len(feats["model_channels"])
     x = np.random.default_rng(0).standard_normal((37, n_in)).astype(np.float32)
     y = model.predict(x)
     assert y.shape == (37, n_in)
