@@ -172,8 +172,10 @@ def decode_json_message(data: bytes | bytearray | memoryview) -> Message:
     except json.JSONDecodeError as exc:
         offset = len(text[: exc.pos].encode("utf-8"))
         raise PayloadError(f"JSON: {exc.msg}", raw, offset) from None
-    # Deep nesting exhausts the parser's recursion; huge integers hit int-digit limits.
-    except (RecursionError, ValueError) as exc:
+    except RecursionError:
+        raise PayloadError("JSON: nested too deeply", raw, 0) from None
+    # Integers of thousands of digits hit Python's int-conversion limit.
+    except ValueError as exc:
         raise PayloadError(f"JSON: {exc}", raw, 0) from None
     try:
         if not isinstance(obj, dict):
