@@ -93,3 +93,8 @@ def test_empty_chunk_is_an_error_not_a_crash() -> None:
 def test_encoder_refuses_a_chunk_size_without_room() -> None:
     with pytest.raises(ValueError, match="room"):
         ChunkEncoder().split(b"x", 1)
+
+
+def test_documented_ack_fits_one_chunk_at_the_default_mtu() -> None:
+    ack = bytes.fromhex("a5 00 01 01 04 02 67 70 75 6d 70 2d 30 37 03 07 16 18 2a")
+    assert ChunkEncoder().split(ack, max_chunk_for_mtu(23)) == [b"\xc0" + ack]

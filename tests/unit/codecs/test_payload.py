@@ -375,3 +375,18 @@ def test_every_truncation_of_a_valid_message_is_a_payload_error(msg: Message) ->
     for end in range(len(data)):
         with pytest.raises(PayloadError):
             decode_message(data[:end])
+
+
+def test_status_and_command_encode_to_the_documented_bytes() -> None:
+    status = Status(
+        "pump-07", 7, 3, TimeBase.UPTIME_MS, 60_000, 60_000, 3300, None, None, "0.4.2", 1
+    )
+    assert encode_message(status) == bytes.fromhex(
+        "ab 00 01 01 03 02 67 70 75 6d 70 2d 30 37 03 07 04 03 05 00 06 19 ea 60"
+        " 0f 19 ea 60 10 19 0c e4 13 65 30 2e 34 2e 32 14 01"
+    )
+    command = Command("pump-07", 5, CommandKind.SET_THRESHOLD, (("threshold", 0.75),))
+    assert encode_message(command) == bytes.fromhex(
+        "a6 00 01 01 05 02 67 70 75 6d 70 2d 30 37 17 05 18 18 00 18 19 81 82 69"
+        " 74 68 72 65 73 68 6f 6c 64 f9 3a 00"
+    )
