@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -40,23 +39,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _find_mosquitto() -> str | None:
+    found = shutil.which("mosquitto")
+    if found is None and Path("/usr/sbin/mosquitto").exists():
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
 @contextlib.asynccontextmanager
 async def local_broker(workdir: Path, *, embedded: bool = False) -> AsyncIterator[tuple[str, str]]:
     """A broker on a free loopback port: mosquitto when installed, amqtt otherwise."""
     port = _free_port()
-    binary = (
-        None
-        if embedded
-        else shutil.which("mosquitto")
-        or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    )
+    binary = None if embedded else _find_mosquitto()
     if binary:
         conf = workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
             "log_dest none\n"
         )
-        proc = subprocess.Popen([binary, "-c", str(conf)])
+        proc = await asyncio.create_subprocess_exec(binary, "-c", str(conf))
         try:
             for _ in range(100):
                 with contextlib.suppress(OSError):
@@ -67,7 +68,7 @@ async def local_broker(workdir: Path, *, embedded: bool = False) -> AsyncIterato
             yield f"mqtt://127.0.0.1:{port}", "mosquitto"
         finally:
             proc.terminate()
-            await asyncio.to_thread(proc.wait, 5)
+            await proc.wait()
         return
     from amqtt.broker import Broker
 
@@ -129,7 +130,6 @@ async def run_demo(
 ) -> Gateway:
     from firmware_tools.sim.fleet import SimConfig, Simulator
 
-    data_dir.mkdir(parents=True, exist_ok=True)
     async with local_broker(data_dir, embedded=embedded_broker) as (broker_url, broker_name):
         sim_cfg = SimConfig(
             nodes=nodes,
@@ -197,5 +197,6 @@ def demo(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="fieldgate-demo-") as tmp:
         target = data_dir or Path(tmp)
+        target.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_demo(nodes, rate, target, seconds, embedded_broker=embedded_broker))
