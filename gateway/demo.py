@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group
@@ -175,6 +176,15 @@ async def run_demo(
     return gateway
 
 
+async def _until_signalled(work: Coroutine[Any, Any, Gateway]) -> None:
+    # SIGTERM cancels like Ctrl-C does, so the broker and ptys we started are cleaned up.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    await work
+
+
 def demo(
     nodes: Annotated[int, typer.Option(help="Simulated nodes, alternating serial and MQTT.")] = 4,
     rate: Annotated[float, typer.Option(help="Readings per second per node.")] = 5.0,
@@ -198,5 +208,9 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="fieldgate-demo-") as tmp:
         target = data_dir or Path(tmp)
         target.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_demo(nodes, rate, target, seconds, embedded_broker=embedded_broker))
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(
+                _until_signalled(
+                    run_demo(nodes, rate, target, seconds, embedded_broker=embedded_broker)
+                )
+            )
