@@ -51,7 +51,8 @@ class FirmwareLikeNode:
         return seq, payload
 
     def on_ack(self, ack: Ack) -> None:
-        assert ack.node_id == self.node_id and ack.boot_id == BOOT
+        assert ack.node_id == self.node_id
+        assert ack.boot_id == BOOT
         assert ack.up_to_seq < self.next_seq, "acked a seq the node never sent"
         self.acked = max(self.acked, ack.up_to_seq)
         for seq in [s for s in self.unacked if s + BATCH - 1 <= self.acked]:
