@@ -29,7 +29,7 @@ from gateway.config import MqttConfig
 from gateway.errors import CodecError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import Transport
+from gateway.models import Ack, Command, Transport
 from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
 
 _LOGGER = logging.getLogger(__name__)
@@ -129,6 +129,9 @@ class MqttSource:
             except CodecError as exc:
                 # Redelivery would not make it valid: acknowledge it to the broker, count it.
                 self._admission.malformed(topic, exc)
+                puback()
+                continue
+            if isinstance(msg, Ack | Command):  # decode checks type against the topic kind
                 puback()
                 continue
             if not self._admission.admit(msg, topic):
