@@ -1,0 +1,280 @@
+"""BLE source: scan continuously, one GATT connection task per node, beacons from adverts.
+
+Only bleak's public API is used, with the Bumble backend (:mod:`gateway.ble`). A
+connectable node streams uplink messages as chunked notifications (protocol §5.2) and
+takes cumulative acks written to DOWNLINK; a beacon node puts a reading in its advert's
+manufacturer data and cannot be acknowledged (the journal drops the repeats).
+
+Compatibility: the node simulator (``firmware_tools/sim/ble_link.py``) still sends one
+bare CBOR message per notification and expects bare acks. A bare message starts with a
+CBOR map header (0xA0..0xBF) followed by key 0 (0x00); a chunk with those header bits
+is a FIRST chunk, whose second byte is a CBOR map header, never 0x00. So the first
+notification tells which the peer speaks, and acks are written the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
+
+from gateway.ble import BumbleClient, BumbleScanner, close_adapters
+from gateway.codecs.adv import decode_adv
+from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
+from gateway.codecs.ble_layout import (
+    ADV_COMPANY_ID,
+    DOWNLINK_CHAR_UUID,
+    FIELDGATE_SERVICE_UUID,
+    UPLINK_CHAR_UUID,
+)
+from gateway.codecs.payload import decode_message, encode_message
+from gateway.config import BleConfig
+from gateway.errors import CodecError
+from gateway.ingest import Envelope, IngestQueue
+from gateway.metrics import Metrics
+from gateway.models import Ack, Command, Transport
+from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
+
+_LOGGER = logging.getLogger(__name__)
+_CONNECT_TIMEOUT_S = 10.0
+_INBOX_SIZE = 256
+_BEACON_QUEUE_SIZE = 256
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _checkpoint() -> None:
+    # Python 3.11's asyncio.wait_for swallows a cancellation racing with its result
+    # (gh-86296); re-raise it so shutdown cannot hang on a task that forgot it.
+    if _being_cancelled():
+        raise asyncio.CancelledError
+
+
+def _is_bare_message(data: bytes) -> bool:
+    return len(data) >= 2 and 0xA0 <= data[0] <= 0xBF and data[1] == 0x00
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class BleSource:
+    def __init__(
+        self,
+        config: BleConfig,
+        queue: IngestQueue,
+        metrics: Metrics,
+        allowed_nodes: frozenset[str] = frozenset(),
+    ) -> None:
+        self._config = config
+        self._queue = queue
+        self._admission = Admission(Transport.BLE, metrics, allowed_nodes)
+        self._nodes = frozenset(config.nodes)
+        self._slots = asyncio.Semaphore(config.max_connections)
+        self._sightings: dict[str, tuple[BLEDevice, int | None]] = {}
+        self._mailboxes: dict[str, AckMailbox] = {}
+        self._beacons: asyncio.Queue[Envelope] = asyncio.Queue(_BEACON_QUEUE_SIZE)
+        self._last_beacon: dict[str, tuple[int, int]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._last_advert = 0.0
+        self.ready = asyncio.Event()
+        self.connections = 0
+        self.dropped_notifications = 0
+        self.dropped_beacons = 0
+
+    @property
+    def name(self) -> str:
+        return f"source:ble:{self._config.transport}"
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._forward_beacons(), name=f"{self.name}:beacons")
+                await self._scan_forever()
+        finally:
+            self._tg = None
+            self.ready.clear()
+            # Disconnects every link and releases the controller (no Bumble tasks left).
+            await close_adapters()
+
+    # -- scanning -------------------------------------------------------------------------
+
+    async def _scan_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(max_s=self._config.reconnect_max_s)
+        watchdog_s = self._config.scan_watchdog_s
+        while True:
+            scanner = BleakScanner(
+                self._on_advert,
+                backend=BumbleScanner,
+                bumble_transport=self._config.transport,
+            )
+            try:
+                await scanner.start()
+            except BleakError as exc:
+                delay = backoff.next_delay()
+                _LOGGER.warning("ble: cannot scan (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            _checkpoint()
+            backoff.reset()
+            self._last_advert = loop.time()
+            self.ready.set()
+            try:
+                # A controller can stop reporting without an error; silence restarts the scan.
+                while True:
+                    await asyncio.sleep(watchdog_s)
+                    if loop.time() - self._last_advert >= watchdog_s:
+                        break
+                _LOGGER.warning("ble: no advert for %.0f s; restarting the scan", watchdog_s)
+            finally:
+                self.ready.clear()
+                with contextlib.suppress(BleakError):
+                    await scanner.stop()
+
+    def _on_advert(self, device: BLEDevice, advert: AdvertisementData) -> None:
+        self._last_advert = asyncio.get_running_loop().time()
+        name = advert.local_name
+        beacon = advert.manufacturer_data.get(ADV_COMPANY_ID)
+        if beacon is not None:
+            self._on_beacon(device, advert, beacon)
+            return
+        if name is None:
+            return
+        wanted = (
+            name in self._nodes
+            if self._nodes
+            else FIELDGATE_SERVICE_UUID in (advert.service_uuids or [])
+        )
+        if not wanted:
+            return
+        self._sightings[name] = (device, advert.rssi)
+        if name not in self._mailboxes and self._tg is not None:
+            self._mailboxes[name] = AckMailbox()
+            self._tg.create_task(self._node_loop(name), name=f"source:ble:{name}")
+
+    def _on_beacon(self, device: BLEDevice, advert: AdvertisementData, data: bytes) -> None:
+        where = f"ble:{advert.local_name or device.address}"
+        try:
+            msg = decode_adv(data, advert.local_name or "")
+        except CodecError as exc:
+            self._admission.malformed(where, exc)
+            return
+        key = (msg.boot_id, msg.seq)
+        if self._last_beacon.get(msg.node_id) == key:
+            return  # beacons repeat each reading; the journal would drop the copy anyway
+        if not self._admission.admit(msg, where):
+            return
+        self._last_beacon[msg.node_id] = key
+        try:
+            self._beacons.put_nowait(
+                Envelope(msg, Transport.BLE, now_ms(), None, rssi_dbm=advert.rssi)
+            )
+        except asyncio.QueueFull:
+            self.dropped_beacons += 1
+
+    async def _forward_beacons(self) -> None:
+        while True:
+            await self._queue.put(await self._beacons.get())
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _node_loop(self, node: str) -> None:
+        backoff = Backoff(max_s=self._config.reconnect_max_s)
+        while True:
+            async with self._slots:
+                device, _rssi = self._sightings[node]
+                try:
+                    await self._session(node, device, backoff)
+                except* (BleakError, TimeoutError, _Disconnected) as group:
+                    if _being_cancelled():
+                        raise asyncio.CancelledError from None
+                    _LOGGER.info("%s: ble link ended (%s)", node, group.exceptions[0])
+            await backoff.wait()
+
+    async def _session(self, node: str, device: BLEDevice, backoff: Backoff) -> None:
+        gone = asyncio.Event()
+        client = BleakClient(
+            device,
+            disconnected_callback=lambda _client: gone.set(),
+            timeout=_CONNECT_TIMEOUT_S,
+            backend=BumbleClient,
+        )
+        inbox: asyncio.Queue[bytes] = asyncio.Queue(_INBOX_SIZE)
+
+        def on_notify(_char: object, data: bytearray) -> None:
+            try:
+                inbox.put_nowait(bytes(data))
+            except asyncio.QueueFull:
+                # Not acked, so the node resends it; counted, not logged per message.
+                self.dropped_notifications += 1
+
+        await client.connect()
+        _checkpoint()
+        try:
+            await client.start_notify(UPLINK_CHAR_UUID, on_notify)
+            _checkpoint()
+            self.connections += 1
+            backoff.reset()
+            _LOGGER.info("%s: ble connected (%s)", node, device.address)
+            bare = asyncio.Future[bool]()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._receive(node, inbox, bare), name=f"source:ble:{node}:rx")
+                tg.create_task(self._send_acks(node, client, bare), name=f"source:ble:{node}:acks")
+                await gone.wait()
+                raise _Disconnected("peer disconnected")
+        finally:
+            with contextlib.suppress(BleakError):
+                await client.disconnect()
+
+    async def _receive(
+        self, node: str, inbox: asyncio.Queue[bytes], bare: asyncio.Future[bool]
+    ) -> None:
+        where = f"ble:{node}"
+        decoder = ChunkDecoder()
+        mailbox = self._mailboxes[node]
+        while True:
+            data = await inbox.get()
+            rx = now_ms()
+            if not bare.done():
+                bare.set_result(_is_bare_message(data))
+            items = [data] if bare.result() else decoder.feed(data)
+            for item in items:
+                if isinstance(item, CodecError):
+                    self._admission.malformed(where, item)
+                    continue
+                try:
+                    msg = decode_message(item)
+                except CodecError as exc:
+                    self._admission.malformed(where, exc)
+                    continue
+                if isinstance(msg, Ack | Command):
+                    continue  # downlink kinds never come from a node
+                if not self._admission.admit(msg, where):
+                    continue
+                rssi = self._sightings[node][1]
+                await self._queue.put(Envelope(msg, Transport.BLE, rx, link=mailbox, rssi_dbm=rssi))
+
+    async def _send_acks(self, node: str, client: BleakClient, bare: asyncio.Future[bool]) -> None:
+        mailbox = self._mailboxes[node]
+        encoder = ChunkEncoder()
+        await asyncio.shield(bare)
+        while True:
+            for ack in await mailbox.take():
+                payload = encode_message(ack)
+                if bare.result():
+                    chunks = [payload]
+                else:
+                    chunks = encoder.split(payload, max_chunk_for_mtu(client.mtu_size))
+                for chunk in chunks:
+                    await client.write_gatt_char(DOWNLINK_CHAR_UUID, chunk, response=True)
+                    _checkpoint()
