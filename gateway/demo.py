@@ -127,52 +127,92 @@ async def run_demo(
     data_dir: Path,
     seconds: float | None,
     *,
+    ble_nodes: int = 1,
     embedded_broker: bool = False,
 ) -> Gateway:
     from firmware_tools.sim.fleet import SimConfig, Simulator
+    from gateway.ble.radio import LocalRadio
 
-    async with local_broker(data_dir, embedded=embedded_broker) as (broker_url, broker_name):
-        sim_cfg = SimConfig(
-            nodes=nodes,
-            transports=("serial", "mqtt"),
-            rate_hz=rate_hz,
-            batch_size=5,
-            site="demo",
-            broker_url=broker_url,
-            pty_dir=data_dir / "tty",
-            status_interval_ms=5000,
-        )
-        async with Simulator(sim_cfg) as sim:
-            await sim.wait_ready()
-            ports = [
-                {"path": address, "baud": 115_200}
-                for kind, address in sim.addresses().values()
-                if kind == "serial"
-            ]
-            cfg = load_config(
-                site="demo",
-                data_dir=str(data_dir),
-                mqtt={"enabled": True, "url": broker_url, "client_id": "fieldgate-demo"},
-                serial={"ports": ports},
-                metrics={"enabled": True, "port": 0},
+    def sim_config(**kw: Any) -> SimConfig:
+        return SimConfig(rate_hz=rate_hz, batch_size=5, site="demo", status_interval_ms=5000, **kw)
+
+    async with (
+        local_broker(data_dir, embedded=embedded_broker) as (broker_url, broker_name),
+        # One virtual controller for the gateway and one per BLE node, on one shared "air".
+        LocalRadio(1 + ble_nodes) as radio,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        sims = [
+            await stack.enter_async_context(
+                Simulator(
+                    sim_config(
+                        nodes=nodes,
+                        transports=("serial", "mqtt"),
+                        broker_url=broker_url,
+                        pty_dir=data_dir / "tty",
+                    )
+                )
             )
-            gateway = Gateway(cfg)
-            started = time.monotonic()
-            async with asyncio.TaskGroup() as tg:
-                gw_task = tg.create_task(gateway.run(), name="demo:gateway")
-                sim_task = tg.create_task(sim.run_for(None), name="demo:simulator")
-                await gateway.writer.ready.wait()
-                reader = JournalReader(cfg.journal_path)
-                try:
-                    with Live(refresh_per_second=2, screen=False) as live:
-                        while seconds is None or time.monotonic() - started < seconds:
-                            live.update(render(reader, gateway, sim.stats(), broker_name, started))
-                            await asyncio.sleep(0.5)
-                finally:
-                    reader.close()
+        ]
+        for i in range(ble_nodes):
+            sims.append(
+                await stack.enter_async_context(
+                    Simulator(
+                        sim_config(
+                            nodes=1,
+                            node_prefix=f"vib{i + 1}",
+                            transports=("ble",),
+                            ble_transport=radio.specs[1 + i],
+                            seed=100 + i,
+                        )
+                    )
+                )
+            )
+        for sim in sims:
+            await sim.wait_ready()
+        addresses = {k: v for sim in sims for k, v in sim.addresses().items()}
+        cfg = load_config(
+            site="demo",
+            data_dir=str(data_dir),
+            mqtt={"enabled": True, "url": broker_url, "client_id": "fieldgate-demo"},
+            serial={
+                "ports": [
+                    {"path": address, "baud": 115_200}
+                    for kind, address in addresses.values()
+                    if kind == "serial"
+                ]
+            },
+            ble={
+                "enabled": ble_nodes > 0,
+                "transport": radio.specs[0],
+                "nodes": [n for n, (kind, _) in addresses.items() if kind == "ble"],
+                "reconnect_max_s": 2.0,
+            },
+            metrics={"enabled": True, "port": 0},
+        )
+        gateway = Gateway(cfg)
+        started = time.monotonic()
+        async with asyncio.TaskGroup() as tg:
+            gw_task = tg.create_task(gateway.run(), name="demo:gateway")
+            sim_tasks = [
+                tg.create_task(sim.run_for(None), name=f"demo:simulator:{i}")
+                for i, sim in enumerate(sims)
+            ]
+            await gateway.writer.ready.wait()
+            reader = JournalReader(cfg.journal_path)
+            try:
+                with Live(refresh_per_second=2, screen=False) as live:
+                    while seconds is None or time.monotonic() - started < seconds:
+                        stats = {k: v for sim in sims for k, v in sim.stats().items()}
+                        live.update(render(reader, gateway, stats, broker_name, started))
+                        await asyncio.sleep(0.5)
+            finally:
+                reader.close()
+                for sim in sims:
                     sim.stop()
-                    gw_task.cancel()
-                    sim_task.cancel()
+                gw_task.cancel()
+                for task in sim_tasks:
+                    task.cancel()
     return gateway
 
 
@@ -185,8 +225,11 @@ async def _until_signalled(work: Coroutine[Any, Any, Gateway]) -> None:
     await work
 
 
-def demo(
+def demo(  # noqa: PLR0917 - Typer maps options to parameters
     nodes: Annotated[int, typer.Option(help="Simulated nodes, alternating serial and MQTT.")] = 4,
+    ble_nodes: Annotated[
+        int, typer.Option(help="Extra simulated BLE nodes (Bumble virtual radio).")
+    ] = 1,
     rate: Annotated[float, typer.Option(help="Readings per second per node.")] = 5.0,
     data_dir: Annotated[
         Path | None, typer.Option(help="Where the journal goes (default: a temporary directory).")
@@ -201,7 +244,8 @@ def demo(
     """Run the gateway with simulated nodes and show live node status in the terminal.
 
     Nodes alternate between serial (a pseudo-terminal each) and MQTT (a local broker:
-    mosquitto if installed, else an embedded amqtt). Every reading goes through the
+    mosquitto if installed, else an embedded amqtt); BLE nodes talk GATT over Bumble
+    virtual controllers on one shared virtual radio. Every reading goes through the
     real gateway: codecs, the durable SQLite journal, acknowledgements back to nodes.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
