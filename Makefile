@@ -5,8 +5,10 @@ demo:  ## set up .venv and run the gateway with simulated nodes on every transpo
 	bash deploy/setup.sh demo
 	.venv/bin/fieldgate demo
 
-test:  ## set up .venv (+ Debian test servers) and run the whole test suite
+test:  ## set up .venv (+ Debian test servers), lint, type-check and run the whole test suite
 	bash deploy/setup.sh test
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest
 
 lint:
