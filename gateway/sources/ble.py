@@ -32,12 +32,12 @@ from gateway.codecs.ble_layout import (
     FIELDGATE_SERVICE_UUID,
     UPLINK_CHAR_UUID,
 )
-from gateway.codecs.payload import decode_message, encode_message
+from gateway.codecs.payload import encode_message
 from gateway.config import BleConfig
 from gateway.errors import CodecError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import Ack, Command, Transport
+from gateway.models import Transport
 from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
 
 _LOGGER = logging.getLogger(__name__)
@@ -249,17 +249,8 @@ class BleSource:
                 bare.set_result(_is_bare_message(data))
             items = [data] if bare.result() else decoder.feed(data)
             for item in items:
-                if isinstance(item, CodecError):
-                    self._admission.malformed(where, item)
-                    continue
-                try:
-                    msg = decode_message(item)
-                except CodecError as exc:
-                    self._admission.malformed(where, exc)
-                    continue
-                if isinstance(msg, Ack | Command):
-                    continue  # downlink kinds never come from a node
-                if not self._admission.admit(msg, where):
+                msg = self._admission.accept_frame(item, where)
+                if msg is None:
                     continue
                 rssi = self._sightings[node][1]
                 await self._queue.put(Envelope(msg, Transport.BLE, rx, link=mailbox, rssi_dbm=rssi))

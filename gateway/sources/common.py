@@ -7,9 +7,10 @@ import logging
 import random
 import time
 
+from gateway.codecs.payload import decode_message
 from gateway.errors import CodecError
 from gateway.metrics import Metrics
-from gateway.models import Ack, Transport, UplinkMessage
+from gateway.models import Ack, Command, Transport, UplinkMessage
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,6 +80,20 @@ class Admission:
         if (where, reason) not in self._logged:
             self._logged.add((where, reason))
             _LOGGER.warning("%s: %s rejected: %s", where, self.transport.value, error)
+
+    def accept_frame(self, item: bytes | CodecError, where: str) -> UplinkMessage | None:
+        """Decode one frame (or count its framing error); the uplink message if it may enter."""
+        if isinstance(item, CodecError):
+            self.malformed(where, item)
+            return None
+        try:
+            msg = decode_message(item)
+        except CodecError as exc:
+            self.malformed(where, exc)
+            return None
+        if isinstance(msg, Ack | Command):
+            return None  # downlink kinds never come from a node
+        return msg if self.admit(msg, where) else None
 
     def admit(self, msg: UplinkMessage, where: str) -> bool:
         if self._allowed and msg.node_id not in self._allowed:

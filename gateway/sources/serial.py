@@ -15,12 +15,11 @@ import serial
 import serial_asyncio
 
 from gateway.codecs.framing import FrameDecoder, encode_frame
-from gateway.codecs.payload import decode_message, encode_message
+from gateway.codecs.payload import encode_message
 from gateway.config import SerialConfig, SerialPortConfig
-from gateway.errors import CodecError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import Ack, Command, Transport
+from gateway.models import Command, Transport
 from gateway.sources.common import AckMailbox, Admission, now_ms
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,17 +92,8 @@ class SerialSource:
         while data := await reader.read(_READ_CHUNK):
             rx = now_ms()
             for item in self.decoder.feed(data):
-                if isinstance(item, CodecError):
-                    self._admission.malformed(where, item)
-                    continue
-                try:
-                    msg = decode_message(item)
-                except CodecError as exc:
-                    self._admission.malformed(where, exc)
-                    continue
-                if isinstance(msg, Ack | Command):
-                    continue  # downlink kinds never come from a node
-                if self._admission.admit(msg, where):
+                msg = self._admission.accept_frame(item, where)
+                if msg is not None:
                     await self._queue.put(Envelope(msg, Transport.SERIAL, rx, self._mailbox))
 
     async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
