@@ -30,6 +30,7 @@ from tinymodels.gateway_features import (
     select_model_channels,
     standardise,
 )
+from tinymodels.quantize import to_tflite_int8
 from tinymodels.skab_data import CHANNELS, SkabFile, load_skab_csv
 
 _LOGGER = logging.getLogger(__name__)
@@ -114,22 +115,6 @@ def build_model(features: int, hidden: int, latent: int) -> Any:
             keras.layers.Dense(features),
         ]
     )
-
-
-def to_tflite_int8(model: Any, representative: npt.NDArray[np.float32]) -> bytes:
-    import tensorflow as tf
-
-    def rep() -> Any:
-        for row in representative:
-            yield [row[None, :]]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return bytes(conv.convert())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ from tinymodels.node_features import (
     reconstruction_score,
 )
 from tinymodels.pump_signals import FAULTS, pump_frame
+from tinymodels.quantize import to_tflite_int8
 from tinymodels.runtime import GatewayModel
 from tinymodels.tflm import measure_arena
 
@@ -69,22 +70,6 @@ def build_model() -> Any:
             keras.layers.Dense(N_FEATURES),
         ]
     )
-
-
-def to_tflite_int8(model: Any, representative: npt.NDArray[np.float32]) -> bytes:
-    import tensorflow as tf
-
-    def rep() -> Any:
-        for row in representative:
-            yield [row[None, :]]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return bytes(conv.convert())
 
 
 def main(argv: list[str] | None = None) -> None:
