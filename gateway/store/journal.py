@@ -121,6 +121,12 @@ class CommitResult:
     lost: int = 0
     seconds: float = 0.0
     envelopes: list[Envelope] = field(default_factory=list)
+    # For consumers of committed data (the scoring pipeline), in ``envelopes`` order: how many
+    # of each envelope's messages were new (0: a pure duplicate), and the wall-clock ms of each
+    # of its samples (one entry for an inference or a status).
+    new_counts: list[int] = field(default_factory=list)
+    wall_ms: list[tuple[int, ...]] = field(default_factory=list)
+    lost_by_node: Counter[str] = field(default_factory=Counter)  # ``lost`` split by node
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,11 +241,13 @@ class Journal:
                 key = (msg.node_id, msg.boot_id)
                 state = self._stream_for(env, result)
                 if isinstance(msg, ReadingBatch):
-                    new = self._insert_readings(db, env, msg)
+                    new, wall = self._insert_readings(db, env, msg)
                 elif isinstance(msg, NodeInference):
-                    new = self._insert_inference(db, env, msg)
+                    new, wall = self._insert_inference(db, env, msg)
                 else:
-                    new = self._insert_status(db, env, msg)
+                    new, wall = self._insert_status(db, env, msg)
+                result.new_counts.append(new)
+                result.wall_ms.append(wall)
                 count = msg.last_seq - msg.seq + 1
                 first, last = msg.seq, msg.last_seq
                 if new and first <= state.acked:
@@ -251,7 +259,9 @@ class Journal:
                 result.inserted[env.transport.value] += new
                 result.duplicates[env.transport.value] += count - new
                 if isinstance(msg, Status) and msg.oldest_unacked_seq:
-                    result.lost += state.give_up_below(msg.oldest_unacked_seq)
+                    given_up = state.give_up_below(msg.oldest_unacked_seq)
+                    result.lost += given_up
+                    result.lost_by_node[msg.node_id] += given_up
                 touched[key] = env
                 node_updates[msg.node_id] = env
             self._save_streams(db, touched)
@@ -279,7 +289,9 @@ class Journal:
                 old_key = (msg.node_id, previous)
                 old = self._streams.get(old_key)
                 if old is not None:
-                    result.lost += old.close()
+                    closed_lost = old.close()
+                    result.lost += closed_lost
+                    result.lost_by_node[msg.node_id] += closed_lost
                     self._closed.append(old_key)
                 _LOGGER.info("%s: rebooted (boot %08x -> %08x)", msg.node_id, previous, msg.boot_id)
             self._require().execute(
@@ -308,33 +320,39 @@ class Journal:
             self._channel_sets[spec] = cid
         return cid
 
-    def _insert_readings(self, db: sqlite3.Connection, env: Envelope, batch: ReadingBatch) -> int:
+    def _insert_readings(
+        self, db: sqlite3.Connection, env: Envelope, batch: ReadingBatch
+    ) -> tuple[int, tuple[int, ...]]:
         cid = self._channel_set(db, batch)
         clock = self._clock(batch.node_id, batch.boot_id)
         node_id, boot_id, rx, tr = batch.node_id, batch.boot_id, env.rx_ms, env.transport.value
         tb = batch.time_base
+        wall = tuple(clock.to_wall_ms(tb, s.t, rx) for s in batch.samples)
         cur = db.executemany(
             "INSERT OR IGNORE INTO readings"
             " (node_id, boot_id, seq, ts_ms, rx_ms, transport, channel_set, vals)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (node_id, boot_id, batch.seq + i, clock.to_wall_ms(tb, s.t, rx), rx, tr, cid,
-                 _pack(s.values))
+                (node_id, boot_id, batch.seq + i, wall[i], rx, tr, cid, _pack(s.values))
                 for i, s in enumerate(batch.samples)
             ],
         )  # fmt: skip
-        return cur.rowcount
+        return cur.rowcount, wall
 
-    def _insert_inference(self, db: sqlite3.Connection, env: Envelope, m: NodeInference) -> int:
+    def _insert_inference(
+        self, db: sqlite3.Connection, env: Envelope, m: NodeInference
+    ) -> tuple[int, tuple[int, ...]]:
         ts = self._clock(m.node_id, m.boot_id).to_wall_ms(m.time_base, m.t, env.rx_ms)
         cur = db.execute(
             "INSERT OR IGNORE INTO inferences VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (m.node_id, m.boot_id, m.seq, ts, env.rx_ms, env.transport.value, m.model_id,
              m.model_version, m.model_hash, m.score, m.label, m.latency_us),
         )  # fmt: skip
-        return cur.rowcount
+        return cur.rowcount, (ts,)
 
-    def _insert_status(self, db: sqlite3.Connection, env: Envelope, m: Status) -> int:
+    def _insert_status(
+        self, db: sqlite3.Connection, env: Envelope, m: Status
+    ) -> tuple[int, tuple[int, ...]]:
         ts = self._clock(m.node_id, m.boot_id).to_wall_ms(m.time_base, m.t, env.rx_ms)
         body = {
             "uptime_ms": m.uptime_ms,
@@ -349,7 +367,7 @@ class Journal:
             "INSERT OR IGNORE INTO statuses VALUES (?, ?, ?, ?, ?, ?, ?)",
             (m.node_id, m.boot_id, m.seq, ts, env.rx_ms, env.transport.value, json.dumps(body)),
         )
-        return cur.rowcount
+        return cur.rowcount, (ts,)
 
     def _save_streams(
         self, db: sqlite3.Connection, touched: dict[tuple[str, int], Envelope]
