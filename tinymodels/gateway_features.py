@@ -128,9 +128,26 @@ def standardise(
     n_fit = min(fit_rows if fit_rows is not None else cfg.fit_rows, x.shape[0])
     if n_fit < 2:
         raise ValueError("need at least 2 fit rows to standardise a frame")
-    mu = x[:n_fit].mean(axis=0)
-    sd = np.maximum(x[:n_fit].std(axis=0), np.asarray(cfg.std_floor))
-    return np.clip((x - mu) / sd, -cfg.clip, cfg.clip).astype(np.float32)
+    return Standardiser.fit(x[:n_fit], cfg).apply(x)
+
+
+@dataclass(frozen=True, slots=True)
+class Standardiser:
+    """The per-channel scaling :func:`standardise` fits, kept to apply to later rows."""
+
+    mean: npt.NDArray[np.float64]
+    sd: npt.NDArray[np.float64]
+    clip: float
+
+    @classmethod
+    def fit(cls, fit: npt.ArrayLike, cfg: FeatureConfig) -> Standardiser:
+        x = np.asarray(fit, dtype=np.float64)
+        sd = np.maximum(x.std(axis=0), np.asarray(cfg.std_floor))
+        return cls(mean=x.mean(axis=0), sd=sd, clip=cfg.clip)
+
+    def apply(self, rows: npt.ArrayLike) -> FloatArray:
+        x = np.asarray(rows, dtype=np.float64)
+        return np.clip((x - self.mean) / self.sd, -self.clip, self.clip).astype(np.float32)
 
 
 def select_model_channels(z: FloatArray, cfg: FeatureConfig) -> FloatArray:
@@ -163,23 +180,38 @@ def smooth(errors: FloatArray, rows: int) -> FloatArray:
 def pca_statistics(z: FloatArray, fit_rows: int, variance: float) -> tuple[FloatArray, FloatArray]:
     """Hotelling T² and Q (squared prediction error) per row, PCA fitted on the fit rows."""
     x = np.asarray(z, dtype=np.float64)
-    fit = x[:fit_rows]
-    mu = fit.mean(axis=0)
-    cov = np.cov((fit - mu).T) if fit.shape[0] > 1 else np.eye(x.shape[1])
-    eigval, eigvec = np.linalg.eigh(np.atleast_2d(cov))
-    order = np.argsort(eigval)[::-1]
-    eigval, eigvec = np.maximum(eigval[order], 0.0), eigvec[:, order]
-    total = float(eigval.sum())
-    k = 1 if total <= 0 else int(np.searchsorted(np.cumsum(eigval) / total, variance) + 1)
-    # At least one axis stays outside the subspace so Q is not identically zero.
-    k = max(1, min(k, x.shape[1] - 1)) if x.shape[1] > 1 else 1
-    basis = eigvec[:, :k]
-    lam = np.maximum(eigval[:k], 1e-6)
-    y = x - mu
-    t = y @ basis
-    t2 = np.sum(t**2 / lam, axis=1)
-    q = np.sum((y - t @ basis.T) ** 2, axis=1)
-    return t2.astype(np.float32), q.astype(np.float32)
+    return PcaFit.fit(x[:fit_rows], variance).apply(x)
+
+
+@dataclass(frozen=True, slots=True)
+class PcaFit:
+    """The principal subspace of the fit rows; :meth:`apply` gives T² and Q for any rows."""
+
+    mean: npt.NDArray[np.float64]
+    basis: npt.NDArray[np.float64]
+    lam: npt.NDArray[np.float64]
+
+    @classmethod
+    def fit(cls, fit_rows: npt.ArrayLike, variance: float) -> PcaFit:
+        fit = np.asarray(fit_rows, dtype=np.float64)
+        mu = fit.mean(axis=0)
+        cov = np.cov((fit - mu).T) if fit.shape[0] > 1 else np.eye(fit.shape[1])
+        eigval, eigvec = np.linalg.eigh(np.atleast_2d(cov))
+        order = np.argsort(eigval)[::-1]
+        eigval, eigvec = np.maximum(eigval[order], 0.0), eigvec[:, order]
+        total = float(eigval.sum())
+        k = 1 if total <= 0 else int(np.searchsorted(np.cumsum(eigval) / total, variance) + 1)
+        # At least one axis stays outside the subspace so Q is not identically zero.
+        k = max(1, min(k, fit.shape[1] - 1)) if fit.shape[1] > 1 else 1
+        return cls(mean=mu, basis=eigvec[:, :k], lam=np.maximum(eigval[:k], 1e-6))
+
+    def apply(self, rows: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """(T², Q) per row."""
+        y = np.asarray(rows, dtype=np.float64) - self.mean
+        t = y @ self.basis
+        t2 = np.sum(t**2 / self.lam, axis=1)
+        q = np.sum((y - t @ self.basis.T) ** 2, axis=1)
+        return t2.astype(np.float32), q.astype(np.float32)
 
 
 def mset_residual(z: FloatArray, fit_rows: int, memory: int) -> FloatArray:
@@ -190,30 +222,52 @@ def mset_residual(z: FloatArray, fit_rows: int, memory: int) -> FloatArray:
     kernel width is the median squared distance between fit rows and memory rows.
     """
     x = np.asarray(z, dtype=np.float64)
-    fit = x[:fit_rows]
-    picks = set(np.argmin(fit, axis=0).tolist()) | set(np.argmax(fit, axis=0).tolist())
-    picks |= set(np.linspace(0, fit.shape[0] - 1, memory).astype(int).tolist())
-    mem = fit[sorted(picks)]
-    mem_sq = np.sum(mem**2, axis=1)
+    return MsetFit.fit(x[:fit_rows], memory).apply(x)
 
-    def sqdist(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        d = np.sum(a**2, axis=1)[:, None] + mem_sq[None, :] - 2.0 * (a @ mem.T)
+
+@dataclass(frozen=True, slots=True)
+class MsetFit:
+    """The memory rows and kernel width :func:`mset_residual` fits; :meth:`apply` scores rows."""
+
+    memory: npt.NDArray[np.float64]
+    memory_sq: npt.NDArray[np.float64]
+    width: float
+
+    @classmethod
+    def fit(cls, fit_rows: npt.ArrayLike, memory: int) -> MsetFit:
+        fit = np.asarray(fit_rows, dtype=np.float64)
+        picks = set(np.argmin(fit, axis=0).tolist()) | set(np.argmax(fit, axis=0).tolist())
+        picks |= set(np.linspace(0, fit.shape[0] - 1, memory).astype(int).tolist())
+        mem = fit[sorted(picks)]
+        partial = cls(memory=mem, memory_sq=np.sum(mem**2, axis=1), width=1.0)
+        width = max(float(np.median(partial._sqdist(fit))), 1e-6)
+        return cls(memory=mem, memory_sq=partial.memory_sq, width=width)
+
+    def _sqdist(self, a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        d = np.sum(a**2, axis=1)[:, None] + self.memory_sq[None, :] - 2.0 * (a @ self.memory.T)
         return np.maximum(d, 0.0)
 
-    width = max(float(np.median(sqdist(fit))), 1e-6)
-    d2 = sqdist(x)
-    # Subtracting each row's nearest distance keeps exp() away from underflow far from normal.
-    k = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / width)
-    estimate = (k @ mem) / k.sum(axis=1, keepdims=True)
-    return np.mean((x - estimate) ** 2, axis=1).astype(np.float32)
+    def apply(self, rows: npt.ArrayLike) -> FloatArray:
+        """Mean squared residual per row."""
+        x = np.asarray(rows, dtype=np.float64)
+        d2 = self._sqdist(x)
+        # Subtracting each row's nearest distance keeps exp() away from underflow far from normal.
+        k = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / self.width)
+        estimate = (k @ self.memory) / k.sum(axis=1, keepdims=True)
+        return np.mean((x - estimate) ** 2, axis=1).astype(np.float32)
 
 
 def normalise_by_fit(scores: FloatArray, cfg: FeatureConfig, fit_rows: int) -> FloatArray:
     """Scores as multiples of their ``threshold_quantile`` over the fit part."""
+    return (scores / fit_scale(scores, cfg, fit_rows)).astype(np.float32)
+
+
+def fit_scale(scores: FloatArray, cfg: FeatureConfig, fit_rows: int) -> float:
+    """What :func:`normalise_by_fit` divides by: the fit part's ``threshold_quantile`` (> 0)."""
     start = min(cfg.window, max(fit_rows - 1, 0))
     ref = scores[start:fit_rows]
     scale = float(np.quantile(ref, cfg.threshold_quantile)) if ref.size else 1.0
-    return (scores / max(scale, 1e-9)).astype(np.float32)
+    return max(scale, 1e-9)
 
 
 def threshold_from_fit(scores: FloatArray, cfg: FeatureConfig, fit_rows: int) -> float:
