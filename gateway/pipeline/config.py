@@ -1,0 +1,107 @@
+"""The ``[scoring]`` config section: the gateway model, channel mapping, batching, fusion.
+
+The shipped gateway model (``tinymodels/artifacts/gateway_model.tflite``) was trained on the
+SKAB pump rig and names its eight input channels the SKAB way. Nodes name theirs the fleet way
+("current", "vib_rms"), so ``channel_map`` says which node channel feeds which model channel.
+
+Missing model channels (``missing_channels``):
+
+* ``"baseline"`` (default): a model channel no node channel maps to is fed a constant. It then
+  standardises to exactly 0 (its fit-part mean; ``std_floor`` keeps the division finite), so it
+  always looks perfectly normal and the detector judges the machine on the channels it has.
+  The simulator's pump has no second accelerometer and no voltage: both are held at baseline.
+* ``"skip"``: a node that lacks any of the model's *input* channels (``model_channels``) is not
+  scored at all (counted in ``PipelineStats.unscorable_rows``).
+
+Either way a node none of whose channels map is never scored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tinymodels.runtime import DEFAULT_GATEWAY_MODEL
+
+# Node channel name -> model channel name (the shipped model's SKAB names).
+DEFAULT_CHANNEL_MAP: dict[str, str] = {
+    # The simulator's pump (firmware_tools.sim.signals.PUMP_CHANNELS).
+    "vib_rms": "Accelerometer1RMS",
+    "current": "Current",
+    "pressure": "Pressure",
+    "temperature": "Temperature",
+    "flow": "Volume Flow RateRMS",
+    # SKAB replayed through a simulated node (firmware_tools.sim.replay.SKAB_COLUMNS).
+    "vib_rms_1": "Accelerometer1RMS",
+    "vib_rms_2": "Accelerometer2RMS",
+    "fluid_temperature": "Thermocouple",
+    "voltage": "Voltage",
+    # SKAB's own column names map to themselves.
+    "Accelerometer1RMS": "Accelerometer1RMS",
+    "Accelerometer2RMS": "Accelerometer2RMS",
+    "Current": "Current",
+    "Pressure": "Pressure",
+    "Temperature": "Temperature",
+    "Thermocouple": "Thermocouple",
+    "Voltage": "Voltage",
+    "Volume Flow RateRMS": "Volume Flow RateRMS",
+}
+
+# The shipped node model's threshold (tinymodels/artifacts/node_model.json "threshold"): its raw
+# score is a reconstruction MSE, divided by this to be in threshold units like the gateway's.
+DEFAULT_NODE_THRESHOLDS: dict[str, float] = {"node_model": 1.056067}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DisagreementConfig(_Section):
+    """When the node's model and the gateway's disagree (see docs/scoring.md, "Fusion").
+
+    They disagree while exactly one of the two latest scores is >= 1.0 and the two were
+    produced within ``max_age_s`` of each other; a :class:`~gateway.events.Disagreement` is
+    emitted once the disagreement has lasted ``min_duration_s`` (by the scores' own
+    timestamps) and again every ``min_duration_s`` while it lasts.
+    """
+
+    enabled: bool = True
+    min_duration_s: float = Field(30.0, gt=0)
+    max_age_s: float = Field(10.0, gt=0, description="how far apart the two scores may be")
+
+
+class ScoringConfig(_Section):
+    enabled: bool = True
+    model_path: Path = Field(DEFAULT_GATEWAY_MODEL, description="gateway model .tflite")
+    channel_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CHANNEL_MAP))
+    missing_channels: Literal["baseline", "skip"] = "baseline"
+    calibration_rows: int | None = Field(
+        None,
+        ge=16,
+        description="rows per node that form its normal baseline before scoring starts; "
+        "default: the model manifest's fit_rows (400 for the shipped model)",
+    )
+    batch_rows: int = Field(1024, ge=1, description="most rows scored in one model call")
+    max_batch_delay_ms: float = Field(
+        2.0, ge=0, description="how long a small batch waits for more rows before scoring"
+    )
+    queue_rows: int = Field(
+        50_000,
+        ge=1,
+        description="rows waiting for the scorer; beyond this new rows are dropped and counted",
+    )
+    node_thresholds: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_NODE_THRESHOLDS),
+        description="node model id -> the raw node score that means 1.0 (unknown ids: 1.0)",
+    )
+    disagreement: DisagreementConfig = DisagreementConfig()
+    shadow_model_path: Path | None = Field(
+        None, description="candidate model scored alongside (AnomalyScore source=shadow)"
+    )
+    public_key_path: Path | None = Field(
+        None,
+        description="Ed25519 public key that signed models must verify against; without it "
+        "hot-swap and shadow models are refused",
+    )

@@ -1,0 +1,292 @@
+"""The scoring pipeline: committed journal data in, observations out.
+
+``ScoringPipeline.on_commit`` is the journal writer's listener (called on the event loop after
+every commit, must not block). For each newly committed message it emits, synchronously and in
+commit order:
+
+* a :class:`ChannelReading` per sample and channel (what channel-threshold rules need; this is
+  the cheap, latency-critical path);
+* a :class:`NodeHealth` per Status;
+* a :class:`GapObserved` per node whose messages the journal gave up on in this commit;
+* an :class:`AnomalyScore` (``source=node``) per NodeInference, plus a :class:`Disagreement`
+  when the fusion rule fires;
+
+and queues the samples, mapped to the model's channels, for the scoring worker, which later
+emits :class:`AnomalyScore` (``source=gateway``; ``source=shadow`` in shadow mode) and any
+resulting :class:`Disagreement`.
+
+Duplicates are not observed twice: envelopes the journal found to be pure duplicates are
+skipped, and per (node, boot) only samples with a seq above the highest already seen are
+used (a late, out-of-order sample is counted in ``late_samples`` and not observed: windows
+need order).
+
+Observations go to the sinks added with :meth:`ScoringPipeline.add_sink`, in batches, on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware_tools.signing import load_public_key
+from gateway.errors import ModelError
+from gateway.events import (
+    AnomalyScore,
+    ChannelReading,
+    GapObserved,
+    NodeHealth,
+    Observation,
+)
+from gateway.models import NodeInference, ReadingBatch, Status
+from gateway.pipeline.config import ScoringConfig
+from gateway.pipeline.fusion import Fusion
+from gateway.pipeline.hotswap import (
+    ModelInfo,
+    ShadowSummary,
+    check_replacement,
+    load_startup,
+    load_verified,
+)
+from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
+from gateway.pipeline.windows import ChannelMapper, Row
+from gateway.store.journal import CommitResult
+from tinymodels.runtime import GatewayModel
+
+_LOGGER = logging.getLogger(__name__)
+
+ObservationSink = Callable[[Sequence[Observation]], None]
+
+
+@dataclass
+class PipelineStats:
+    samples: int = 0  # new samples observed
+    late_samples: int = 0  # new to the journal but older than what this node already sent
+    nonfinite_rows: int = 0  # NaN/inf values: observed as readings, not scored
+    unscorable_rows: int = 0  # the node's channels do not map to the model's
+    gateway_scores: int = 0
+    node_scores: int = 0
+    disagreements: int = 0
+
+
+class ScoringPipeline:
+    """Windows → features → gateway model → observations, plus fusion with node scores."""
+
+    def __init__(
+        self,
+        config: ScoringConfig,
+        *,
+        model: GatewayModel | None = None,
+        model_info: ModelInfo | None = None,
+    ) -> None:
+        self.config = config
+        if model is None:
+            model, model_info = load_startup(config.model_path, config.public_key_path)
+        elif model_info is None:
+            m = model.manifest
+            model_info = ModelInfo(
+                config.model_path, str(m.get("name")), str(m.get("version")),
+                str(m.get("sha256")), None, False,
+            )  # fmt: skip
+        feature_cfg = model.feature_config
+        if feature_cfg is None:
+            raise ModelError(f"{model_info.path}: not a gateway model (no feature config)")
+        self.calibration_rows = config.calibration_rows or feature_cfg.fit_rows
+        self._mapper = ChannelMapper(feature_cfg, config.channel_map, config.missing_channels)
+        self.scorer = BatchScorer(
+            ModelSlot(model, model_info), self.calibration_rows, config.batch_rows
+        )
+        self.worker = ScoringWorker(
+            self.scorer,
+            queue_rows=config.queue_rows,
+            max_batch_delay_s=config.max_batch_delay_ms / 1000,
+            on_scores=self._on_scores,
+            thread_name="scoring",
+        )
+        self.fusion = Fusion(config.disagreement, config.node_thresholds)
+        self.stats = PipelineStats()
+        self._sinks: list[ObservationSink] = []
+        self._seen: dict[tuple[str, int], int] = {}  # (node, boot) -> highest seq observed
+        self._shadow_path = config.shadow_model_path
+        self.ready = asyncio.Event()
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def add_sink(self, sink: ObservationSink) -> None:
+        """Call ``sink`` with every batch of observations, on the event loop (must not block)."""
+        self._sinks.append(sink)
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self.scorer.primary.info
+
+    def shadow_summary(self) -> ShadowSummary | None:
+        stats = self.scorer.shadow_stats
+        return stats.summary() if stats is not None else None
+
+    async def run(self) -> None:
+        """The scoring worker; loads the configured shadow model first, if any."""
+        if self._shadow_path is not None:
+            await self.start_shadow(self._shadow_path)
+        self.ready.set()
+        await self.worker.run()
+
+    # -- the commit listener -------------------------------------------------------------------
+
+    def on_commit(self, result: CommitResult) -> None:
+        """Journal writer listener: observe what this commit made durable (non-blocking)."""
+        out: list[Observation] = []
+        rows: list[Row] = []
+        new_counts = result.new_counts
+        gaps = dict(result.lost_by_node)
+        for i, env in enumerate(result.envelopes):
+            if i < len(new_counts) and new_counts[i] == 0:
+                continue
+            msg = env.msg
+            wall = result.wall_ms[i] if i < len(result.wall_ms) else ()
+            key = (msg.node_id, msg.boot_id)
+            seen = self._seen.get(key, 0)
+            if isinstance(msg, ReadingBatch):
+                self._observe_batch(msg, wall, env.rx_ms, seen, out=out, rows=rows)
+            elif msg.seq > seen:
+                t_ms = wall[0] if wall else env.rx_ms
+                if isinstance(msg, NodeInference):
+                    score = self.fusion.node_score(msg, t_ms)
+                    out.append(score)
+                    self.stats.node_scores += 1
+                    self._fuse(score, out)
+                elif isinstance(msg, Status):
+                    rssi = msg.rssi_dbm if msg.rssi_dbm is not None else env.rssi_dbm
+                    out.append(
+                        NodeHealth(msg.node_id, t_ms, msg.battery_mv, rssi, msg.free_ram_bytes)
+                    )
+                    lost = gaps.pop(msg.node_id, 0)
+                    if lost:
+                        out.append(GapObserved(msg.node_id, t_ms, lost))
+            else:
+                self.stats.late_samples += 1
+            self._seen[key] = max(seen, msg.last_seq)
+        for node_id, lost in gaps.items():
+            if lost:
+                t_ms = max(
+                    (e.rx_ms for e in result.envelopes if e.msg.node_id == node_id), default=0
+                )
+                out.append(GapObserved(node_id, t_ms, lost))
+        if rows and self.config.enabled:
+            self.worker.submit(rows)
+        if out:
+            self._emit(out)
+
+    def _observe_batch(
+        self,
+        msg: ReadingBatch,
+        wall: tuple[int, ...],
+        rx_ms: int,
+        seen: int,
+        *,
+        out: list[Observation],
+        rows: list[Row],
+    ) -> None:
+        names = [c.name for c in msg.channels]
+        plan = self._mapper.plan(msg.channels) if self.config.enabled else None
+        node_id = msg.node_id
+        for j, sample in enumerate(msg.samples):
+            if msg.seq + j <= seen:
+                self.stats.late_samples += 1
+                continue
+            t_ms = wall[j] if j < len(wall) else rx_ms
+            values = sample.values
+            out.extend(
+                ChannelReading(node_id, t_ms, name, v)
+                for name, v in zip(names, values, strict=False)
+            )
+            self.stats.samples += 1
+            if not self.config.enabled:
+                continue
+            if plan is None:
+                self.stats.unscorable_rows += 1
+            elif all(math.isfinite(v) for v in values):
+                rows.append(Row(node_id, t_ms, ChannelMapper.row(plan, values)))
+            else:
+                self.stats.nonfinite_rows += 1
+
+    # -- scores from the worker ----------------------------------------------------------------
+
+    def _on_scores(self, batch: ScoredBatch) -> None:
+        out: list[Observation] = []
+        for score in batch.gateway:
+            out.append(score)
+            self._fuse(score, out)
+        out.extend(batch.shadow)
+        self.stats.gateway_scores += len(batch.gateway)
+        if out:
+            self._emit(out)
+
+    def _fuse(self, score: AnomalyScore, out: list[Observation]) -> None:
+        disagreement = self.fusion.observe(score)
+        if disagreement is not None:
+            self.stats.disagreements += 1
+            out.append(disagreement)
+
+    def _emit(self, observations: list[Observation]) -> None:
+        for sink in self._sinks:
+            sink(observations)
+
+    # -- hot swap and shadow -------------------------------------------------------------------
+
+    async def swap_model(self, path: Path) -> ModelInfo:
+        """Replace the running model with the signed model at ``path``, without a restart.
+
+        Verification and loading run on the scoring thread between batches; on any failure a
+        :class:`ModelError` says why and the running model stays. Each node keeps its
+        baseline: the new model is refitted on it, so scoring carries on at once.
+        """
+        model, info = await self.worker.call(lambda: self._load_candidate(path))
+
+        def install() -> None:
+            self.scorer.replace_primary(ModelSlot(model, info))
+
+        await self.worker.call(install)
+        _LOGGER.info("gateway model swapped: %s %s (%s)", info.name, info.version, path)
+        return info
+
+    async def start_shadow(self, path: Path) -> ModelInfo:
+        """Score with the signed model at ``path`` alongside the running one (never alerts)."""
+        model, info = await self.worker.call(lambda: self._load_candidate(path))
+        await self.worker.call(lambda: self.scorer.set_shadow(ModelSlot(model, info)))
+        _LOGGER.info("shadow model: %s %s (%s)", info.name, info.version, path)
+        return info
+
+    async def stop_shadow(self) -> ShadowSummary | None:
+        summary = self.shadow_summary()
+        await self.worker.call(lambda: self.scorer.set_shadow(None))
+        return summary
+
+    async def promote_shadow(self) -> ModelInfo:
+        """Make the shadow model the running one (it was verified when it was started)."""
+
+        def promote() -> ModelInfo:
+            shadow = self.scorer.shadow
+            if shadow is None:
+                raise ModelError("no shadow model to promote; start one with start_shadow")
+            self.scorer.set_shadow(None)
+            self.scorer.replace_primary(ModelSlot(shadow.model, shadow.info))
+            return shadow.info
+
+        return await self.worker.call(promote)
+
+    def _load_candidate(self, path: Path) -> tuple[GatewayModel, ModelInfo]:
+        key_path = self.config.public_key_path
+        if key_path is None:
+            raise ModelError(
+                "scoring.public_key_path is not set: a new gateway model cannot be verified, so "
+                "it is refused; configure the public key that signs your models"
+            )
+        model, info = load_verified(path, load_public_key(key_path))
+        primary = self.scorer.primary
+        check_replacement(primary.model, primary.info, model, info)
+        return model, info

@@ -1,0 +1,272 @@
+"""Per-node streaming state: a calibration baseline, then scores row by row.
+
+The batch scorer (:meth:`tinymodels.runtime.GatewayModel.score_frame`) fits everything on a
+frame's first ``fit_rows`` rows and scores the whole frame at once. Streaming does the same in
+two phases per node (one node = one machine):
+
+1. **Calibration**: the node's first ``calibration_rows`` rows are kept as its baseline. When
+   the baseline is full, the statistics are fitted on it exactly as the batch scorer fits them
+   on a frame's fit part (standardisation, PCA subspace, MSET memory, and each statistic's
+   ``threshold_quantile`` over the baseline), using the same tinymodels code.
+2. **Scoring**: each later row is standardised with the baseline's scaling, the autoencoder
+   sees the causal window of the last ``window`` rows, T²/Q and the MSET residual are applied
+   with the fitted objects, each statistic is smoothed over the last ``smooth_rows`` raw
+   values (the history carries over from the baseline), divided by its baseline scale, and
+   the components are averaged. A row's score therefore equals the batch scorer's score for
+   the same row of ``baseline + rows`` (up to float rounding; tests check it).
+
+Scores are reported in threshold units: divided by the manifest's ``threshold_factor``, so
+``>= 1.0`` means anomalous for this model (:class:`gateway.events.AnomalyScore`).
+
+Rows arrive with node wall time; a node's reboot does not reset its state (the machine is the
+same). Nothing here is thread-safe: the scorer's one worker thread owns every stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.models import Channel
+from tinymodels.gateway_features import (
+    FeatureConfig,
+    MsetFit,
+    PcaFit,
+    Standardiser,
+    causal_windows,
+    fit_scale,
+    smooth,
+    window_errors,
+)
+from tinymodels.runtime import GatewayModel
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One committed sample of a node, its values in the model's channel order."""
+
+    node_id: str
+    t_ms: int
+    values: tuple[float, ...]
+
+
+class ChannelMapper:
+    """Turns a node's samples into model-channel rows (see :mod:`gateway.pipeline.config`).
+
+    The column plan is cached per channel tuple, so the per-sample cost is one tuple build.
+    """
+
+    def __init__(
+        self,
+        cfg: FeatureConfig,
+        channel_map: Mapping[str, str],
+        missing: Literal["baseline", "skip"],
+    ) -> None:
+        self._cfg = cfg
+        self._map = dict(channel_map)
+        self._missing = missing
+        self._plans: dict[tuple[Channel, ...], tuple[int, ...] | None] = {}
+
+    def plan(self, channels: tuple[Channel, ...]) -> tuple[int, ...] | None:
+        """For each model channel, the sample column that feeds it (-1: held at baseline).
+
+        None when the node cannot be scored: no channel maps, or ``missing="skip"`` and a
+        model input channel is missing.
+        """
+        try:
+            return self._plans[channels]
+        except KeyError:
+            pass
+        source: dict[str, int] = {}
+        for col, ch in enumerate(channels):
+            target = self._map.get(ch.name)
+            # The first node channel mapping to a model channel wins (a node sending both
+            # "vib_rms" and "vib_rms_1" feeds Accelerometer1RMS from the first of them).
+            if target is not None and target not in source:
+                source[target] = col
+        plan: tuple[int, ...] | None = tuple(source.get(name, -1) for name in self._cfg.channels)
+        inputs = [self._cfg.channels[i] for i in self._cfg.model_channel_index]
+        if not any(name in source for name in inputs) or (
+            self._missing == "skip" and any(name not in source for name in inputs)
+        ):
+            plan = None
+        self._plans[channels] = plan
+        return plan
+
+    @staticmethod
+    def row(plan: tuple[int, ...], values: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(values[c] if c >= 0 else 0.0 for c in plan)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorFit:
+    """Everything fitted on one node's baseline for one model."""
+
+    standardiser: Standardiser
+    pca: PcaFit | None
+    mset: MsetFit | None
+    scales: dict[str, float]  # per component: its threshold_quantile over the baseline
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A node's rows between the two scoring phases (the AE runs batched across nodes)."""
+
+    stream: NodeStream
+    t_ms: list[int]
+    windows: FloatArray  # (n, window * model channels), empty when the model has no AE
+    stats: dict[str, FloatArray]  # raw numpy statistics per row
+
+
+@dataclass
+class NodeStream:
+    """One node's state for one model. Feed rows with :meth:`prepare` then :meth:`finish`."""
+
+    node_id: str
+    cfg: FeatureConfig
+    calibration_rows: int
+    baseline: list[tuple[float, ...]] = field(default_factory=list)
+    fit: DetectorFit | None = None
+    # The last window-1 standardised model-channel rows, and per statistic the last
+    # smooth_rows-1 raw values: exactly what the next row's window and smoothing need.
+    _recent_z: deque[npt.NDArray[np.float32]] = field(default_factory=deque)
+    _history: dict[str, deque[float]] = field(default_factory=dict)
+    # Raw rows since calibration (at most window + smooth_rows of them): enough to rebuild the
+    # histories for another model.
+    _recent_rows: deque[tuple[float, ...]] = field(default_factory=deque)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.fit is not None
+
+    @property
+    def _tail_rows(self) -> int:
+        return self.cfg.window + self.cfg.smooth_rows
+
+    def prepare(self, model: GatewayModel, rows: Sequence[Row]) -> Prepared | None:
+        """Phase 1: calibrate if the baseline fills up, then window and apply the statistics.
+
+        Rows that go into the baseline are not scored. Returns None when no row is left to
+        score.
+        """
+        i = 0
+        while self.fit is None and i < len(rows):
+            take = min(self.calibration_rows - len(self.baseline), len(rows) - i)
+            self.baseline.extend(r.values for r in rows[i : i + take])
+            i += take
+            if len(self.baseline) >= self.calibration_rows:
+                self._calibrate(model)
+        rest = rows[i:]
+        if not rest:
+            return None
+        fit = self.fit
+        assert fit is not None
+        raw = np.asarray([r.values for r in rest], dtype=np.float64)
+        self._recent_rows.extend(r.values for r in rest)
+        while len(self._recent_rows) > self._tail_rows:
+            self._recent_rows.popleft()
+        zm = self._model_columns(fit.standardiser.apply(raw))
+        stats: dict[str, FloatArray] = {}
+        if fit.pca is not None:
+            t2, q = fit.pca.apply(zm)
+            stats.update({k: v for k, v in (("t2", t2), ("q", q)) if k in self.cfg.components})
+        if fit.mset is not None:
+            stats["mset"] = fit.mset.apply(zm)
+        windows = np.zeros((0, 0), dtype=np.float32)
+        if "ae" in self.cfg.components:
+            window = self.cfg.window
+            ext = np.concatenate([np.asarray(self._recent_z, dtype=np.float32), zm])
+            idx = np.arange(zm.shape[0])[:, None] + np.arange(window)[None, :]
+            windows = ext[idx].reshape(zm.shape[0], -1)
+            self._recent_z.extend(ext[-(window - 1) :] if window > 1 else ())
+            while len(self._recent_z) > window - 1:
+                self._recent_z.popleft()
+        return Prepared(self, [r.t_ms for r in rest], windows, stats)
+
+    def finish(self, prepared: Prepared, ae_errors: FloatArray | None) -> FloatArray:
+        """Phase 2: smooth, scale and combine; one score per prepared row, threshold units."""
+        fit = self.fit
+        assert fit is not None
+        raw = dict(prepared.stats)
+        if ae_errors is not None:
+            raw["ae"] = ae_errors
+        n = len(prepared.t_ms)
+        rows = self.cfg.smooth_rows
+        parts = []
+        for name in self.cfg.components:
+            hist = self._history[name]
+            ext = np.concatenate([np.asarray(hist, dtype=np.float32), raw[name]])
+            smoothed = smooth(ext, rows)[len(hist) :] if rows > 1 else raw[name]
+            # After calibration the history is full, so each row averages exactly smooth_rows
+            # raw values, as in the batch scorer.
+            parts.append((smoothed / fit.scales[name]).astype(np.float32))
+            hist.extend(raw[name][-(rows - 1) :].tolist() if rows > 1 else ())
+            while len(hist) > max(rows - 1, 0):
+                hist.popleft()
+        scores = np.mean(parts, axis=0).astype(np.float32)
+        assert scores.shape == (n,)
+        return (scores / np.float32(self.cfg.threshold_factor)).astype(np.float32)
+
+    def _model_columns(self, z: FloatArray) -> FloatArray:
+        return np.ascontiguousarray(z[:, list(self.cfg.model_channel_index)])
+
+    def _calibrate(self, model: GatewayModel) -> None:
+        cfg = self.cfg
+        base = np.asarray(self.baseline, dtype=np.float64)
+        standardiser = Standardiser.fit(base, cfg)
+        zm = self._model_columns(standardiser.apply(base))
+        pca = PcaFit.fit(zm, cfg.pca_variance) if {"t2", "q"} & set(cfg.components) else None
+        mset = MsetFit.fit(zm, cfg.mset_memory) if "mset" in cfg.components else None
+        raw: dict[str, FloatArray] = {}
+        if pca is not None:
+            t2, q = pca.apply(zm)
+            raw.update({k: v for k, v in (("t2", t2), ("q", q)) if k in cfg.components})
+        if mset is not None:
+            raw["mset"] = mset.apply(zm)
+        if "ae" in cfg.components:
+            windows = causal_windows(zm, cfg.window)
+            raw["ae"] = window_errors(windows, model.predict_batched(windows))
+        n = base.shape[0]
+        scales = {k: fit_scale(smooth(v, cfg.smooth_rows), cfg, n) for k, v in raw.items()}
+        self.fit = DetectorFit(standardiser, pca, mset, scales)
+        keep_z = max(cfg.window - 1, 0)
+        self._recent_z = deque(zm[n - keep_z :] if keep_z else ())
+        keep = max(cfg.smooth_rows - 1, 0)
+        self._history = {k: deque(v[n - keep :].tolist() if keep else ()) for k, v in raw.items()}
+        self._recent_rows = deque()
+
+    def rebuilt_for(self, model: GatewayModel) -> NodeStream:
+        """This node's state for another model: refitted on the same baseline, then the recent
+        rows replayed so windows and smoothing carry on without a new calibration."""
+        cfg = model.feature_config
+        assert cfg is not None
+        fresh = NodeStream(self.node_id, cfg, self.calibration_rows)
+        if not self.calibrated:
+            fresh.baseline = list(self.baseline)
+            return fresh
+        fresh.baseline = list(self.baseline)
+        fresh._calibrate(model)
+        # The refit leaves histories at the baseline's tail; replaying the rows since then
+        # brings them to where this stream is.
+        if self._recent_rows:
+            prepared = fresh.prepare(model, [Row(self.node_id, 0, v) for v in self._recent_rows])
+            if prepared is not None:
+                ae = (
+                    window_errors(prepared.windows, model.predict_batched(prepared.windows))
+                    if "ae" in cfg.components
+                    else None
+                )
+                fresh.finish(prepared, ae)
+        return fresh
+
+
+def is_finite_row(values: tuple[float, ...]) -> bool:
+    return all(math.isfinite(v) for v in values)
