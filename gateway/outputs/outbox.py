@@ -1,0 +1,333 @@
+"""The durable outbox for notifications that need the internet (webhook, e-mail).
+
+Events are committed to their own SQLite file (WAL, ``synchronous=FULL``) in the order
+they were given, with one delivery row per destination that wants them. One delivery
+task per destination sends that destination's rows strictly in order; a row is marked
+delivered only after the destination confirmed it, and a delivered row is never sent
+again. While a destination is unreachable its task retries the head row with backoff
+(head-of-line: later events wait, so order holds); a restart resumes from the first
+undelivered row. A destination that refuses an event for good (HTTP 4xx, SMTP 5xx)
+gets it marked ``rejected``, logged and counted, and moves on.
+
+Delivered-once: every notification carries the event id as its idempotency key
+(``Idempotency-Key`` header, e-mail ``Message-ID``), so the one resend that can happen —
+a crash between the receiver's confirmation and our commit — is recognisable. Enqueuing
+an event id that is already in the outbox does nothing, so the alert journal may be
+replayed into :meth:`Outbox.put` after a restart.
+
+Blocking SQLite work runs in worker threads (``asyncio.to_thread``), never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from gateway.errors import FieldgateError, StoreError
+from gateway.events import AlertEvent
+from gateway.sources.common import Backoff
+
+_LOGGER = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,                 -- enqueue order: delivery order
+    event_id TEXT NOT NULL UNIQUE,          -- idempotency key
+    enqueued_ms INTEGER NOT NULL,
+    body BLOB NOT NULL                      -- the JSON sent (gateway.outputs.payload)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    destination TEXT NOT NULL,
+    event_row INTEGER NOT NULL REFERENCES events(id),
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | rejected
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    done_ms INTEGER,
+    PRIMARY KEY (destination, event_row)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_pending
+    ON deliveries (destination, event_row) WHERE state = 'pending';
+"""
+
+
+class DeliveryRejected(FieldgateError):
+    """The destination refused this notification for good; resending cannot help."""
+
+
+class Destination(Protocol):
+    """Where notifications go. ``send`` raises TransportError for a retryable failure
+    (unreachable, timeout, 5xx) and DeliveryRejected for a permanent one."""
+
+    @property
+    def name(self) -> str: ...
+
+    def wants(self, event: AlertEvent) -> bool: ...
+
+    async def send(self, note: Notification) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    row: int
+    event_id: str
+    body: bytes
+    attempts: int  # failed attempts so far
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event waiting for the outbox writer, with the destinations that want it."""
+
+    event_id: str
+    body: bytes
+    destinations: tuple[str, ...]
+
+
+class OutboxStore:
+    """The synchronous SQLite side; thread-safe (one connection behind a lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an event the outbox took survives power loss, not only a crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"outbox {path}: {exc}; is the data directory writable?") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def enqueue(self, items: Sequence[Pending]) -> int:
+        """Commit ``items`` in order in one transaction; returns how many were new."""
+        now = int(time.time() * 1000)
+        added = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for item in items:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO events (event_id, enqueued_ms, body) "
+                        "VALUES (?, ?, ?)",
+                        (item.event_id, now, item.body),
+                    )
+                    if cur.rowcount == 0:
+                        continue  # seen before (replay): its deliveries already exist
+                    added += 1
+                    self._db.executemany(
+                        "INSERT INTO deliveries (destination, event_row) VALUES (?, ?)",
+                        [(dest, cur.lastrowid) for dest in item.destinations],
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return added
+
+    def next_pending(self, destination: str) -> Notification | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT d.event_row, e.event_id, e.body, d.attempts "
+                "FROM deliveries d JOIN events e ON e.id = d.event_row "
+                "WHERE d.destination = ? AND d.state = 'pending' "
+                "ORDER BY d.event_row LIMIT 1",
+                (destination,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Notification(row=row[0], event_id=row[1], body=bytes(row[2]), attempts=row[3])
+
+    def mark_delivered(self, destination: str, row: int) -> None:
+        self._finish(destination, row, "delivered", None)
+
+    def mark_rejected(self, destination: str, row: int, reason: str) -> None:
+        self._finish(destination, row, "rejected", reason)
+
+    def _finish(self, destination: str, row: int, state: str, reason: str | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE deliveries SET state = ?, done_ms = ?, last_error = ? "
+                "WHERE destination = ? AND event_row = ? AND state = 'pending'",
+                (state, int(time.time() * 1000), reason, destination, row),
+            )
+
+    def record_failure(self, destination: str, row: int, error: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ? "
+                "WHERE destination = ? AND event_row = ?",
+                (error[:500], destination, row),
+            )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{destination: {state: n}}``."""
+        out: dict[str, dict[str, int]] = {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT destination, state, count(*) FROM deliveries GROUP BY destination, state"
+            ).fetchall()
+        for dest, state, n in rows:
+            out.setdefault(dest, {})[state] = n
+        return out
+
+    def delivered_event_ids(self, destination: str) -> list[str]:
+        """Delivered event ids in delivery order (for tests and the dashboard)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.event_id FROM deliveries d JOIN events e ON e.id = d.event_row "
+                "WHERE d.destination = ? AND d.state = 'delivered' ORDER BY d.event_row",
+                (destination,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+
+class Outbox:
+    """Takes events without blocking, commits them, and runs one delivery task per
+    destination. Create it, call :meth:`put` any time, ``await run()`` in a TaskGroup."""
+
+    def __init__(
+        self,
+        path: Path,
+        destinations: Sequence[Destination],
+        *,
+        retry_first_s: float = 1.0,
+        retry_max_s: float = 60.0,
+        queue_max_events: int = 10_000,
+    ) -> None:
+        self.path = path
+        self._destinations = list(destinations)
+        self._retry_first_s = retry_first_s
+        self._retry_max_s = retry_max_s
+        self._incoming: deque[Pending] = deque()
+        self._queue_max = queue_max_events
+        self._incoming_ready = asyncio.Event()
+        self._wake = {d.name: asyncio.Event() for d in self._destinations}
+        self._store: OutboxStore | None = None
+        self.ready = asyncio.Event()
+        self.dropped = 0  # put() while the writer was this far behind; logged as errors
+        self.delivered: dict[str, int] = dict.fromkeys(self._wake, 0)
+        self.rejected: dict[str, int] = dict.fromkeys(self._wake, 0)
+        self.failures: dict[str, int] = dict.fromkeys(self._wake, 0)
+        self.online: dict[str, bool] = dict.fromkeys(self._wake, True)
+
+    @property
+    def store(self) -> OutboxStore:
+        if self._store is None:
+            raise StoreError("the outbox is not running")
+        return self._store
+
+    def put(self, event: AlertEvent, body: bytes) -> bool:
+        """Hand an event to the outbox (never blocks). False when no destination wants it
+        or the writer is ``queue_max_events`` behind (then it is counted as dropped)."""
+        wanted = tuple(d.name for d in self._destinations if d.wants(event))
+        if not wanted:
+            return False
+        if len(self._incoming) >= self._queue_max:
+            # Only reachable when SQLite stalls for a long time; the alert itself is in
+            # the alert journal, so a replay after restart can still deliver it.
+            self.dropped += 1
+            _LOGGER.error(
+                "outbox: %s: writer %d events behind; notification dropped",
+                event.event_id,
+                len(self._incoming),
+            )
+            return False
+        self._incoming.append(Pending(event.event_id, body, wanted))
+        self._incoming_ready.set()
+        return True
+
+    async def run(self) -> None:
+        self._store = await asyncio.to_thread(OutboxStore, self.path)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._write(), name=f"outbox:writer:{self.path.name}")
+                for dest in self._destinations:
+                    tg.create_task(self._deliver(dest), name=f"outbox:deliver:{dest.name}")
+                self.ready.set()
+        finally:
+            self.ready.clear()
+            store, self._store = self._store, None
+            store.close()
+
+    async def _write(self) -> None:
+        store = self.store
+        try:
+            while True:
+                await self._incoming_ready.wait()
+                self._incoming_ready.clear()
+                batch = list(self._incoming)
+                if not batch:
+                    continue
+                # Leave the batch in _incoming until committed: if shutdown cancels us
+                # mid-commit, the handler below commits it again (INSERT OR IGNORE).
+                await asyncio.to_thread(store.enqueue, batch)
+                for _ in batch:
+                    self._incoming.popleft()
+                for item in batch:
+                    for name in item.destinations:
+                        self._wake[name].set()
+        except asyncio.CancelledError:
+            # Shutdown: what put() accepted must be durable before we go (one short
+            # blocking commit on the way out is cheaper than a lost alert).
+            if self._incoming:
+                store.enqueue(list(self._incoming))
+                self._incoming.clear()
+            raise
+
+    async def _deliver(self, dest: Destination) -> None:
+        store = self.store
+        wake = self._wake[dest.name]
+        backoff = Backoff(first_s=self._retry_first_s, max_s=self._retry_max_s)
+        while True:
+            wake.clear()
+            note = await asyncio.to_thread(store.next_pending, dest.name)
+            if note is None:
+                await wake.wait()
+                continue
+            try:
+                await dest.send(note)
+            except DeliveryRejected as exc:
+                self.rejected[dest.name] += 1
+                _LOGGER.error(
+                    "outbox: %s: %s refused it for good (%s); moving on",
+                    note.event_id,
+                    dest.name,
+                    exc,
+                )
+                await asyncio.to_thread(store.mark_rejected, dest.name, note.row, str(exc))
+                continue
+            except FieldgateError as exc:  # TransportError and friends: retry
+                self.failures[dest.name] += 1
+                delay = backoff.next_delay()
+                if self.online[dest.name]:
+                    _LOGGER.warning(
+                        "outbox: %s: %s unreachable (%s); queueing, retrying in %.1f s",
+                        note.event_id,
+                        dest.name,
+                        exc,
+                        delay,
+                    )
+                self.online[dest.name] = False
+                await asyncio.to_thread(store.record_failure, dest.name, note.row, str(exc))
+                await asyncio.sleep(delay)
+                continue
+            await asyncio.to_thread(store.mark_delivered, dest.name, note.row)
+            self.delivered[dest.name] += 1
+            if not self.online[dest.name]:
+                _LOGGER.info("outbox: %s reachable again", dest.name)
+            self.online[dest.name] = True
+            backoff.reset()
