@@ -1,0 +1,74 @@
+"""The batch scorer batches across nodes; the worker's queue is bounded with a counted policy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import numpy as np
+
+from gateway.events import ScoreSource
+from gateway.pipeline.hotswap import load_trusted
+from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
+from gateway.pipeline.windows import Row
+from tests.unit.pipeline.helpers import pump_frame
+from tinymodels.runtime import DEFAULT_GATEWAY_MODEL
+
+
+def _scorer(calibration: int = 64, batch_rows: int = 256) -> BatchScorer:
+    model, info = load_trusted(DEFAULT_GATEWAY_MODEL)
+    return BatchScorer(ModelSlot(model, info), calibration, batch_rows)
+
+
+def _rows(node: str, frame: np.ndarray) -> list[Row]:
+    return [Row(node, i * 1000, tuple(r)) for i, r in enumerate(frame)]
+
+
+def test_interleaved_nodes_score_as_if_each_were_alone() -> None:
+    a, b = pump_frame(1, 200, fault_from=150), pump_frame(2, 200)
+    alone_a = _scorer().score(_rows("a", a)).gateway
+    alone_b = _scorer().score(_rows("b", b)).gateway
+    mixed = _scorer()
+    together = []
+    ra, rb = _rows("a", a), _rows("b", b)
+    for i in range(0, 200, 30):
+        together += mixed.score(ra[i : i + 30] + rb[i : i + 30]).gateway
+    got_a = [s.score for s in together if s.node_id == "a"]
+    got_b = [s.score for s in together if s.node_id == "b"]
+    np.testing.assert_allclose(got_a, [s.score for s in alone_a], rtol=1e-5)
+    np.testing.assert_allclose(got_b, [s.score for s in alone_b], rtol=1e-5)
+    assert len(got_a) == 200 - 64
+    assert all(s.source is ScoreSource.GATEWAY and s.model_version == "2.0.0" for s in together)
+    assert [s.t_ms for s in together if s.node_id == "a"] == [i * 1000 for i in range(64, 200)]
+
+
+async def test_overflow_drops_incoming_rows_counts_them_per_node_and_keeps_the_queued_order() -> (
+    None
+):
+    got: list[ScoredBatch] = []
+    worker = ScoringWorker(
+        _scorer(calibration=16, batch_rows=8),
+        queue_rows=40,
+        max_batch_delay_s=0,
+        on_scores=got.append,
+    )
+    # The worker is not running yet, so nothing drains: the queue fills up.
+    assert worker.submit(_rows("a", pump_frame(1, 30))) == 30
+    assert worker.submit(_rows("b", pump_frame(2, 25))) == 10
+    assert worker.submit(_rows("c", pump_frame(3, 5))) == 0
+    assert worker.stats.dropped_rows == {"b": 15, "c": 5}
+    assert worker.qsize() == 40
+    task = asyncio.create_task(worker.run(), name="test:scoring-worker")
+    try:
+        async with asyncio.timeout(10):
+            while worker.stats.scored_rows < 40:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    scored = [s for b in got for s in b.gateway]
+    # a: 30 rows, 16 calibrate; b: 10 accepted rows never complete its baseline.
+    assert [s.t_ms for s in scored] == [i * 1000 for i in range(16, 30)]
+    assert worker.stats.max_batch_rows == 8
+    assert worker.stats.queued_rows == 40
