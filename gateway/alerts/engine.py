@@ -1,0 +1,496 @@
+"""The alert engine: configured rules over observations, alert events out.
+
+Pure and synchronous: no asyncio and no clock reads. Observations carry their own time
+(``t_ms``); :meth:`AlertEngine.tick` is given the gateway's wall clock for everything that
+happens without an observation (silent nodes, minimum-duration timers, window expiry,
+re-notification, escalation, the end of a silence window). Events are recorded in the
+:class:`~gateway.store.alerts.AlertStore` before they are returned.
+
+Cost: an observation is routed through dicts keyed by kind, channel and node, and the
+rule/node match is cached, so a reading no rule looks at costs two dict look-ups and a
+compare. Not thread-safe: one caller (the pipeline's thread or the loop) owns an engine.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
+
+from gateway.alerts.config import (
+    AlertsConfig,
+    AnomalyRule,
+    BatteryRule,
+    DisagreementRule,
+    GapRule,
+    Rule,
+    SilenceWindow,
+    SilentRule,
+    ThresholdRule,
+)
+from gateway.alerts.state import (
+    AlertBook,
+    LevelDetector,
+    SilenceDetector,
+    Timing,
+    WindowCounter,
+    alert_key,
+)
+from gateway.events import (
+    Alert,
+    AlertEvent,
+    AnomalyScore,
+    ChannelReading,
+    Disagreement,
+    GapObserved,
+    NodeHealth,
+    Observation,
+    ScoreSource,
+)
+from gateway.store.alerts import AlertStore
+
+_LOGGER = logging.getLogger(__name__)
+
+# Without a store, history() answers from memory: the most recent events only.
+MEMORY_HISTORY = 10_000
+
+Detector = LevelDetector | WindowCounter | SilenceDetector
+
+
+def _selector(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    if "*" in patterns:
+        return lambda _node: True
+    exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+    globs = [p for p in patterns if p not in exact]
+    if not globs:
+        return exact.__contains__
+    rx = re.compile("|".join(fnmatch.translate(g) for g in globs))
+    return lambda node: node in exact or rx.match(node) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    cfg: Rule
+    matches: Callable[[str], bool]
+    timing: Timing
+
+
+class _Silences:
+    """Which (node, rule) pairs are in a silence window at a given wall-clock time."""
+
+    def __init__(self, windows: tuple[SilenceWindow, ...]) -> None:
+        self._windows: list[tuple[Callable[[str], bool], frozenset[str], Callable[[int], bool]]] = [
+            (_selector(w.nodes), frozenset(w.rules), self._when(w)) for w in windows
+        ]
+
+    @staticmethod
+    def _when(w: SilenceWindow) -> Callable[[int], bool]:
+        daily = w.daily_range()
+        if daily is None:
+            assert w.start is not None  # validated
+            assert w.end is not None
+            start_ms = int(w.start.timestamp() * 1000)
+            end_ms = int(w.end.timestamp() * 1000)
+            return lambda t_ms: start_ms <= t_ms < end_ms
+        begin, end = daily
+        zone = ZoneInfo(w.timezone)
+
+        def in_daily(t_ms: int) -> bool:
+            local = datetime.fromtimestamp(t_ms / 1000, UTC).astimezone(zone)
+            now = time(local.hour, local.minute, local.second)
+            if begin < end:
+                return begin <= now < end
+            return now >= begin or now < end  # wraps midnight
+
+        return in_daily
+
+    def __bool__(self) -> bool:
+        return bool(self._windows)
+
+    def active(self, node_id: str, rule: str, t_ms: int) -> bool:
+        for matches, rules, when in self._windows:
+            if (not rules or rule in rules) and matches(node_id) and when(t_ms):
+                return True
+        return False
+
+
+class AlertEngine:
+    """Evaluates the configured rules; see docs/alerts.md for the semantics of each kind."""
+
+    def __init__(self, config: AlertsConfig, store: AlertStore | None = None) -> None:
+        self.config = config
+        self._store = store
+        self._rules: dict[str, _Rule] = {}
+        for name, cfg in config.effective_rules().items():
+            renotify = (
+                config.renotify_interval_s
+                if cfg.renotify_interval_s is None
+                else cfg.renotify_interval_s
+            )
+            escalate = (
+                config.escalation_timeout_s
+                if cfg.escalation_timeout_s is None
+                else cfg.escalation_timeout_s
+            )
+            timing = Timing(round(renotify * 1000), round(escalate * 1000), config.max_escalations)
+            self._rules[name] = _Rule(name, cfg, _selector(cfg.nodes), timing)
+        # Rules by what they look at; the per-node match is resolved once per node.
+        self._by_channel: dict[str, list[_Rule]] = {}
+        self._by_source: dict[ScoreSource, list[_Rule]] = {}
+        self._by_kind: dict[str, list[_Rule]] = {}
+        for rule in self._rules.values():
+            cfg = rule.cfg
+            if isinstance(cfg, ThresholdRule):
+                self._by_channel.setdefault(cfg.channel, []).append(rule)
+            elif isinstance(cfg, AnomalyRule):
+                self._by_source.setdefault(ScoreSource(cfg.source), []).append(rule)
+            else:
+                self._by_kind.setdefault(cfg.kind, []).append(rule)
+        self._match_cache: dict[tuple[object, str], tuple[_Rule, ...]] = {}
+        self._silences = _Silences(config.silences)
+
+        self._detectors: dict[str, Detector] = {}
+        self._pending: set[str] = set()  # level detectors waiting out their minimum duration
+        self._windows: set[str] = set()  # window counters with something to expire
+        self._suppressed: dict[str, tuple[_Rule, str]] = {}  # active but in a silence window
+        self._silent_nodes: dict[str, list[tuple[str, SilenceDetector]]] = {}
+        self._pending_raise: dict[str, tuple[float | None, str]] = {}  # value, message
+        self._orphans: set[str] = set()  # reloaded open alerts whose rule is gone
+        self._memory: deque[AlertEvent] = deque(maxlen=MEMORY_HISTORY)
+
+        if store is not None:
+            self._book = AlertBook(store.load_open(), store.numbers())
+            self._restore()
+        else:
+            self._book = AlertBook()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def observe(self, obs: Observation) -> list[AlertEvent]:
+        """Feed one observation; returns the alert events it caused (already recorded)."""
+        events: list[AlertEvent] = []
+        self._observe(obs, events)
+        return self._emit(events)
+
+    def observe_many(self, observations: Iterable[Observation]) -> list[AlertEvent]:
+        """Like :meth:`observe` for a batch, recorded in one store transaction."""
+        events: list[AlertEvent] = []
+        for obs in observations:
+            self._observe(obs, events)
+        return self._emit(events)
+
+    def tick(self, now_ms: int) -> list[AlertEvent]:
+        """Advance the clock: silent nodes, minimum-duration timers, window expiry, the end of
+        silence windows, re-notification and escalation. Call every ``tick_interval_s``."""
+        events: list[AlertEvent] = []
+        for node_id, detectors in self._silent_nodes.items():
+            for key, det in detectors:
+                if det.poll(now_ms):
+                    rule = self._rules[key.split(":", 1)[0]]
+                    silent_s = (now_ms - (det.last_seen_ms or now_ms)) / 1000
+                    self._activate(rule, node_id, now_ms, events, value=silent_s, message=f"no data for {silent_s:.0f} s")  # fmt: skip
+        for key in list(self._pending):
+            level = self._detectors[key]
+            assert isinstance(level, LevelDetector)
+            if level.poll(now_ms):
+                self._pending.discard(key)
+                rule_name, node_id = key.split(":", 1)
+                rule = self._rules[rule_name]
+                message = self._level_message(rule, level)
+                self._activate(rule, node_id, now_ms, events, value=level.last_value, message=message)  # fmt: skip
+        for key in list(self._windows):
+            counter = self._detectors[key]
+            assert isinstance(counter, WindowCounter)
+            change = counter.poll(now_ms)
+            if counter.idle:
+                self._windows.discard(key)
+            if change is not None:
+                rule_name, node_id = key.split(":", 1)
+                rule = self._rules[rule_name]
+                self._window_changed(rule, node_id, now_ms, counter, events, active=change)
+        for key, (rule, node_id) in list(self._suppressed.items()):
+            if not self._silences.active(node_id, rule.name, now_ms):
+                del self._suppressed[key]
+                self._raise(rule, node_id, now_ms, events)
+        for key in list(self._orphans):
+            self._orphans.discard(key)
+            cleared = self._book.clear(key, now_ms, "cleared: its rule is no longer configured")
+            if cleared is not None:
+                events.append(cleared)
+        events.extend(self._book.due(now_ms, lambda alert: self._timing(alert, now_ms)))
+        return self._emit(events)
+
+    def acknowledge(self, alert_id: str, by: str, comment: str, now_ms: int) -> AlertEvent:
+        """Acknowledge an open, unacknowledged alert; stops its re-notification and escalation.
+
+        Raises :class:`~gateway.alerts.state.AlertError` for an unknown, cleared or already
+        acknowledged alert.
+        """
+        event = self._book.acknowledge(alert_id, by, comment, now_ms)
+        self._emit([event])
+        return event
+
+    def open_alerts(self) -> list[Alert]:
+        """Raised and acknowledged alerts, oldest first."""
+        return sorted((rec.alert for rec in self._book), key=lambda a: (a.raised_at_ms, a.alert_id))
+
+    def history(
+        self,
+        *,
+        node_id: str | None = None,
+        rule: str | None = None,
+        since_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[AlertEvent]:
+        """Alert events oldest first (the last ``limit`` matching); from the store if any."""
+        if self._store is not None:
+            return self._store.history(node_id=node_id, rule=rule, since_ms=since_ms, limit=limit)
+        out = [
+            ev
+            for ev in self._memory
+            if (node_id is None or ev.alert.node_id == node_id)
+            and (rule is None or ev.alert.rule == rule)
+            and (since_ms is None or ev.at_ms >= since_ms)
+        ]
+        return out[-limit:] if limit else []
+
+    def track_node(self, node_id: str, last_seen_ms: int) -> None:
+        """Tell the engine about a node it has not observed yet (e.g. from the journal's node
+        table at start-up), so it can alert when that node stays silent."""
+        for _key, det in self._silent_for(node_id):
+            if det.last_seen_ms is None or last_seen_ms > det.last_seen_ms:
+                det.last_seen_ms = last_seen_ms
+
+    @property
+    def rules(self) -> dict[str, Rule]:
+        return {name: r.cfg for name, r in self._rules.items()}
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def _observe(self, obs: Observation, events: list[AlertEvent]) -> None:
+        node_id, t_ms = obs.node_id, obs.t_ms
+        for key, det in self._silent_for(node_id):
+            if det.seen(t_ms) is False:
+                self._deactivate(key, t_ms, events)
+        if isinstance(obs, ChannelReading):
+            rules = self._matching(obs.channel, self._by_channel.get(obs.channel), node_id)
+            for rule in rules:
+                self._level(rule, node_id, t_ms, obs.value, events)
+        elif isinstance(obs, AnomalyScore):
+            for rule in self._matching(obs.source, self._by_source.get(obs.source), node_id):
+                self._level(rule, node_id, t_ms, obs.score, events)
+        elif isinstance(obs, NodeHealth):
+            if obs.battery_mv is not None:
+                for rule in self._kind("battery", node_id):
+                    self._level(rule, node_id, t_ms, float(obs.battery_mv), events)
+        elif isinstance(obs, GapObserved):
+            for rule in self._kind("gap", node_id):
+                self._window(rule, node_id, t_ms, obs.lost, events)
+        elif isinstance(obs, Disagreement):
+            for rule in self._kind("disagreement", node_id):
+                self._window(rule, node_id, t_ms, 1, events)
+
+    def _matching(self, what: object, rules: list[_Rule] | None, node_id: str) -> tuple[_Rule, ...]:
+        if rules is None:
+            return ()
+        cached = self._match_cache.get((what, node_id))
+        if cached is None:
+            cached = tuple(r for r in rules if r.matches(node_id))
+            self._match_cache[(what, node_id)] = cached
+        return cached
+
+    def _kind(self, kind: str, node_id: str) -> tuple[_Rule, ...]:
+        return self._matching(kind, self._by_kind.get(kind), node_id)
+
+    def _silent_for(self, node_id: str) -> list[tuple[str, SilenceDetector]]:
+        found = self._silent_nodes.get(node_id)
+        if found is None:
+            found = []
+            for rule in self._kind("silent", node_id):
+                det = self._detector(rule, node_id)
+                assert isinstance(det, SilenceDetector)
+                found.append((alert_key(rule.name, node_id), det))
+            self._silent_nodes[node_id] = found
+        return found
+
+    def _detector(self, rule: _Rule, node_id: str) -> Detector:
+        key = alert_key(rule.name, node_id)
+        det = self._detectors.get(key)
+        if det is None:
+            det = self._detectors[key] = self._new_detector(rule.cfg)
+        return det
+
+    @staticmethod
+    def _new_detector(cfg: Rule) -> Detector:
+        if isinstance(cfg, ThresholdRule):
+            if cfg.above is not None:
+                on, off, above = cfg.above, cfg.above - cfg.hysteresis, True
+            else:
+                assert cfg.below is not None
+                on, off, above = cfg.below, cfg.below + cfg.hysteresis, False
+            return LevelDetector(on, off, above, round(cfg.min_duration_s * 1000))
+        if isinstance(cfg, AnomalyRule):
+            on = cfg.threshold
+            return LevelDetector(on, on - cfg.hysteresis, True, round(cfg.min_duration_s * 1000))
+        if isinstance(cfg, BatteryRule):
+            on = float(cfg.below_mv)
+            return LevelDetector(
+                on, on + cfg.hysteresis_mv, False, round(cfg.min_duration_s * 1000)
+            )
+        if isinstance(cfg, GapRule):
+            return WindowCounter(cfg.lost, round(cfg.window_s * 1000))
+        if isinstance(cfg, DisagreementRule):
+            return WindowCounter(cfg.count, round(cfg.window_s * 1000))
+        assert isinstance(cfg, SilentRule)
+        return SilenceDetector(round(cfg.after_s * 1000))
+
+    # -- detectors to alerts -----------------------------------------------------------------
+
+    def _level(
+        self, rule: _Rule, node_id: str, t_ms: int, value: float, events: list[AlertEvent]
+    ) -> None:
+        det = self._detector(rule, node_id)
+        assert isinstance(det, LevelDetector)
+        change = det.update(t_ms, value)
+        key = alert_key(rule.name, node_id)
+        if det.pending:
+            self._pending.add(key)
+        else:
+            self._pending.discard(key)
+        if change is True:
+            message = self._level_message(rule, det)
+            self._activate(rule, node_id, t_ms, events, value=value, message=message)
+        elif change is False:
+            self._deactivate(key, t_ms, events)
+
+    def _window(
+        self, rule: _Rule, node_id: str, t_ms: int, amount: int, events: list[AlertEvent]
+    ) -> None:
+        det = self._detector(rule, node_id)
+        assert isinstance(det, WindowCounter)
+        change = det.add(t_ms, amount)
+        self._windows.add(alert_key(rule.name, node_id))
+        if change is not None:
+            self._window_changed(rule, node_id, t_ms, det, events, active=change)
+
+    def _window_changed(
+        self,
+        rule: _Rule,
+        node_id: str,
+        t_ms: int,
+        det: WindowCounter,
+        events: list[AlertEvent],
+        *,
+        active: bool,
+    ) -> None:
+        if not active:
+            self._deactivate(alert_key(rule.name, node_id), t_ms, events)
+            return
+        cfg = rule.cfg
+        assert isinstance(cfg, GapRule | DisagreementRule)
+        what = "messages lost" if isinstance(cfg, GapRule) else "node/gateway disagreements"
+        message = f"{det.total} {what} within {cfg.window_s:g} s"
+        self._activate(rule, node_id, t_ms, events, value=float(det.total), message=message)
+
+    @staticmethod
+    def _level_message(rule: _Rule, det: LevelDetector) -> str:
+        cfg = rule.cfg
+        v = det.last_value
+        if isinstance(cfg, ThresholdRule):
+            op = ">=" if det.above else "<="
+            return f"{cfg.channel} {v:g} {op} {det.on:g}"
+        if isinstance(cfg, AnomalyRule):
+            return f"{cfg.source} anomaly score {v:.3g} >= {cfg.threshold:g}"
+        return f"battery {v:.0f} mV <= {det.on:.0f} mV"
+
+    def _activate(
+        self,
+        rule: _Rule,
+        node_id: str,
+        t_ms: int,
+        events: list[AlertEvent],
+        *,
+        value: float | None,
+        message: str,
+    ) -> None:
+        key = alert_key(rule.name, node_id)
+        if self._silences and self._silences.active(node_id, rule.name, t_ms):
+            # Raised on the first tick after the window if the condition still holds then.
+            self._suppressed[key] = (rule, node_id)
+            self._pending_raise[key] = (value, message)
+            return
+        self._pending_raise[key] = (value, message)
+        self._raise(rule, node_id, t_ms, events)
+
+    def _raise(self, rule: _Rule, node_id: str, t_ms: int, events: list[AlertEvent]) -> None:
+        key = alert_key(rule.name, node_id)
+        value, message = self._pending_raise.pop(key, (None, ""))
+        event = self._book.raise_alert(
+            rule.name,
+            node_id,
+            severity=rule.cfg.severity_level,
+            message=message,
+            value=value,
+            at_ms=t_ms,
+        )
+        if event is not None:
+            events.append(event)
+
+    def _deactivate(self, key: str, t_ms: int, events: list[AlertEvent]) -> None:
+        self._suppressed.pop(key, None)
+        self._pending_raise.pop(key, None)
+        event = self._book.clear(key, t_ms)
+        if event is not None:
+            events.append(event)
+
+    def _timing(self, alert: Alert, now_ms: int) -> Timing | None:
+        rule = self._rules.get(alert.rule)
+        if rule is None:
+            return None
+        if self._silences and self._silences.active(alert.node_id, alert.rule, now_ms):
+            return None
+        return rule.timing
+
+    def _emit(self, events: list[AlertEvent]) -> list[AlertEvent]:
+        if events:
+            if self._store is not None:
+                self._store.record(events)
+            else:
+                self._memory.extend(events)
+            for ev in events:
+                _LOGGER.info(
+                    "%s: alert %s %s (%s)",
+                    ev.alert.node_id,
+                    ev.alert.alert_id,
+                    ev.kind,
+                    ev.alert.message,
+                )
+        return events
+
+    # -- restart -----------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Open alerts reloaded from the store: their detectors start active, so dedupe holds
+        and the first observation that no longer meets the condition clears them."""
+        for rec in self._book:
+            alert = rec.alert
+            rule = self._rules.get(alert.rule)
+            if rule is None:
+                self._orphans.add(alert.key)
+                continue
+            det = self._detector(rule, alert.node_id)
+            if isinstance(det, LevelDetector):
+                det.restore(alert.raised_at_ms)
+                det.last_value = alert.value
+            elif isinstance(det, WindowCounter):
+                det.restore()
+                self._windows.add(alert.key)
+            else:
+                self._silent_for(alert.node_id)
+                det.restore()
