@@ -17,8 +17,8 @@ The runtime manifest (``<stem>.json``: feature config, thresholds) must name the
 the signed manifest. Its other fields are not covered by the signature (see docs/scoring.md).
 
 The start-up model (``scoring.model_path``) is verified the same way when a public key is
-configured; without one it is trusted if its sha256 matches its runtime manifest (the shipped
-model is part of the installed package).
+configured. Without a key, and for the shipped package model (which carries no signed
+manifest), it is trusted if its sha256 matches its runtime manifest.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from firmware_tools.signing import find_signed, load_public_key, read_signed, verify_signed
 from gateway.errors import ModelError
 from gateway.events import AnomalyScore
-from tinymodels.runtime import GatewayModel, ModelLoadError, load_manifest, load_model
+from tinymodels.runtime import (
+    DEFAULT_GATEWAY_MODEL,
+    GatewayModel,
+    ModelLoadError,
+    load_manifest,
+    load_model,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,7 +111,10 @@ def load_verified(path: Path, public_key: Ed25519PublicKey) -> tuple[GatewayMode
 
 
 def load_startup(path: Path, public_key_path: Path | None) -> tuple[GatewayModel, ModelInfo]:
-    if public_key_path is None:
+    """The model to start with: verified when a public key is configured, except the shipped
+    (unsigned) package model, which is trusted on its sha256 unless it has a signed manifest."""
+    shipped = path.resolve() == DEFAULT_GATEWAY_MODEL.resolve() and find_signed(path) is None
+    if public_key_path is None or shipped:
         return load_trusted(path)
     return load_verified(path, load_public_key(public_key_path))
 
