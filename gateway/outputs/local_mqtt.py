@@ -105,21 +105,29 @@ class LocalMqttOutput:
                     self.connected.set()
                     backoff.reset()
                     _LOGGER.info("local mqtt: connected to %s:%d", self._host, self._port)
-                    await self._publish_forever(client)
-            except aiomqtt.MqttError as exc:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._watch(client), name=f"{self.name}:watch")
+                        await self._publish_forever(client)
+            except* aiomqtt.MqttError as group:
                 self.connected.clear()
                 if _being_cancelled():
                     raise asyncio.CancelledError from None
                 delay = backoff.next_delay()
                 _LOGGER.warning(
                     "local mqtt: %s; %d events buffered; reconnecting in %.1f s",
-                    exc,
+                    group.exceptions[0],
                     len(self._buffer),
                     delay,
                 )
                 await asyncio.sleep(delay)
             finally:
                 self.connected.clear()
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        # We subscribe to nothing; the message iterator is aiomqtt's public way to learn
+        # that the connection dropped while we sit idle between alerts.
+        async for _ in client.messages:
+            pass
 
     async def _publish_forever(self, client: aiomqtt.Client) -> None:
         while True:
