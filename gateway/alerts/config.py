@@ -22,12 +22,21 @@ score, silent nodes, low batteries and data gaps. See docs/alerts.md.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from gateway.errors import ConfigError
 from gateway.events import Severity
 from gateway.models import NODE_ID_ALPHABET
 
@@ -254,3 +263,17 @@ class AlertsConfig(_Section):
         merged: dict[str, Rule] = dict(DEFAULT_RULES) if self.use_default_rules else {}
         merged.update(self.rules)
         return {name: rule for name, rule in merged.items() if rule.enabled}
+
+
+def load_alerts_config(data: Mapping[str, Any]) -> AlertsConfig:
+    """Validate an ``[alerts]`` table on its own (tools, tests); errors name the key path from
+    ``alerts``, e.g. ``alerts.rules.high_current.threshold.hysteresis``."""
+    try:
+        return AlertsConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(["alerts", *(str(p) for p in err["loc"])])
+        reason = err["msg"]
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key (misspelt? see docs/alerts.md)"
+        raise ConfigError(key, reason) from None

@@ -193,7 +193,8 @@ class AlertEngine:
             for key, det in detectors:
                 if det.poll(now_ms):
                     rule = self._rules[key.split(":", 1)[0]]
-                    silent_s = (now_ms - (det.last_seen_ms or now_ms)) / 1000
+                    last = now_ms if det.last_seen_ms is None else det.last_seen_ms
+                    silent_s = (now_ms - last) / 1000
                     self._activate(rule, node_id, now_ms, events, value=silent_s, message=f"no data for {silent_s:.0f} s")  # fmt: skip
         for key in list(self._pending):
             level = self._detectors[key]
