@@ -1,12 +1,17 @@
 """A node on BLE: the fieldgate GATT service on a Bumble peripheral.
 
-Connectable mode: every uplink message is one CBOR notification on UPLINK; the
-latest Status is what a STATUS read returns; Ack/Command CBOR written to DOWNLINK
-go to the node logic. While no gateway is subscribed, notifications have nowhere
-to go: they are counted as dropped and the node's resend timer brings them back.
+Connectable mode: every uplink message is split into chunks (docs/protocol.md §5.2)
+sized for the negotiated MTU and sent as UPLINK notifications, back to back; the
+latest Status is what a STATUS read returns; chunked Ack/Command writes to DOWNLINK
+are reassembled and go to the node logic. While no gateway is subscribed,
+notifications have nowhere to go: they are counted as dropped and the node's resend
+timer brings them back. Chunk counters restart whenever no central is connected, so
+each connection starts afresh as §5.2 asks.
 
-Beacon mode (``beacon=True``): no connection, no acks; each reading batch's newest
-sample is put in the advert's manufacturer data (:func:`gateway.codecs.adv.encode_adv`).
+Beacon mode (``beacon=True``): no connection, no acks; the newest sample of each new
+reading batch is put in the advert's manufacturer data
+(:func:`gateway.codecs.adv.encode_adv`). Resends of a batch are not advertised again:
+a beacon reading gets one advert seq, however often the node logic repeats it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 from firmware_tools.sim.ble_peripheral import BlePeripheral
 from firmware_tools.sim.links import DownlinkHandler, LinkStats, Outbox
 from gateway.codecs.adv import ADV_CHANNEL_TYPES, ADV_MAX_CHANNELS, encode_adv
+from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder
 from gateway.codecs.payload import decode_message, encode_message
 from gateway.errors import CodecError
 from gateway.models import Ack, Command, ReadingBatch, Status, UplinkMessage
@@ -42,6 +48,10 @@ class BleLink:
         self._handler: DownlinkHandler | None = None
         self.peripheral: BlePeripheral | None = None
         self._beacon_seq = 0
+        self._beacon_newest: tuple[int, int] | None = None  # (boot_id, seq) advertised last
+        self._encoder = ChunkEncoder()
+        self._decoder = ChunkDecoder()
+        self.chunks_out = 0
 
     @property
     def address(self) -> str:
@@ -74,10 +84,7 @@ class BleLink:
                     await self._advertise(peripheral, msg)
                     continue
                 payload = encode_message(msg)
-                try:
-                    delivered = await peripheral.notify_uplink(payload)
-                except ValueError:
-                    delivered = False  # larger than one notification at this MTU
+                delivered = await self._notify_chunks(peripheral, payload)
                 if delivered:
                     self.stats.messages_out += 1
                     self.stats.bytes_out += len(payload)
@@ -88,9 +95,29 @@ class BleLink:
             self.peripheral = None
             await peripheral.stop()
 
+    async def _notify_chunks(self, peripheral: BlePeripheral, payload: bytes) -> bool:
+        """Send one message as chunks; False if it could not all go out (the node resends)."""
+        if not peripheral.connected:
+            # A new connection starts with fresh chunk counters (§5.2).
+            self._encoder = ChunkEncoder()
+            self._decoder = ChunkDecoder()
+            return False
+        for chunk in self._encoder.split(payload, peripheral.max_uplink_bytes):
+            try:
+                if not await peripheral.notify_uplink(chunk):
+                    return False
+            except ValueError:
+                return False  # the MTU shrank under us (a new central): resent later
+            self.chunks_out += 1
+        return True
+
     async def _advertise(self, peripheral: BlePeripheral, msg: UplinkMessage) -> None:
         if not isinstance(msg, ReadingBatch):
             return  # beacons carry readings only
+        newest = self._beacon_newest
+        if newest is not None and newest[0] == msg.boot_id and msg.seq <= newest[1]:
+            return  # a resend (nothing acks a beacon): advertised already
+        self._beacon_newest = (msg.boot_id, msg.seq)
         sample = msg.samples[-1]
         # Adverts use a 16-bit boot id and seq; derive them from the node's so they move
         # together (a new boot gives a new advert boot id).
@@ -106,17 +133,21 @@ class BleLink:
         self.stats.bytes_out += len(payload)
 
     async def _on_downlink(self, data: bytes) -> None:
-        try:
-            msg = decode_message(data)
-        except CodecError:
-            self.stats.bad_in += 1
-            raise
-        if not isinstance(msg, Ack | Command):
-            self.stats.bad_in += 1
-            return
-        self.stats.messages_in += 1
-        if self._handler is not None:
-            self._handler(msg)
+        for item in self._decoder.feed(data):
+            if isinstance(item, CodecError):
+                self.stats.bad_in += 1
+                continue
+            try:
+                msg = decode_message(item)
+            except CodecError:
+                self.stats.bad_in += 1
+                raise  # the gateway sees a GATT error for the write that completed it
+            if not isinstance(msg, Ack | Command):
+                self.stats.bad_in += 1
+                continue
+            self.stats.messages_in += 1
+            if self._handler is not None:
+                self._handler(msg)
 
 
 _BEACON_NAMES = {t.name: t.unit for t in ADV_CHANNEL_TYPES.values()}

@@ -2,14 +2,19 @@
 
 Only bleak's public API is used, with the Bumble backend (:mod:`gateway.ble`). A
 connectable node streams uplink messages as chunked notifications (protocol §5.2) and
-takes cumulative acks written to DOWNLINK; a beacon node puts a reading in its advert's
-manufacturer data and cannot be acknowledged (the journal drops the repeats).
+takes cumulative acks and commands as chunked writes to DOWNLINK; a beacon node puts a
+reading in its advert's manufacturer data and cannot be acknowledged (the journal drops
+the repeats).
 
-Compatibility: the node simulator (``firmware_tools/sim/ble_link.py``) still sends one
-bare CBOR message per notification and expects bare acks. A bare message starts with a
-CBOR map header (0xA0..0xBF) followed by key 0 (0x00); a chunk with those header bits
-is a FIRST chunk, whose second byte is a CBOR map header, never 0x00. So the first
-notification tells which the peer speaks, and acks are written the same way.
+Connection cap: at most ``max_connections`` links at once (a controller has a handful of
+connection slots, and each link costs airtime). Nodes wait for a slot in the order they
+were first seen. When nodes are waiting, a connected node gives its slot up after
+``session_share_s`` (a time share) and queues again behind them, so every known node is
+served over time; meanwhile it keeps its readings unacknowledged and sends them on its
+next turn. ``session_share_s=None`` keeps a link for as long as it lasts (the rest wait).
+
+Scan watchdog: a controller can stop reporting adverts without any error; after
+``scan_watchdog_s`` without one, the scan is stopped and started again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
@@ -34,16 +40,19 @@ from gateway.codecs.ble_layout import (
 )
 from gateway.codecs.payload import encode_message
 from gateway.config import BleConfig
+from gateway.downlink import Downlinks
 from gateway.errors import CodecError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import Transport
+from gateway.models import Command, Message, Transport
 from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
 
 _LOGGER = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 10.0
 _INBOX_SIZE = 256
 _BEACON_QUEUE_SIZE = 256
+_COMMAND_QUEUE_SIZE = 16
+DEFAULT_SESSION_SHARE_S = 30.0
 
 
 def _being_cancelled() -> bool:
@@ -58,12 +67,31 @@ def _checkpoint() -> None:
         raise asyncio.CancelledError
 
 
-def _is_bare_message(data: bytes) -> bool:
-    return len(data) >= 2 and 0xA0 <= data[0] <= 0xBF and data[1] == 0x00
-
-
 class _Disconnected(Exception):
     pass
+
+
+class _SlotYielded(Exception):
+    """The link ends to let a waiting node have its connection slot."""
+
+
+class _NodeLink:
+    """The downlink side of one node's live GATT connection (for :class:`Downlinks`)."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.commands: asyncio.Queue[Command] = asyncio.Queue(_COMMAND_QUEUE_SIZE)
+
+    @property
+    def name(self) -> str:
+        return f"source:ble:{self.node}"
+
+    def send_command(self, command: Command) -> bool:
+        try:
+            self.commands.put_nowait(command)
+        except asyncio.QueueFull:
+            return False
+        return True
 
 
 class BleSource:
@@ -73,8 +101,14 @@ class BleSource:
         queue: IngestQueue,
         metrics: Metrics,
         allowed_nodes: frozenset[str] = frozenset(),
+        *,
+        downlinks: Downlinks | None = None,
+        session_share_s: float | None = DEFAULT_SESSION_SHARE_S,
     ) -> None:
         self._config = config
+        self._downlinks = downlinks
+        self._share_s = session_share_s
+        self._waiting = 0
         self._queue = queue
         self._admission = Admission(Transport.BLE, metrics, allowed_nodes)
         self._nodes = frozenset(config.nodes)
@@ -86,7 +120,11 @@ class BleSource:
         self._tg: asyncio.TaskGroup | None = None
         self._last_advert = 0.0
         self.ready = asyncio.Event()
-        self.connections = 0
+        self.connections = 0  # links made so far
+        self.connected = 0  # links up now
+        self.max_connected = 0
+        self.slot_yields = 0
+        self.scan_restarts = 0
         self.dropped_notifications = 0
         self.dropped_beacons = 0
 
@@ -135,7 +173,8 @@ class BleSource:
                     await asyncio.sleep(watchdog_s)
                     if loop.time() - self._last_advert >= watchdog_s:
                         break
-                _LOGGER.warning("ble: no advert for %.0f s; restarting the scan", watchdog_s)
+                self.scan_restarts += 1
+                _LOGGER.warning("ble: no advert for %.1f s; restarting the scan", watchdog_s)
             finally:
                 self.ready.clear()
                 with contextlib.suppress(BleakError):
@@ -191,15 +230,25 @@ class BleSource:
     async def _node_loop(self, node: str) -> None:
         backoff = Backoff(max_s=self._config.reconnect_max_s)
         while True:
-            async with self._slots:
+            yielded = False
+            self._waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+            try:
                 device, _rssi = self._sightings[node]
-                try:
-                    await self._session(node, device, backoff)
-                except* (BleakError, TimeoutError, _Disconnected) as group:
-                    if _being_cancelled():
-                        raise asyncio.CancelledError from None
-                    _LOGGER.info("%s: ble link ended (%s)", node, group.exceptions[0])
-            await backoff.wait()
+                await self._session(node, device, backoff)
+            except* _SlotYielded:
+                yielded = True
+            except* (BleakError, TimeoutError, _Disconnected) as group:
+                if _being_cancelled():
+                    raise asyncio.CancelledError from None
+                _LOGGER.info("%s: ble link ended (%s)", node, group.exceptions[0])
+            finally:
+                self._slots.release()
+            if not yielded:
+                await backoff.wait()
 
     async def _session(self, node: str, device: BLEDevice, backoff: Backoff) -> None:
         gone = asyncio.Event()
@@ -218,54 +267,82 @@ class BleSource:
                 # Not acked, so the node resends it; counted, not logged per message.
                 self.dropped_notifications += 1
 
+        link = _NodeLink(node)
         await client.connect()
         _checkpoint()
+        self.connected += 1
+        self.max_connected = max(self.max_connected, self.connected)
         try:
             await client.start_notify(UPLINK_CHAR_UUID, on_notify)
             _checkpoint()
             self.connections += 1
             backoff.reset()
             _LOGGER.info("%s: ble connected (%s)", node, device.address)
-            bare = asyncio.Future[bool]()
+            if self._downlinks is not None:
+                self._downlinks.register(node, link)
+            # One encoder per connection (chunk counters restart with each link) and one
+            # message's chunks at a time on the wire, whether an ack or a command.
+            encoder = ChunkEncoder()
+            write_lock = asyncio.Lock()
+
+            async def write(msg: Message) -> None:
+                async with write_lock:
+                    max_chunk = max_chunk_for_mtu(client.mtu_size)
+                    for chunk in encoder.split(encode_message(msg), max_chunk):
+                        await client.write_gatt_char(DOWNLINK_CHAR_UUID, chunk, response=True)
+                        _checkpoint()
+
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._receive(node, inbox, bare), name=f"source:ble:{node}:rx")
-                tg.create_task(self._send_acks(node, client, bare), name=f"source:ble:{node}:acks")
-                await gone.wait()
-                raise _Disconnected("peer disconnected")
+                tg.create_task(self._receive(node, inbox), name=f"source:ble:{node}:rx")
+                tg.create_task(self._send_acks(node, write), name=f"source:ble:{node}:acks")
+                tg.create_task(self._send_commands(link, write), name=f"source:ble:{node}:commands")
+                await self._hold(gone)
         finally:
+            self.connected -= 1
+            if self._downlinks is not None:
+                self._downlinks.unregister(node, link)
             with contextlib.suppress(BleakError):
                 await client.disconnect()
 
-    async def _receive(
-        self, node: str, inbox: asyncio.Queue[bytes], bare: asyncio.Future[bool]
-    ) -> None:
+    async def _hold(self, gone: asyncio.Event) -> None:
+        """Until the peer goes, or until the time share ends while another node waits."""
+        while True:
+            try:
+                async with asyncio.timeout(self._share_s):
+                    await gone.wait()
+            except TimeoutError:
+                if self._waiting:
+                    self.slot_yields += 1
+                    raise _SlotYielded from None
+                continue
+            raise _Disconnected("peer disconnected")
+
+    async def _receive(self, node: str, inbox: asyncio.Queue[bytes]) -> None:
         where = f"ble:{node}"
         decoder = ChunkDecoder()
         mailbox = self._mailboxes[node]
         while True:
             data = await inbox.get()
             rx = now_ms()
-            if not bare.done():
-                bare.set_result(_is_bare_message(data))
-            items = [data] if bare.result() else decoder.feed(data)
-            for item in items:
+            for item in decoder.feed(data):
                 msg = self._admission.accept_frame(item, where)
                 if msg is None:
                     continue
                 rssi = self._sightings[node][1]
                 await self._queue.put(Envelope(msg, Transport.BLE, rx, link=mailbox, rssi_dbm=rssi))
 
-    async def _send_acks(self, node: str, client: BleakClient, bare: asyncio.Future[bool]) -> None:
+    async def _send_acks(self, node: str, write: Callable[[Message], Awaitable[None]]) -> None:
         mailbox = self._mailboxes[node]
-        encoder = ChunkEncoder()
-        await asyncio.shield(bare)
         while True:
             for ack in await mailbox.take():
-                payload = encode_message(ack)
-                if bare.result():
-                    chunks = [payload]
-                else:
-                    chunks = encoder.split(payload, max_chunk_for_mtu(client.mtu_size))
-                for chunk in chunks:
-                    await client.write_gatt_char(DOWNLINK_CHAR_UUID, chunk, response=True)
-                    _checkpoint()
+                await write(ack)
+
+    async def _send_commands(
+        self, link: _NodeLink, write: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        while True:
+            command = await link.commands.get()
+            await write(command)
+            _LOGGER.info(
+                "%s: command %d (%s) written", link.node, command.cmd_id, command.kind.name
+            )

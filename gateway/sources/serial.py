@@ -17,6 +17,7 @@ import serial_asyncio
 from gateway.codecs.framing import FrameDecoder, encode_frame
 from gateway.codecs.payload import encode_message
 from gateway.config import SerialConfig, SerialPortConfig
+from gateway.downlink import Downlinks
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.models import Command, Transport
@@ -34,8 +35,12 @@ class SerialSource:
         queue: IngestQueue,
         metrics: Metrics,
         allowed_nodes: frozenset[str] = frozenset(),
+        *,
+        downlinks: Downlinks | None = None,
     ) -> None:
         self._port = port
+        self._downlinks = downlinks
+        self._reached: set[str] = set()  # nodes registered with the downlink router
         self._config = config
         self._queue = queue
         self._admission = Admission(Transport.SERIAL, metrics, allowed_nodes)
@@ -49,9 +54,16 @@ class SerialSource:
     def name(self) -> str:
         return f"source:serial:{self._port.path}"
 
-    def send_command(self, command: Command) -> None:
-        """Queue a command frame for the node on this port (sent by the writer task)."""
-        self._commands.put_nowait(command)
+    def send_command(self, command: Command) -> bool:
+        """Queue a command frame for the node on this port (sent by the writer task);
+        False while the port is closed or when 64 commands are already waiting."""
+        if not self.ready.is_set():
+            return False
+        try:
+            self._commands.put_nowait(command)
+        except asyncio.QueueFull:
+            return False
+        return True
 
     async def run(self) -> None:
         announced_missing = False
@@ -85,6 +97,7 @@ class SerialSource:
             finally:
                 self.ready.clear()
                 writer.close()
+                self._forget_nodes()
             await asyncio.sleep(self._config.reopen_interval_s)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
@@ -96,10 +109,27 @@ class SerialSource:
                 if msg is not None:
                     await self._queue.put(Envelope(msg, Transport.SERIAL, rx, self._mailbox))
 
+    def _reach(self, node_id: str) -> None:
+        # Registered from the ack path (once per node and connection), not per frame: a node
+        # is known to sit on this port once something of it is durable.
+        self._reached.add(node_id)
+        if self._downlinks is not None:
+            self._downlinks.register(node_id, self)
+
+    def _forget_nodes(self) -> None:
+        if self._downlinks is not None:
+            self._downlinks.unregister_link(self)
+        self._reached.clear()
+        # Commands for the old connection must not reach whatever is plugged in next.
+        while not self._commands.empty():
+            self._commands.get_nowait()
+
     async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
         async def acks() -> None:
             while True:
                 for ack in await self._mailbox.take():
+                    if ack.node_id not in self._reached:
+                        self._reach(ack.node_id)
                     writer.write(encode_frame(encode_message(ack)))
                 await writer.drain()
 
