@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.fixtures.ports import free_port
 
@@ -58,14 +58,17 @@ class WebhookReceiver:
 
 
 class _Collect:
-    def __init__(self, inbox: list[email.message.EmailMessage]) -> None:
+    def __init__(self, inbox: list[email.message.EmailMessage], refuse: set[str]) -> None:
         self.inbox = inbox
+        self.refuse = refuse
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(msg, email.message.EmailMessage)
+        if str(msg["X-Fieldgate-Event-Id"]) in self.refuse:
+            return "554 5.7.1 message refused"
         self.inbox.append(msg)
         return "250 OK"
 
@@ -75,7 +78,19 @@ class SmtpRelay:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     inbox: list[email.message.EmailMessage] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)  # event ids answered with 554
+    users: dict[str, str] | None = None  # require AUTH with these credentials
     _server: asyncio.Server | None = None
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = (
+            self.users is not None
+            and isinstance(data, LoginPassword)
+            and self.users.get(data.login.decode()) == data.password.decode()
+        )
+        return AuthResult(success=ok)
 
     @property
     def event_ids(self) -> list[str]:
@@ -89,10 +104,18 @@ class SmtpRelay:
         return out
 
     async def start(self) -> None:
-        handler = _Collect(self.inbox)
+        handler = _Collect(self.inbox, self.refuse)
+        auth: dict[str, Any] = {}
+        if self.users is not None:
+            # Plain-text AUTH is fine on loopback; a real relay gets STARTTLS first.
+            auth = {
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": False,
+            }
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(handler, hostname="relay.test"), self.host, self.port
+            lambda: SMTP(handler, hostname="relay.test", **auth), self.host, self.port
         )
 
     async def stop(self) -> None:

@@ -12,12 +12,12 @@ from gateway.outputs.node_action import NodeActions, command_id, commands_for
 from tests.fixtures.gateway import wait_until
 from tests.unit.outputs.helpers import RecordingSender, make_event
 
-STOP_MOTOR = {
+STOP_MOTOR: dict[str, object] = {
     "rule": "vibration_high",
     "command": "actuate",
     "args": {"output": "motor", "state": False},
 }
-BUZZER = {
+BUZZER: dict[str, object] = {
     "min_severity": "critical",
     "node_id": "siren-1",
     "command": "actuate",
@@ -117,7 +117,7 @@ async def test_a_sync_sender_works_too() -> None:
             return True
 
     sender = SyncSender()
-    actions = NodeActions(_config(STOP_MOTOR), sender)  # type: ignore[arg-type]
+    actions = NodeActions(_config(STOP_MOTOR), sender)
     task = asyncio.create_task(actions.run(), name="test:node_actions")
     try:
         actions.offer(make_event(1))
