@@ -182,3 +182,20 @@ def test_invalid_alert_config_names_the_rule_and_the_key(
         load_alerts_config(alerts)
     assert info.value.key == key
     assert reason in info.value.reason
+
+
+def test_the_example_in_docs_alerts_md_is_valid() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[3] / "docs" / "alerts.md").read_text(encoding="utf-8")
+    example = doc.split("### Example", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    cfg = load_alerts_config(tomllib.loads(example)["alerts"])
+    assert set(cfg.effective_rules()) == {
+        "anomaly",
+        "node_silent",
+        "battery_low",
+        "high_current",
+        "node_model",
+        "drift",
+    }
+    assert len(cfg.silences) == 2
