@@ -179,3 +179,14 @@ async def test_non_finite_values_are_readings_but_not_scored(journal: Journal) -
     _commit(journal, pipeline, [envelope(b)])
     assert pipeline.stats.nonfinite_rows == 1
     assert pipeline.worker.qsize() == 9
+
+
+def test_scoring_config_rejects_unknown_keys_and_bad_values() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="calibraton_rows"):
+        ScoringConfig.model_validate({"calibraton_rows": 100})
+    with pytest.raises(ValidationError, match="missing_channels"):
+        ScoringConfig.model_validate({"missing_channels": "zero"})
+    with pytest.raises(ValidationError, match="queue_rows"):
+        ScoringConfig.model_validate({"queue_rows": 0})
