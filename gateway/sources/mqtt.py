@@ -26,6 +26,7 @@ from gateway.codecs.mqtt_topics import (
 )
 from gateway.codecs.payload import encode_message
 from gateway.config import MqttConfig
+from gateway.downlink import Downlinks
 from gateway.errors import CodecError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
@@ -34,6 +35,7 @@ from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
 
 _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
+_COMMAND_QUEUE_SIZE = 64
 
 
 def _being_cancelled() -> bool:
@@ -57,8 +59,13 @@ class MqttSource:
         queue: IngestQueue,
         metrics: Metrics,
         allowed_nodes: frozenset[str] = frozenset(),
+        *,
+        downlinks: Downlinks | None = None,
     ) -> None:
         self._config = config
+        self._downlinks = downlinks
+        self._reached: set[str] = set()  # nodes registered with the downlink router
+        self._commands: asyncio.Queue[Command] = asyncio.Queue(_COMMAND_QUEUE_SIZE)
         self._site = site
         self._queue = queue
         self._admission = Admission(Transport.MQTT, metrics, allowed_nodes)
@@ -98,9 +105,11 @@ class MqttSource:
                     _LOGGER.info("mqtt: connected to %s:%d", self._host, self._port)
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._send_acks(client), name=f"{self.name}:acks")
+                        tg.create_task(self._send_commands(client), name=f"{self.name}:commands")
                         await self._receive(client, paho)
             except* aiomqtt.MqttError as group:
                 self.ready.clear()
+                self._forget_nodes()
                 if _being_cancelled():
                     # aiomqtt turns a cancelled read into MqttError; shutting down wins.
                     raise asyncio.CancelledError from None
@@ -147,9 +156,51 @@ class MqttSource:
             # commits instead of one publish per node per commit.
             await asyncio.sleep(self._config.ack_interval_s)
             for ack in await self._mailbox.take():
+                if ack.node_id not in self._reached:
+                    self._reach(ack.node_id)
                 # QoS 0: acks are cumulative, so a lost one is covered by the next, and
                 # waiting for a PUBACK per ack would throttle ingest to the broker's RTT.
                 await client.publish(
                     format_topic(self._site, ack.node_id, "ack"), encode_message(ack), qos=0
                 )
                 _checkpoint()
+
+    def send_command(self, command: Command) -> bool:
+        """Queue ``command`` for a QoS 1 publish to the node's cmd topic; False while the
+        broker connection is down or when the command queue is full."""
+        if not self.ready.is_set():
+            return False
+        try:
+            self._commands.put_nowait(command)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def _reach(self, node_id: str) -> None:
+        # Registered from the ack path (once per node and connection), not per message, to
+        # keep the receive path lean: a node is known to use this broker once it has
+        # something durable.
+        self._reached.add(node_id)
+        if self._downlinks is not None:
+            self._downlinks.register(node_id, self)
+
+    def _forget_nodes(self) -> None:
+        if self._downlinks is not None:
+            self._downlinks.unregister_link(self)
+        self._reached.clear()
+        # Queued commands were refused nowhere; they are dropped with the connection (the
+        # router said True, so log what is lost).
+        while not self._commands.empty():
+            command = self._commands.get_nowait()
+            _LOGGER.warning(
+                "%s: command %d lost with the broker connection", command.node_id, command.cmd_id
+            )
+
+    async def _send_commands(self, client: aiomqtt.Client) -> None:
+        while True:
+            command = await self._commands.get()
+            # QoS 1 (unlike acks): a command is not cumulative, so the broker must take it.
+            await client.publish(
+                format_topic(self._site, command.node_id, "cmd"), encode_message(command), qos=1
+            )
+            _checkpoint()
