@@ -24,7 +24,6 @@ same). Nothing here is thread-safe: the scorer's one worker thread owns every st
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -266,7 +265,3 @@ class NodeStream:
                 )
                 fresh.finish(prepared, ae)
         return fresh
-
-
-def is_finite_row(values: tuple[float, ...]) -> bool:
-    return all(math.isfinite(v) for v in values)
