@@ -11,6 +11,13 @@
 Every node runs in a named task of one :class:`asyncio.TaskGroup`; leaving the
 ``async with`` stops sampling, closes ptys and MQTT connections, and waits for
 all of it.
+
+With ``slots_dir`` and ``fleet_public_key`` set, every node has A/B model slots
+(:class:`~firmware_tools.sim.slots.SlotStore` in ``slots_dir/<node_id>``, kept
+across runs like a device's flash), answers our model transfer on its serial
+port or MQTT topics, runs the model in its active slot and reports the slots in
+its Status. ``factory_model`` (a ``.tflite`` with its signed manifest beside it)
+is installed into nodes whose slots are empty.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from firmware_tools.manifest import DEFAULT_TARGET, TARGET_CLASSES, ModelManifest
 from firmware_tools.sim.links import Link
 from firmware_tools.sim.mqtt_link import MqttLink
 from firmware_tools.sim.node import Inferencer, NodeConfig, NodeLogic
@@ -30,6 +40,8 @@ from firmware_tools.sim.replay import ReplaySignal
 from firmware_tools.sim.runner import SimNode
 from firmware_tools.sim.serial_link import PtySerialLink
 from firmware_tools.sim.signals import Fault, PumpSignal, SignalSource
+from firmware_tools.sim.slots import SlotStore
+from firmware_tools.sim.xfer_node import XferNode
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,6 +80,10 @@ class SimConfig:
     status_interval_ms: int = 10_000
     max_unacked: int = 64
     clock_drift_ppm: tuple[float, ...] = field(default=())  # per node, cycled
+    slots_dir: Path | None = None  # model slots per node in slots_dir/<node_id>
+    fleet_public_key: Path | bytes | None = None  # PEM/raw key file, or the raw 32 bytes
+    target: str = DEFAULT_TARGET  # the nodes' target class (slot size, RAM for the arena)
+    factory_model: Path | None = None  # installed into empty slots; signed manifest beside it
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -83,6 +99,10 @@ class SimConfig:
             raise ValueError("batch_size must be >= 1")
         if "ble" in self.transports and self.ble_transport is None:
             raise ValueError("BLE nodes need ble_transport (an HCI spec such as tcp-client:...)")
+        if self.target not in TARGET_CLASSES:
+            raise ValueError(f"target {self.target!r}: choose from {', '.join(TARGET_CLASSES)}")
+        if self.slots_dir is not None and self.fleet_public_key is None:
+            raise ValueError("model slots (slots_dir) need fleet_public_key to verify models")
         ids = set(self.node_ids())
         for node, _fault in self.faults:
             if node is not None and node not in ids:
@@ -101,6 +121,7 @@ class Simulator:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.nodes: dict[str, SimNode] = {}
+        self.xfer_nodes: dict[str, XferNode] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._t0 = 0.0
         self._stopped = asyncio.Event()
@@ -191,8 +212,49 @@ class Simulator:
             clock_drift_ppm=drift,
             seed=cfg.seed * 1000 + index,
         )
-        logic = NodeLogic(node_cfg, model=self._model(len(source.channels)), now_ms=self.now_ms())
-        return SimNode(logic, source, self._link(index, node_id), clock_ms=self.now_ms)
+        n_channels = len(source.channels)
+        store = self._slot_store(node_id)
+        if store is None:
+            logic = NodeLogic(node_cfg, model=self._model(n_channels), now_ms=self.now_ms())
+            return SimNode(logic, source, self._link(index, node_id, None), clock_ms=self.now_ms)
+        artifact, manifest = store.active_artifact(), store.active_manifest()
+        model = None
+        if artifact is not None and manifest is not None:
+            model = _slot_model(node_id, artifact, manifest, n_channels)
+        logic = NodeLogic(node_cfg, model=model, now_ms=self.now_ms(), slots=store.info)
+
+        def on_model_change(artifact: bytes, manifest: ModelManifest) -> None:
+            logic.set_model(_slot_model(node_id, artifact, manifest, n_channels))
+
+        from firmware_tools.sim.selftest import node_self_test
+
+        xfer = XferNode(
+            node_id, store, node_self_test(store.ram_bytes), on_model_change=on_model_change
+        )
+        self.xfer_nodes[node_id] = xfer
+        return SimNode(logic, source, self._link(index, node_id, xfer), clock_ms=self.now_ms)
+
+    def _slot_store(self, node_id: str) -> SlotStore | None:
+        cfg = self.config
+        if cfg.slots_dir is None or cfg.fleet_public_key is None:
+            return None
+        target = TARGET_CLASSES[cfg.target]
+        store = SlotStore.open(
+            cfg.slots_dir / node_id,
+            public_key=_public_key(cfg.fleet_public_key),
+            target=target.name,
+            slot_bytes=target.flash_bytes,
+            ram_bytes=target.ram_bytes,
+        )
+        if cfg.factory_model is not None and not store.info():
+            from firmware_tools.signing import find_signed
+
+            signed_path = find_signed(cfg.factory_model)
+            if signed_path is None or signed_path.suffix != ".cbor":
+                msg = f"{cfg.factory_model}: no signed manifest (.manifest.cbor) beside it"
+                raise ValueError(msg)
+            store.install_factory(cfg.factory_model.read_bytes(), signed_path.read_bytes())
+        return store
 
     def _source(self, index: int, node_id: str) -> SignalSource:
         cfg = self.config
@@ -208,14 +270,18 @@ class Simulator:
 
         return TflmModel.from_file(self.config.model, n_channels=n_channels)
 
-    def _link(self, index: int, node_id: str) -> Link:
+    def _link(self, index: int, node_id: str, xfer: XferNode | None) -> Link:
         cfg = self.config
         kind = cfg.transport_of(index)
         if kind == "serial":
-            return PtySerialLink(node_id, baud=cfg.baud, pty_dir=cfg.pty_dir)
+            return PtySerialLink(node_id, baud=cfg.baud, pty_dir=cfg.pty_dir, xfer=xfer)
         if kind == "mqtt":
             return MqttLink(
-                node_id, broker_url=cfg.broker_url, site=cfg.site, json=cfg.json_payloads
+                node_id,
+                broker_url=cfg.broker_url,
+                site=cfg.site,
+                json=cfg.json_payloads,
+                xfer=xfer,
             )
         from firmware_tools.sim.ble_link import BleLink
 
@@ -226,3 +292,30 @@ class Simulator:
         for node in self.nodes.values():
             if isinstance(node.link, PtySerialLink):
                 node.link.close()
+
+
+def _public_key(key: Path | bytes) -> Ed25519PublicKey:
+    if isinstance(key, bytes):
+        return Ed25519PublicKey.from_public_bytes(key)
+    from firmware_tools.signing import load_public_key
+
+    return load_public_key(key)
+
+
+def _slot_model(
+    node_id: str, artifact: bytes, manifest: ModelManifest, n_channels: int
+) -> Inferencer | None:
+    """The active slot's model in TFLM, or None when it cannot score this node's readings."""
+    from firmware_tools.sim.tflm import TflmModel
+
+    try:
+        return TflmModel(
+            artifact,
+            model_id=manifest.name,
+            model_version=manifest.version,
+            n_channels=n_channels,
+            sequence=manifest.sequence,
+        )
+    except (ValueError, RuntimeError) as exc:
+        _LOGGER.warning("%s: running %s without inference: %s", node_id, manifest.name, exc)
+        return None

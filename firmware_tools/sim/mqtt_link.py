@@ -5,6 +5,10 @@ JSON form, for nodes without a CBOR library); the node subscribes to its own
 ``ack`` and ``cmd`` topics. A lost connection is retried with exponential
 backoff and jitter; messages that were in the outbox when it dropped are lost to
 the link and come back through the node's resend timer, as on a real device.
+
+A node with model slots also subscribes to ``fieldgate/<site>/<node>/fw/down`` and
+answers model-transfer requests (:mod:`firmware_tools.flash.xfer`) on ``.../fw/up``,
+QoS 1, one request at a time in its own task.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from firmware_tools.flash.xfer import is_xfer_payload
 from firmware_tools.sim.links import Backoff, DownlinkHandler, LinkStats, Outbox
+from firmware_tools.sim.xfer_node import XferNode
 from gateway.codecs.mqtt_topics import (
     decode_mqtt_payload,
     downlink_filters,
@@ -27,6 +33,15 @@ from gateway.errors import CodecError
 from gateway.models import Ack, Command, UplinkMessage
 
 _LOGGER = logging.getLogger(__name__)
+
+
+_XFER_QUEUE = 64
+
+
+def fw_topics(site: str, node_id: str) -> tuple[str, str]:
+    """``(down, up)``: the model-transfer topics of one node."""
+    base = f"fieldgate/{site}/{node_id}/fw"
+    return f"{base}/down", f"{base}/up"
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -53,6 +68,7 @@ class MqttLink:
         keepalive_s: int = 30,
         reconnect_max_s: float = 5.0,
         publish_timeout_s: float = 10.0,
+        xfer: XferNode | None = None,
     ) -> None:
         self.node_id = node_id
         self.site = site
@@ -65,6 +81,10 @@ class MqttLink:
         self._reconnect_max_s = reconnect_max_s
         self._publish_timeout_s = publish_timeout_s
         self.downlink_topics = downlink_filters(site, node_id)
+        self.xfer = xfer
+        self.fw_down, self.fw_up = fw_topics(site, node_id)
+        self._xfer_in: asyncio.Queue[bytes] = asyncio.Queue(_XFER_QUEUE)
+        self.xfer_dropped = 0
 
     @property
     def address(self) -> str:
@@ -87,6 +107,8 @@ class MqttLink:
                 async with client:
                     for topic in self.downlink_topics:
                         await client.subscribe(topic, qos=1)
+                    if self.xfer is not None:
+                        await client.subscribe(self.fw_down, qos=1)
                     self.stats.connects += 1
                     self.ready.set()
                     backoff.reset()
@@ -97,6 +119,11 @@ class MqttLink:
                         tg.create_task(
                             self._publish_loop(client), name=f"sim:{self.node_id}:mqtt:publish"
                         )
+                        if self.xfer is not None:
+                            tg.create_task(
+                                self._xfer_loop(client, self.xfer),
+                                name=f"sim:{self.node_id}:mqtt:xfer",
+                            )
                         await self._receive_loop(client, on_downlink)
             except* aiomqtt.MqttError as group:
                 self.ready.clear()
@@ -120,11 +147,27 @@ class MqttLink:
             self.stats.messages_out += 1
             self.stats.bytes_out += len(payload)
 
+    async def _xfer_loop(self, client: aiomqtt.Client, xfer: XferNode) -> None:
+        while True:
+            payload = await self._xfer_in.get()
+            for reply in await xfer.handle_async(payload):
+                await client.publish(self.fw_up, reply, qos=1)
+                self.stats.bytes_out += len(reply)
+
     async def _receive_loop(self, client: aiomqtt.Client, on_downlink: DownlinkHandler) -> None:
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
                 self.stats.bad_in += 1
+                continue
+            if message.topic.value == self.fw_down:
+                if self.xfer is None or not is_xfer_payload(bytes(payload)):
+                    self.stats.bad_in += 1
+                    continue
+                try:
+                    self._xfer_in.put_nowait(bytes(payload))
+                except asyncio.QueueFull:
+                    self.xfer_dropped += 1  # the sender times out and resends
                 continue
             try:
                 parts = parse_topic(str(message.topic))

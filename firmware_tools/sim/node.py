@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
@@ -159,10 +159,18 @@ class NodeLogic:
     """One node's firmware logic. Not thread-safe; drive it from one task."""
 
     def __init__(
-        self, config: NodeConfig, *, model: Inferencer | None = None, now_ms: int = 0
+        self,
+        config: NodeConfig,
+        *,
+        model: Inferencer | None = None,
+        now_ms: int = 0,
+        slots: Callable[[], tuple[SlotInfo, ...]] | None = None,
     ) -> None:
         self.config = config
         self.model = model
+        # The node's model flash, when it has one (firmware_tools.sim.slots); else the
+        # running model is reported as a single confirmed slot.
+        self._slots_source = slots
         self.stats = NodeStats()
         self.threshold = config.threshold
         self.outputs: dict[str, bool] = {}
@@ -302,6 +310,12 @@ class NodeLogic:
             self._ack(msg)
             return []
         return self._command(msg, now_ms)
+
+    def set_model(self, model: Inferencer | None) -> None:
+        """Run another model from now on (a newly confirmed slot, or a rollback)."""
+        self.model = model
+        self._window = deque(maxlen=model.window if model else 1)
+        self._boot.since_inference = 0
 
     def reboot(self, now_ms: int) -> None:
         """Power-cycle: RAM (unacked messages, the partial batch) is lost, a new boot begins."""
@@ -457,6 +471,8 @@ class NodeLogic:
         return max(0, self.config.ram_total_bytes - _FIRMWARE_RAM_BYTES - held)
 
     def _slots(self) -> tuple[SlotInfo, ...]:
+        if self._slots_source is not None:
+            return self._slots_source()
         if self.model is None:
             return ()
         m = self.model

@@ -4,11 +4,20 @@ The node owns the pty master; the gateway opens the slave (``/dev/pts/N``, or a
 stable symlink to it) like any USB serial adapter. Frames are COBS+CRC
 (:mod:`gateway.codecs.framing`) around the CBOR messages.
 
-Ptys move bytes as fast as memory does and ignore the baud rate, so writes are
-paced here: at most ``chunk_bytes`` at a time, each followed by the time those
-bytes take on a real wire (10 bits per byte: start, 8 data, stop). The link also
+Ptys move bytes as fast as memory does and ignore the baud rate, so both
+directions are paced here. Writes: at most ``chunk_bytes`` at a time, each
+followed by the time those bytes take on a real wire (10 bits per byte: start,
+8 data, stop). Reads: at most ``chunk_bytes`` are taken from the pty, handed on
+only once they could have arrived at the baud rate, and the pty is not read
+again before then, so a fast writer on the far end fills the pty and blocks, as
+with hardware flow control. The link also
 keeps the slave side open itself, so bytes written while no gateway has the port
 open wait in the pty (as in a USB CDC device's buffer) instead of failing.
+
+Frames whose payload starts with 0xFC belong to the model transfer
+(:mod:`firmware_tools.flash.xfer`); they go to the node's :class:`XferNode`, one
+at a time in the link's own task, and its replies share the paced writer with
+the uplink messages.
 
 ``unplug()`` closes the pty, which the gateway sees as a vanished device (EIO),
 and removes the symlink; ``replug()`` makes a new pty and points the symlink at
@@ -24,7 +33,9 @@ import os
 import tty
 from pathlib import Path
 
+from firmware_tools.flash.xfer import is_xfer_payload
 from firmware_tools.sim.links import DownlinkHandler, LinkStats, Outbox
+from firmware_tools.sim.xfer_node import XferNode
 from gateway.codecs.framing import FrameDecoder, encode_frame
 from gateway.codecs.payload import decode_message, encode_message
 from gateway.errors import CodecError
@@ -32,7 +43,7 @@ from gateway.models import Ack, Command, UplinkMessage
 
 _LOGGER = logging.getLogger(__name__)
 _BITS_PER_BYTE = 10
-_READ_BYTES = 4096
+_XFER_QUEUE = 64  # more than any sender's window: the node never drops a windowed chunk
 
 
 class PtySerialLink:
@@ -49,6 +60,7 @@ class PtySerialLink:
         chunk_bytes: int = 64,
         queue_size: int = 256,
         max_frame_bytes: int = 4096,
+        xfer: XferNode | None = None,
     ) -> None:
         if baud <= 0 or chunk_bytes <= 0:
             raise ValueError("baud and chunk_bytes must be > 0")
@@ -67,6 +79,12 @@ class PtySerialLink:
         self._handler: DownlinkHandler | None = None
         self._writable: asyncio.Future[None] | None = None
         self._tx_free_at = 0.0
+        self._rx_free_at = 0.0
+        self._rx_pending: asyncio.TimerHandle | None = None
+        self._tx_lock = asyncio.Lock()
+        self.xfer = xfer
+        self._xfer_in: asyncio.Queue[bytes] = asyncio.Queue(_XFER_QUEUE)
+        self.xfer_dropped = 0
         self._plug()
 
     @property
@@ -90,6 +108,9 @@ class PtySerialLink:
         if self.symlink is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.symlink.unlink()
+        if self._rx_pending is not None:
+            self._rx_pending.cancel()
+            self._rx_pending = None
         if self._handler is not None:
             loop = asyncio.get_running_loop()
             loop.remove_reader(self._master)
@@ -117,23 +138,44 @@ class PtySerialLink:
             loop.add_reader(self._master, self._on_readable)
             self.ready.set()
         try:
-            while True:
-                msg = await self._outbox.get()
-                if self._master is None:
-                    self.stats.dropped += 1  # nobody on the wire: the node will resend
-                    continue
-                frame = encode_frame(encode_message(msg))
-                try:
-                    await self._write_paced(frame)
-                except OSError as exc:
-                    self.stats.dropped += 1
-                    _LOGGER.debug("%s: write failed: %s", self.node_id, exc)
-                    continue
-                self.stats.messages_out += 1
-                self.stats.bytes_out += len(frame)
+            async with asyncio.TaskGroup() as tg:
+                if self.xfer is not None:
+                    tg.create_task(self._xfer_loop(self.xfer), name=f"sim:{self.node_id}:xfer")
+                await self._uplink_loop()
         finally:
             self.close()
             self._handler = None
+
+    async def _uplink_loop(self) -> None:
+        while True:
+            msg = await self._outbox.get()
+            if self._master is None:
+                self.stats.dropped += 1  # nobody on the wire: the node will resend
+                continue
+            if await self._send_frame(encode_frame(encode_message(msg))):
+                self.stats.messages_out += 1
+            else:
+                self.stats.dropped += 1
+
+    async def _xfer_loop(self, xfer: XferNode) -> None:
+        while True:
+            payload = await self._xfer_in.get()
+            for reply in await xfer.handle_async(payload):
+                # A lost reply is the host's to retry (it times out and asks again).
+                await self._send_frame(encode_frame(reply))
+
+    async def _send_frame(self, frame: bytes) -> bool:
+        """Write one frame, paced, never interleaved with another; False if it failed."""
+        async with self._tx_lock:
+            if self._master is None:
+                return False
+            try:
+                await self._write_paced(frame)
+            except OSError as exc:
+                _LOGGER.debug("%s: write failed: %s", self.node_id, exc)
+                return False
+        self.stats.bytes_out += len(frame)
+        return True
 
     # -- internals -------------------------------------------------------------------------
 
@@ -197,17 +239,34 @@ class PtySerialLink:
 
     def _on_readable(self) -> None:
         assert self._master is not None
+        fd = self._master
         try:
-            data = os.read(self._master, _READ_BYTES)
+            data = os.read(fd, self.chunk_bytes)
         except BlockingIOError:
             return
         except OSError:
             # EIO: no slave open anywhere (cannot happen while we hold ours); treat as unplug.
             self.unplug()
             return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._rx_free_at = max(self._rx_free_at, now) + len(data) * _BITS_PER_BYTE / self.baud
+        # Leave the rest in the pty until these bytes could have crossed the wire.
+        loop.remove_reader(fd)
+        self._rx_pending = loop.call_at(self._rx_free_at, self._rx_arrived, fd, data)
+
+    def _rx_arrived(self, fd: int, data: bytes) -> None:
+        self._rx_pending = None
+        if self._master != fd:
+            return  # unplugged meanwhile: the bytes went with the cable
+        if self._handler is not None:
+            asyncio.get_running_loop().add_reader(fd, self._on_readable)
         for item in self._decoder.feed(data):
             if isinstance(item, CodecError):
                 self.stats.bad_in += 1
+                continue
+            if is_xfer_payload(item):
+                self._on_xfer(item)
                 continue
             try:
                 msg = decode_message(item)
@@ -220,3 +279,12 @@ class PtySerialLink:
             self.stats.messages_in += 1
             if self._handler is not None:
                 self._handler(msg)
+
+    def _on_xfer(self, payload: bytes) -> None:
+        if self.xfer is None:
+            self.stats.bad_in += 1  # this node has no model slots
+            return
+        try:
+            self._xfer_in.put_nowait(payload)
+        except asyncio.QueueFull:
+            self.xfer_dropped += 1  # the sender times out and resends
