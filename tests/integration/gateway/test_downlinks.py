@@ -39,7 +39,10 @@ def fleet(tmp_path: Path, radio_spec: str, broker: Mosquitto, site: str) -> Simu
 async def test_commands_reach_nodes_on_every_transport_and_nodes_obey(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_prefix: str
 ) -> None:
-    async with LocalRadio(2) as radio, fleet(tmp_path, radio.specs[1], mosquitto, mqtt_prefix) as sim:
+    async with (
+        LocalRadio(2) as radio,
+        fleet(tmp_path, radio.specs[1], mosquitto, mqtt_prefix) as sim,
+    ):
         await sim.wait_ready()
         cfg = gateway_config(
             tmp_path,
@@ -83,7 +86,8 @@ async def test_commands_reach_nodes_on_every_transport_and_nodes_obey(
             await wait_until(lambda: SERIAL not in downlinks.nodes(), what="serial link withdrawn")
             assert not downlinks.send_command(Command(SERIAL, 3, CommandKind.REBOOT))
             link = sim.nodes[BLE].link
-            assert isinstance(link, BleLink) and link.peripheral is not None
+            assert isinstance(link, BleLink)
+            assert link.peripheral is not None
             ble_link_before = downlinks.link_for(BLE)
             await link.peripheral.disconnect()
             await wait_until(
