@@ -48,6 +48,7 @@ class XferNode:
         self.chunks_bad = 0
         self.bad_payloads = 0
         self._model_change_pending = False
+        self._last_request: tuple[xfer.Request, bytes] | None = None
 
     def info(self) -> NodeInfo:
         s = self.store
@@ -83,8 +84,20 @@ class XferNode:
             self.bad_payloads += 1
             _LOGGER.debug("%s: bad transfer payload: %s", self.node_id, exc)
             return []
+        # A request the host repeats because our answer was lost gets the same answer again,
+        # not a second activation or rollback.
+        last = self._last_request
+        if isinstance(msg, xfer.Request) and last is not None and last[0] == msg:
+            return [last[1]]
         reply = self._dispatch(msg)
-        return [] if reply is None else [xfer.encode(reply)]
+        if reply is None:
+            return []
+        encoded = xfer.encode(reply)
+        if isinstance(msg, xfer.Request) and msg.op is not xfer.Op.INFO:
+            self._last_request = (msg, encoded)
+        elif isinstance(msg, xfer.Begin):
+            self._last_request = None
+        return [encoded]
 
     def _dispatch(self, msg: xfer.XferMessage) -> xfer.XferMessage | None:
         match msg:

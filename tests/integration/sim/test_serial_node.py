@@ -194,7 +194,8 @@ async def test_unplug_drops_the_port_and_replug_brings_it_back_on_the_same_path(
 
 async def test_large_gateway_write_does_not_leave_the_event_loop_spinning() -> None:
     """pyserial-asyncio-fast 0.16 busy-loops after a write bigger than the pty buffer."""
-    link = PtySerialLink("spin-01")
+    # The node paces what it reads at the baud rate: 256 KiB needs a fast line to take < 1 s.
+    link = PtySerialLink("spin-01", baud=4_000_000)
     received: list[DownlinkMessage] = []
     all_in = asyncio.Event()
     port = await GatewayPort.open(link.slave_path)
