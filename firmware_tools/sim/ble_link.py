@@ -66,22 +66,32 @@ class BleLink:
 
     async def run(self, on_downlink: DownlinkHandler) -> None:
         self._handler = on_downlink
+        first = b""
+        while self.beacon and not first:
+            # A beacon goes on air with its first reading: an advert without one would look
+            # like a connectable node (Bumble's virtual link reports every advert connectable).
+            first = self._beacon_payload(await self._outbox.get())
         peripheral = BlePeripheral(
             self.transport,
             self.node_id,
             connectable=not self.beacon,
             on_downlink=self._on_downlink,
             read_status=lambda: self._status,
+            advert_payload=first,
         )
         await peripheral.start()
         self.peripheral = peripheral
         self.stats.connects += 1
+        self._count_advert(first)
         self.ready.set()
         try:
             while True:
                 msg = await self._outbox.get()
                 if self.beacon:
-                    await self._advertise(peripheral, msg)
+                    payload = self._beacon_payload(msg)
+                    if payload:
+                        await peripheral.set_advert_payload(payload)
+                        self._count_advert(payload)
                     continue
                 payload = encode_message(msg)
                 delivered = await self._notify_chunks(peripheral, payload)
@@ -111,26 +121,29 @@ class BleLink:
             self.chunks_out += 1
         return True
 
-    async def _advertise(self, peripheral: BlePeripheral, msg: UplinkMessage) -> None:
+    def _count_advert(self, payload: bytes) -> None:
+        if payload:
+            self.stats.messages_out += 1
+            self.stats.bytes_out += len(payload)
+
+    def _beacon_payload(self, msg: UplinkMessage) -> bytes:
+        """Manufacturer data for a new reading batch; empty for anything else."""
         if not isinstance(msg, ReadingBatch):
-            return  # beacons carry readings only
+            return b""  # beacons carry readings only
         newest = self._beacon_newest
         if newest is not None and newest[0] == msg.boot_id and msg.seq <= newest[1]:
-            return  # a resend (nothing acks a beacon): advertised already
+            return b""  # a resend (nothing acks a beacon): advertised already
         self._beacon_newest = (msg.boot_id, msg.seq)
         sample = msg.samples[-1]
         # Adverts use a 16-bit boot id and seq; derive them from the node's so they move
         # together (a new boot gives a new advert boot id).
         self._beacon_seq = self._beacon_seq % 0xFFFF + 1
-        payload = encode_adv(
+        return encode_adv(
             boot_id=msg.boot_id & 0xFFFF,
             seq=self._beacon_seq,
             uptime_s=min(0xFF_FFFF, max(0, sample.t // 1000)),
             values=_beacon_values(msg, sample.values),
         )
-        await peripheral.set_advert_payload(payload)
-        self.stats.messages_out += 1
-        self.stats.bytes_out += len(payload)
 
     async def _on_downlink(self, data: bytes) -> None:
         for item in self._decoder.feed(data):

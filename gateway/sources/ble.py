@@ -67,6 +67,13 @@ def _checkpoint() -> None:
         raise asyncio.CancelledError
 
 
+def _connectable(advert: AdvertisementData) -> bool:
+    # bleak's AdvertisementData has no connectable flag; the Bumble backend hands its
+    # Advertisement over as platform_data. Other backends: assume connectable.
+    platform = advert.platform_data[0] if advert.platform_data else None
+    return bool(getattr(platform, "is_connectable", True))
+
+
 class _Disconnected(Exception):
     pass
 
@@ -117,6 +124,7 @@ class BleSource:
         self._mailboxes: dict[str, AckMailbox] = {}
         self._beacons: asyncio.Queue[Envelope] = asyncio.Queue(_BEACON_QUEUE_SIZE)
         self._last_beacon: dict[str, tuple[int, int]] = {}
+        self._beacon_names: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._last_advert = 0.0
         self.ready = asyncio.Event()
@@ -187,8 +195,8 @@ class BleSource:
         if beacon is not None:
             self._on_beacon(device, advert, beacon)
             return
-        if name is None:
-            return
+        if name is None or name in self._beacon_names or not _connectable(advert):
+            return  # beacons are read from adverts, never connected to
         wanted = (
             name in self._nodes
             if self._nodes
@@ -208,6 +216,7 @@ class BleSource:
         except CodecError as exc:
             self._admission.malformed(where, exc)
             return
+        self._beacon_names.add(msg.node_id)
         key = (msg.boot_id, msg.seq)
         if self._last_beacon.get(msg.node_id) == key:
             return  # beacons repeat each reading; the journal would drop the copy anyway
