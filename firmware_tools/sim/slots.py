@@ -290,12 +290,15 @@ class SlotStore:
                 return self._staged_len
         if self._state.trial is not None:
             raise SlotRefused(RefusalReason.BUSY, "a model is being self-tested")
-        # Claim the slot in the state before touching its file, so a half-erased image is
-        # never mistaken for the old one.
-        self._commit(self._state.with_slot(index, _Slot(signed.to_cbor(), "staging")))
+        # Forget the slot's old image before erasing it (a half-erased image is never
+        # trusted), and only call it "staging" once it is empty, so the bytes a resume counts
+        # are always bytes of this transfer.
+        if current is not None:
+            self._commit(self._state.with_slot(index, None))
         self._fault("truncate")
         with open(self._slot_path(index), "wb") as f:
             os.fsync(f.fileno())
+        self._commit(self._state.with_slot(index, _Slot(signed.to_cbor(), "staging")))
         self._staged_len = 0
         _LOGGER.info(
             "slot %d: receiving %s %s (seq %d, %d bytes)",
@@ -323,11 +326,12 @@ class SlotStore:
                 f"{offset + len(data)} bytes sent but the manifest says {size}",
             )
         self._fault("data")
-        with open(self._slot_path(index), "r+b") as f:
-            f.seek(offset)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(self._slot_path(index), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, data, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self._staged_len = offset + len(data)
         return self._staged_len
 
