@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
 from gateway.events import AlertEvent, AlertEventKind
 from gateway.outputs import AlertBus, AlertOutputs, OutputsConfig
@@ -197,10 +200,29 @@ async def test_local_outputs_work_offline_and_queued_notifications_arrive_once_i
     assert len({c.cmd_id for c in sender.calls}) == 8
 
 
+@pytest.fixture
+def persistent_mosquitto() -> Iterator[Mosquitto]:
+    """A restartable broker whose sessions survive the restart.
+
+    Run as root, mosquitto drops to its own user and cannot write its persistence file
+    into pytest's private (0700) tmp dirs, so sessions are silently lost on restart; this
+    broker's directory is world-writable instead.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="fieldgate-mosquitto-"))
+    workdir.chmod(0o777)
+    broker = Mosquitto(workdir=workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 async def test_local_mqtt_buffers_while_the_broker_is_down(
-    tmp_path: Path, restartable_mosquitto: Mosquitto, mqtt_prefix: str
+    tmp_path: Path, persistent_mosquitto: Mosquitto, mqtt_prefix: str
 ) -> None:
-    broker = restartable_mosquitto
+    broker = persistent_mosquitto
     topic = f"fieldgate/{mqtt_prefix}/alerts/#"
     config = OutputsConfig.model_validate(
         {"local_mqtt": {"enabled": True, "url": broker.url, "reconnect_max_s": 0.3}}
