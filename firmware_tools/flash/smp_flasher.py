@@ -80,6 +80,7 @@ _ADVICE: Final = {
     RefusalReason.BUSY: "a model is already waiting to be tested; reset the node and retry",
     RefusalReason.SELF_TEST_FAILED: "the node confirms a model only after its own self-test",
 }
+_MAX_ATTRIBUTE_BYTES = 512
 _POLL_S = 0.5  # per request while waiting for a rebooting node
 
 
@@ -360,6 +361,44 @@ class BumbleSMPBLETransport(SMPBLETransport):
     def __init__(self, hci: str) -> None:
         super().__init__()
         self.hci = hci
+        self._pieces: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def receive(self) -> bytes:
+        """One response, reassembled from notifications by the SMP header's length.
+
+        Replaces the inherited one, whose condition variable is left unlocked when a
+        request times out (``RuntimeError: Lock is not acquired`` on the next one);
+        a queue is cancel-safe.
+        """
+        buffer = bytearray()
+        while len(buffer) < smphdr.Header.SIZE or len(buffer) < smphdr.Header.SIZE + int.from_bytes(
+            buffer[2:4], "big"
+        ):
+            buffer.extend(await self._next_piece())
+        size = smphdr.Header.SIZE + int.from_bytes(buffer[2:4], "big")
+        if len(buffer) > size:
+            raise SMPTransportDisconnected(f"{len(buffer) - size} stray bytes after a response")
+        return bytes(buffer)
+
+    async def _next_piece(self) -> bytes:
+        if not self._pieces.empty():
+            return self._pieces.get_nowait()
+        if self._disconnected_event.is_set():
+            raise SMPTransportDisconnected(f"{self.hci}: disconnected")
+        piece = asyncio.ensure_future(self._pieces.get())
+        gone = asyncio.ensure_future(self._disconnected_event.wait())
+        try:
+            await asyncio.wait((piece, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (piece, gone):
+                task.cancel()
+            await asyncio.gather(piece, gone, return_exceptions=True)
+        if piece.done() and not piece.cancelled():
+            return piece.result()
+        raise SMPTransportDisconnected(f"{self.hci}: disconnected")
+
+    async def _notify_callback(self, sender: Any, data: bytes) -> None:
+        self._pieces.put_nowait(bytes(data))
 
     async def _connect(self, address: str, timeout_s: float) -> None:
         from gateway.ble import BumbleClient, BumbleScanner
@@ -376,6 +415,7 @@ class BumbleSMPBLETransport(SMPBLETransport):
             )
         if device is None:
             raise SMPBLETransportDeviceNotFound(f"Device {address!r} not found via {self.hci}")
+        self._pieces = asyncio.Queue()
         self._client = BleakClient(
             device,
             services=(str(SMP_SERVICE_UUID),),
@@ -388,7 +428,11 @@ class BumbleSMPBLETransport(SMPBLETransport):
         characteristic = self._client.services.get_characteristic(SMP_CHARACTERISTIC_UUID)
         if characteristic is None:
             raise SMPBLETransportNotSMPServer(f"{address} has no SMP characteristic")
-        self._max_write_without_response_size = characteristic.max_write_without_response_size
+        # ATT_MTU - 3 may exceed the 512 bytes an attribute value may hold (Core spec Vol 3
+        # Part F 3.2.9); servers drop such writes, so a request piece stays within 512.
+        self._max_write_without_response_size = min(
+            characteristic.max_write_without_response_size, _MAX_ATTRIBUTE_BYTES
+        )
         self._smp_characteristic = characteristic
         await self._await_or_disconnect(
             # smpclient annotates its callback's data as bytes; bleak passes a bytearray.

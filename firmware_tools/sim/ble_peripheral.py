@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from bumble import att, core, data_types
 from bumble.core import UUID, AdvertisingData
@@ -73,6 +73,7 @@ class BlePeripheral:
         read_status: Callable[[], bytes] | None = None,
         advert_payload: bytes = b"",
         advertising_interval_ms: float = 100.0,
+        extra_services: Sequence[Service] = (),
     ) -> None:
         self.transport_spec = transport
         self.node_id = node_id
@@ -119,6 +120,8 @@ class BlePeripheral:
                 ],
             ),
             Service(ESS_SERVICE_UUID, [temperature]),
+            # Other GATT services of the node (e.g. SMP, firmware_tools.sim.smp_ble).
+            *extra_services,
         ]
 
     # -- lifecycle ----------------------------------------------------------------------
