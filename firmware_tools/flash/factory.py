@@ -49,9 +49,16 @@ class FlasherFactory:
 
     async def aclose(self) -> None:
         created, self._created = self._created, []
+        uses_ble = any(f.transport == Transport.SMP_BLE for f in created)
         async with contextlib.AsyncExitStack() as stack:
+            if uses_ble:
+                # SmpBleFlasher shares one Bumble adapter per controller process-wide; it
+                # must close on this event loop, after the flashers' connections.
+                from gateway.ble import close_adapters
+
+                stack.push_async_callback(close_adapters)
             # Each close runs even if an earlier one raises; errors surface after all ran.
-            for flasher in reversed(created):
+            for flasher in created:
                 stack.push_async_callback(flasher.aclose)
 
     def create(self, entry: NodeEntry) -> NodeFlasher:

@@ -320,6 +320,9 @@ async def flash_fleet(
     anything else is a bug and propagates. ``expected_targets`` maps node ids to the target
     class the inventory declares. The caller owns (and closes) the flashers.
     """
+    ids = [f.node_id for f in flashers]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"node ids must be unique, got {ids}")
     options = options or FlashOptions()
     observer = observer or NullObserver()
     expected_targets = expected_targets or {}
