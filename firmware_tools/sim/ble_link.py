@@ -36,7 +36,13 @@ class BleLink:
     kind = "ble"
 
     def __init__(
-        self, node_id: str, *, transport: str, beacon: bool = False, queue_size: int = 64
+        self,
+        node_id: str,
+        *,
+        transport: str,
+        beacon: bool = False,
+        queue_size: int = 64,
+        max_chunk_bytes: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.transport = transport
@@ -52,6 +58,9 @@ class BleLink:
         self._encoder = ChunkEncoder()
         self._decoder = ChunkDecoder()
         self.chunks_out = 0
+        # Cap on a notification's size below ATT_MTU - 3, as firmware with small buffers
+        # has (20 = the default MTU's); None: use all the negotiated MTU allows.
+        self.max_chunk_bytes = max_chunk_bytes
 
     @property
     def address(self) -> str:
@@ -112,7 +121,10 @@ class BleLink:
             self._encoder = ChunkEncoder()
             self._decoder = ChunkDecoder()
             return False
-        for chunk in self._encoder.split(payload, peripheral.max_uplink_bytes):
+        room = peripheral.max_uplink_bytes
+        if self.max_chunk_bytes is not None:
+            room = min(room, self.max_chunk_bytes)
+        for chunk in self._encoder.split(payload, room):
             try:
                 if not await peripheral.notify_uplink(chunk):
                     return False

@@ -1,4 +1,5 @@
-"""A simulated BLE node (Bumble peripheral) read by bleak through the Bumble backend."""
+"""A simulated BLE node (Bumble peripheral) read by bleak through the Bumble backend: its
+uplinks and the downlinks it takes are chunked as docs/protocol.md §5.2 says."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bleak.backends.scanner import AdvertisementData
 from firmware_tools.sim.fleet import SimConfig, Simulator
 from gateway.ble import BumbleClient, BumbleScanner, close_adapters
 from gateway.ble.radio import LocalRadio
+from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
 from gateway.codecs.ble_layout import DOWNLINK_CHAR_UUID, STATUS_CHAR_UUID, UPLINK_CHAR_UUID
 from gateway.codecs.payload import decode_message, encode_message
 from gateway.models import Ack, ReadingBatch, Status, UplinkMessage
@@ -33,7 +35,7 @@ async def find(spec: str, node_id: str) -> BLEDevice:
         return await found
 
 
-async def test_ble_node_notifies_cbor_uplinks_and_takes_acks_written_to_downlink() -> None:
+async def test_ble_node_notifies_chunked_uplinks_and_takes_chunked_acks() -> None:
     async with LocalRadio(2) as radio:
         cfg = SimConfig(
             nodes=1,
@@ -50,11 +52,17 @@ async def test_ble_node_notifies_cbor_uplinks_and_takes_acks_written_to_downlink
                 device = await find(radio.specs[0], "pump-01")
                 received: list[UplinkMessage] = []
                 queue: asyncio.Queue[UplinkMessage] = asyncio.Queue()
+                chunks: list[bytes] = []
+                decoder = ChunkDecoder()
+                encoder = ChunkEncoder()
 
                 def on_uplink(_char: BleakGATTCharacteristic, data: bytearray) -> None:
-                    msg = decode_message(bytes(data))
-                    assert isinstance(msg, ReadingBatch | Status)
-                    queue.put_nowait(msg)
+                    chunks.append(bytes(data))
+                    for item in decoder.feed(data):
+                        assert isinstance(item, bytes), item
+                        msg = decode_message(item)
+                        assert isinstance(msg, ReadingBatch | Status)
+                        queue.put_nowait(msg)
 
                 client = BleakClient(device, backend=BumbleClient, timeout=WAIT_S)  # type: ignore[arg-type]
                 async with client:
@@ -64,9 +72,12 @@ async def test_ble_node_notifies_cbor_uplinks_and_takes_acks_written_to_downlink
                             msg = await queue.get()
                             received.append(msg)
                             ack = Ack(msg.node_id, msg.boot_id, msg.last_seq)
-                            await client.write_gatt_char(
-                                DOWNLINK_CHAR_UUID, encode_message(ack), response=True
-                            )
+                            # Small chunks, so that the node must reassemble the ack.
+                            for chunk in encoder.split(encode_message(ack), 12):
+                                await client.write_gatt_char(
+                                    DOWNLINK_CHAR_UUID, chunk, response=True
+                                )
+                    max_chunk = max_chunk_for_mtu(client.mtu_size)
                     status = decode_message(bytes(await client.read_gatt_char(STATUS_CHAR_UUID)))
                 stats = sim.stats()["pump-01"]
         finally:
@@ -77,3 +88,7 @@ async def test_ble_node_notifies_cbor_uplinks_and_takes_acks_written_to_downlink
     assert stats["acked"] >= 5
     assert stats["link_messages_in"] >= 5
     assert stats["link_bad_in"] == 0
+    # Every notification is one chunk within the MTU, and they reassemble without a loss.
+    assert all(len(c) <= max_chunk for c in chunks)
+    assert decoder.messages_bad == 0
+    assert decoder.messages_ok >= len(received)
