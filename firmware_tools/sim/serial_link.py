@@ -43,7 +43,10 @@ from gateway.models import Ack, Command, UplinkMessage
 
 _LOGGER = logging.getLogger(__name__)
 _BITS_PER_BYTE = 10
-_XFER_QUEUE = 64  # more than any sender's window: the node never drops a windowed chunk
+_XFER_QUEUE = 64
+# A timer fires a little late; bytes that follow within this much of the previous ones are
+# taken as back to back on the wire, or every late wake-up would slow the line down.
+_CONTINUOUS_S = 0.005  # more than any sender's window: the node never drops a windowed chunk
 
 
 class PtySerialLink:
@@ -216,7 +219,9 @@ class PtySerialLink:
                 continue
             view = view[written:]
             now = loop.time()
-            self._tx_free_at = max(self._tx_free_at, now) + written * _BITS_PER_BYTE / self.baud
+            self._tx_free_at = _line_start(self._tx_free_at, now) + (
+                written * _BITS_PER_BYTE / self.baud
+            )
             await asyncio.sleep(self._tx_free_at - now)
 
     async def _wait_writable(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -250,7 +255,9 @@ class PtySerialLink:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._rx_free_at = max(self._rx_free_at, now) + len(data) * _BITS_PER_BYTE / self.baud
+        self._rx_free_at = _line_start(self._rx_free_at, now) + (
+            len(data) * _BITS_PER_BYTE / self.baud
+        )
         # Leave the rest in the pty until these bytes could have crossed the wire.
         loop.remove_reader(fd)
         self._rx_pending = loop.call_at(self._rx_free_at, self._rx_arrived, fd, data)
@@ -288,3 +295,8 @@ class PtySerialLink:
             self._xfer_in.put_nowait(payload)
         except asyncio.QueueFull:
             self.xfer_dropped += 1  # the sender times out and resends
+
+
+def _line_start(free_at: float, now: float) -> float:
+    """When the next bytes start on the wire: after the previous ones, or now if idle."""
+    return free_at if now - free_at < _CONTINUOUS_S else now

@@ -6,6 +6,8 @@ fleet key; the model is the shipped node model re-signed with that key.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from firmware_tools.flash.serial_flasher import SerialFlasher
 from firmware_tools.manifest import sha256_hex
 from firmware_tools.signing import SignedManifest
 from firmware_tools.sim.fleet import SimConfig, Simulator
+from firmware_tools.sim.serial_link import PtySerialLink
 from firmware_tools.sim.slots import SlotStore
 from tests.fixtures.servers import Mosquitto
 from tests.unit.flash.models import Model, raw_public_key, signed_model
@@ -250,3 +253,31 @@ async def test_a_model_failing_its_self_test_is_rolled_back_by_the_node(
         assert active(info) == (1, True)
         assert [s.confirmed for s in info.slots if s.slot == 1] == [False]
         assert runs_a_valid_model(store_of(sim), v1)
+
+
+async def test_the_emulated_serial_line_paces_what_the_host_writes_to_the_node() -> None:
+    """The node takes bytes no faster than 115200 baud (10 bits a byte) allows."""
+    from firmware_tools.flash.xfer import ChunkAck, encode
+    from gateway.codecs.framing import encode_frame
+
+    link = PtySerialLink("pace-01", baud=115_200)
+    frame = encode_frame(encode(ChunkAck(0)))  # a transfer frame the node ignores (no slots)
+    count = 5760 // len(frame)
+    flasher = SerialFlasher("pace-01", link.slave_path)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(link.run(lambda _m: None), name="sim:pace-01:link")
+            await link.ready.wait()
+            started = time.monotonic()
+            for _ in range(count):
+                await flasher._send(encode(ChunkAck(0)))  # raw frames, on purpose
+            while link.stats.bad_in < count:
+                await asyncio.sleep(0.01)
+            elapsed = time.monotonic() - started
+            task.cancel()
+    finally:
+        await flasher.aclose()
+        link.close()
+    line_s = count * len(frame) * 10 / 115_200
+    assert elapsed >= 0.95 * line_s, f"{count * len(frame)} bytes in {elapsed:.3f} s"
+    assert elapsed < 2 * line_s + 0.5
