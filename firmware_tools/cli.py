@@ -617,7 +617,7 @@ async def _flash_async(
             return all(r.verdict in ("would flash", "already current") for r in rows)
         console.print(
             f"flashing {m.name} {m.version} (sequence {m.sequence}, {len(artifact)} bytes) to "
-            f"{len(flashers)} node{'s' if len(flashers) != 1 else ''}, {options.parallel} at a time",
+            f"{len(flashers)} node{'s' if len(flashers) != 1 else ''}, up to {options.parallel} at a time",
             highlight=False,
         )
         with _ProgressObserver(console, {f.node_id: f.transport for f in flashers}) as observer:
@@ -719,7 +719,9 @@ def _render_results(console: Console, results: list[FlashResult]) -> None:
     console.print(table)
     for r in results:
         if r.reason and r.outcome.value not in ("flashed", "already_current"):
-            console.print(f"[red]{r.node_id}:[/red] {r.reason}", highlight=False)
+            # Errors raised by transports already start with the node id.
+            reason = r.reason.removeprefix(f"{r.node_id}: ")
+            console.print(f"[red]{r.node_id}:[/red] {reason}", highlight=False)
 
 
 def _render_dry_run(console: Console, rows: list[DryRunRow], m: ModelManifest) -> None:
@@ -812,4 +814,7 @@ def _read_artifact(path: Path) -> bytes:
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # smpclient logs each timeout and disconnect it raises; our flashers turn those into
+    # per-node results and retries, so its own lines would only repeat them out of context.
+    logging.getLogger("smpclient").setLevel(logging.CRITICAL)
     app()

@@ -157,9 +157,8 @@ _REFUSAL_ADVICE: dict[RefusalReason, str] = {
     RefusalReason.OLD_SEQUENCE: "re-sign the model with a higher --sequence",
     RefusalReason.WRONG_TARGET: "convert and sign the model for the node's target class",
     RefusalReason.NO_SPACE: "the model or its arena does not fit the node; shrink the model",
-    RefusalReason.SELF_TEST_FAILED: "the node booted the model in test mode, its self-test "
-    "failed and it went back to its previous model; check the model with `flash-model "
-    "info-model`",
+    RefusalReason.SELF_TEST_FAILED: "the node runs its previous model again; check this one "
+    "with `flash-model info-model` (it must load in TFLM and give sane output)",
     RefusalReason.BUSY: "another transfer is in progress on the node; wait for it to end",
 }
 

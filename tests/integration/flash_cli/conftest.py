@@ -217,12 +217,13 @@ async def running_fleet(
                 if kind == "serial"
                 else f"{mosquitto.url}/{mqtt_prefix}/{node_id}"
             )
-        for link in smp_serial:
-            specs[link.server.node_id] = f"smp-serial:{link.address}={link.server.node_id}"
-            transports[link.server.node_id] = "smp-serial"
-        for link in smp_ble:
-            specs[link.node_id] = f"smp-ble:{link.address}={link.node_id}"
-            transports[link.node_id] = "smp-ble"
+        for serial_link in smp_serial:
+            node_id = serial_link.server.node_id
+            specs[node_id] = f"smp-serial:{serial_link.address}={node_id}"
+            transports[node_id] = "smp-serial"
+        for ble_link in smp_ble:
+            specs[ble_link.node_id] = f"smp-ble:{ble_link.address}={ble_link.node_id}"
+            transports[ble_link.node_id] = "smp-ble"
         inventory = tmp_path / "inventory.toml"
         inventory.write_text(
             _inventory_toml(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,9 +184,7 @@ def _hci(fleet: Fleet) -> str:
     raise AssertionError("no ble_hci in the inventory")
 
 
-def _json_tail(out: str) -> dict[str, object]:
-    import json
-
+def _json_tail(out: str) -> dict[str, Any]:
     doc = json.loads(out[out.index("{") :])
     assert isinstance(doc, dict)
     return doc

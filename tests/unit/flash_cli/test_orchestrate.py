@@ -119,7 +119,7 @@ async def test_a_failed_self_test_is_reported_as_rolled_back(model: Model) -> No
     node = ScriptedFlasher("pump-01", running=running_slot(), script=Script(fail_self_test=True))
     result = await flash_one(node, model)
     assert result.outcome is Outcome.ROLLED_BACK
-    assert "went back to its previous model" in result.reason
+    assert "runs its previous model again" in result.reason
 
 
 async def test_a_lost_activate_reply_is_settled_by_asking_the_node(model: Model) -> None:
