@@ -33,6 +33,10 @@ from firmware_tools.sim.smp_server import SmpServer
 _LOGGER = logging.getLogger(__name__)
 _BITS_PER_BYTE = 10
 _READ_BYTES = 4096
+# A timer fires a little late; bytes that follow within this much of the previous ones are
+# back to back on the wire, or every late wake-up would slow the emulated line down (the same
+# rule as PtySerialLink, so both paths of bench.flash run on the same wire).
+_CONTINUOUS_S = 0.005
 LINE_LENGTH = 128  # the SMP serial convention; Zephyr's console line buffer
 
 
@@ -173,8 +177,8 @@ class SmpSerialLink:
                 loop = asyncio.get_running_loop()
                 # The last of these bytes reaches a real UART this much later.
                 now = loop.time()
-                self._rx_free_at = (
-                    max(self._rx_free_at, now) + len(data) * _BITS_PER_BYTE / self.baud
+                self._rx_free_at = _line_start(self._rx_free_at, now) + (
+                    len(data) * _BITS_PER_BYTE / self.baud
                 )
                 await asyncio.sleep(self._rx_free_at - now)
                 self.bytes_in += len(data)
@@ -237,10 +241,17 @@ class SmpSerialLink:
             view = view[written:]
             self.bytes_out += written
             now = loop.time()
-            self._tx_free_at = max(self._tx_free_at, now) + written * _BITS_PER_BYTE / self.baud
+            self._tx_free_at = _line_start(self._tx_free_at, now) + (
+                written * _BITS_PER_BYTE / self.baud
+            )
             await asyncio.sleep(self._tx_free_at - now)
 
 
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _line_start(free_at: float, now: float) -> float:
+    """When the next bytes start on the wire: after the previous ones, or now if idle."""
+    return free_at if now - free_at < _CONTINUOUS_S else now
