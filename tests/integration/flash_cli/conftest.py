@@ -64,9 +64,13 @@ def write_model(
     *,
     target: str = DEFAULT_TARGET,
     bad_output_shape: bool = False,
+    pad: int | None = None,
 ) -> ModelFile:
-    """The node model as version 1.<sequence>.0, signed, on disk with its manifests."""
-    artifact = BASE_MODEL + bytes(16 * sequence)
+    """The node model as version 1.<sequence>.0, signed, on disk with its manifests.
+
+    ``pad`` trailing zero bytes (default 16 × sequence) make a distinct, larger file.
+    """
+    artifact = BASE_MODEL + bytes(16 * sequence if pad is None else pad)
     manifest = build_manifest(
         artifact,
         name="node_model",
