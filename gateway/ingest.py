@@ -66,6 +66,20 @@ class IngestQueue:
         self.high_water = max(self.high_water, self._queue.qsize())
         return True
 
+    def try_put(self, envelope: Envelope) -> bool:
+        """Queue ``envelope`` without waiting. False only when the queue is full and the policy
+        is ``block``: the caller must keep it and ``put`` it later (in order). With
+        ``drop_newest`` a full queue drops and counts it, and that counts as handled."""
+        try:
+            self._queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            if self._overflow != "drop_newest":
+                return False
+            self.dropped[envelope.transport.value] += 1
+            return True
+        self.high_water = max(self.high_water, self._queue.qsize())
+        return True
+
     async def get_batch(self, max_items: int) -> list[Envelope]:
         """Wait for at least one envelope, then take whatever else is ready, up to ``max_items``."""
         batch = [await self._queue.get()]

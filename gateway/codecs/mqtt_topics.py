@@ -101,8 +101,23 @@ def downlink_filters(site: str, node_id: str) -> list[str]:
     return [format_topic(site, node_id, kind) for kind in TopicKind if not kind.is_uplink]
 
 
+# Topics repeat per node and kind: remember the parsed form of valid ones (bounded).
+_PARSED: dict[str, TopicParts] = {}
+_PARSED_MAX: Final = 4096
+
+
 def parse_topic(topic: str) -> TopicParts:
     """Split a topic into its parts; raises :class:`TopicError` naming the bad level."""
+    parts = _PARSED.get(topic)
+    if parts is None:
+        parts = _parse_topic(topic)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[topic] = parts
+    return parts
+
+
+def _parse_topic(topic: str) -> TopicParts:
     raw = topic.encode("utf-8", "surrogatepass")
     levels = topic.split("/")
     if len(levels) != 4:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,7 +28,7 @@ from gateway.codecs.mqtt_topics import (
 from gateway.codecs.payload import encode_message
 from gateway.config import MqttConfig
 from gateway.downlink import Downlinks
-from gateway.errors import CodecError
+from gateway.errors import CodecError, TopicError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.models import Ack, Command, Transport
@@ -94,6 +95,8 @@ class MqttSource:
             )
             paho = client._client  # see module docstring
             paho.manual_ack_set(True)
+            # Before connecting: a persistent session's backlog arrives right after CONNACK.
+            backlog, has_backlog = self._take_messages_from(paho)
             try:
                 async with client:
                     self.connections += 1
@@ -106,7 +109,7 @@ class MqttSource:
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._send_acks(client), name=f"{self.name}:acks")
                         tg.create_task(self._send_commands(client), name=f"{self.name}:commands")
-                        await self._receive(client, paho)
+                        await self._receive(client, backlog, has_backlog)
             except* aiomqtt.MqttError as group:
                 self.ready.clear()
                 self._forget_nodes()
@@ -117,38 +120,84 @@ class MqttSource:
                 _LOGGER.warning("mqtt: %s; reconnecting in %.1f s", group.exceptions[0], delay)
                 await asyncio.sleep(delay)
 
-    async def _receive(self, client: aiomqtt.Client, paho: Any) -> None:
-        async for message in client.messages:
-            topic = str(message.topic)
-            payload = message.payload
-            mid, qos = message.mid, message.qos
+    def _take_messages_from(self, paho: Any) -> tuple[deque[Envelope], asyncio.Event]:
+        """Decode and queue messages straight from paho's callback.
 
-            def puback(mid: int = mid, qos: int = qos) -> None:
-                if qos > 0:
-                    paho.ack(mid, qos)
+        The callback runs on this event loop (aiomqtt drives paho from loop reader callbacks);
+        it replaces aiomqtt's iterator, which costs a task and an asyncio.wait per message,
+        more than decoding and admitting it. Envelopes the bounded ingest queue cannot take
+        at once wait in ``backlog``, in order, and the pump feeds them with the queue's own
+        policy. The backlog is bounded by the broker: with manual acks it sends at most its
+        in-flight window of unacknowledged QoS 1 messages.
+        """
+        backlog: deque[Envelope] = deque()
+        has_backlog = asyncio.Event()
 
-            try:
-                parts = parse_topic(topic)
-                if parts.kind not in UPLINK_KINDS:
-                    puback()  # our own downlink (ack/cmd) echoed by the wildcard
-                    continue
-                if not isinstance(payload, bytes | bytearray):
-                    payload = str(payload).encode()
-                msg = decode_mqtt_payload(parts.kind, bytes(payload), parts.node_id)
-            except CodecError as exc:
-                # Redelivery would not make it valid: acknowledge it to the broker, count it.
-                self._admission.malformed(topic, exc)
-                puback()
-                continue
-            if isinstance(msg, Ack | Command):  # decode checks type against the topic kind
-                puback()
-                continue
-            if not self._admission.admit(msg, topic):
-                puback()
-                continue
-            await self._queue.put(
-                Envelope(msg, Transport.MQTT, now_ms(), self._mailbox, on_durable=puback)
+        def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+            env = self._envelope(message, paho)
+            if env is None:
+                return
+            if not backlog and self._queue.try_put(env):
+                return
+            backlog.append(env)
+            has_backlog.set()
+
+        paho.on_message = on_message
+        return backlog, has_backlog
+
+    async def _receive(
+        self, client: aiomqtt.Client, backlog: deque[Envelope], has_backlog: asyncio.Event
+    ) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._pump(backlog, has_backlog), name=f"{self.name}:pump")
+            # Never yields (paho's on_message takes every message); it raises MqttError when
+            # the connection drops, which is what ends this receive loop.
+            async for message in client.messages:
+                _LOGGER.error("mqtt: message bypassed the receiver: %s", message.topic)
+
+    async def _pump(self, backlog: deque[Envelope], has_backlog: asyncio.Event) -> None:
+        while True:
+            await has_backlog.wait()
+            while backlog:
+                await self._queue.put(backlog[0])
+                backlog.popleft()
+            has_backlog.clear()
+
+    def _envelope(self, message: Any, paho: Any) -> Envelope | None:
+        """Decode and admit one paho message; None (and PUBACKed) when it will not enter."""
+        mid, qos = message.mid, message.qos
+
+        def puback() -> None:
+            if qos > 0:
+                paho.ack(mid, qos)
+
+        try:
+            topic: str = message.topic  # paho decodes it here and raises on invalid UTF-8
+        except UnicodeDecodeError as exc:
+            raw_topic = bytes(getattr(message, "_topic", b""))
+            self._admission.malformed(
+                repr(raw_topic[:80]), TopicError(f"topic is not valid UTF-8: {exc}", raw_topic, 0)
             )
+            puback()
+            return None
+        try:
+            parts = parse_topic(topic)
+            if parts.kind not in UPLINK_KINDS:
+                puback()  # our own downlink (ack/cmd) echoed by the wildcard
+                return None
+            msg = decode_mqtt_payload(parts.kind, message.payload, parts.node_id)
+        except CodecError as exc:
+            # Redelivery would not make it valid: acknowledge it to the broker, count it.
+            self._admission.malformed(topic, exc)
+            puback()
+            return None
+        if isinstance(msg, Ack | Command):  # decode checks type against the topic kind
+            puback()
+            return None
+        if not self._admission.admit(msg, topic):
+            puback()
+            return None
+        return Envelope(msg, Transport.MQTT, now_ms(), self._mailbox, on_durable=puback)
 
     async def _send_acks(self, client: aiomqtt.Client) -> None:
         while True:
