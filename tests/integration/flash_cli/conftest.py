@@ -65,6 +65,7 @@ def write_model(
     target: str = DEFAULT_TARGET,
     bad_output_shape: bool = False,
     pad: int | None = None,
+    arena_bytes: int = ARENA_BYTES,
 ) -> ModelFile:
     """The node model as version 1.<sequence>.0, signed, on disk with its manifests.
 
@@ -77,7 +78,7 @@ def write_model(
         version=f"1.{sequence}.0",
         sequence=sequence,
         target=target,
-        arena_bytes=ARENA_BYTES,
+        arena_bytes=arena_bytes,
         created_at="2026-01-01T00:00:00Z",
     )
     if bad_output_shape:

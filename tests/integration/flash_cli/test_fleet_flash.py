@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from firmware_tools.signing import generate_keypair
 from tests.integration.flash_cli.conftest import (
     Fleet,
     StartFleet,
@@ -164,6 +165,37 @@ async def test_refusals_rollbacks_and_unreachable_nodes_exit_3_with_reasons(
         assert "pump-99: node unreachable" in str(rows["pump-99"]["reason"])
         assert "pump-99:" in out
         assert "transfers resume" in out
+
+        # An arena larger than the node's RAM: no space, refused before sending.
+        huge = write_model(models, "huge", keys[0], 2, arena_bytes=200_000)
+        code, out = await run_cli(
+            "flash", str(huge.path), "--to", fleet.specs["pump-06"], "--report", str(report)
+        )
+        assert code == 3, out
+        row = read_report(report)["pump-06"]
+        assert row["outcome"] == "refused"
+        assert "needs a 200000-byte arena but the node has 131072" in str(row["reason"])
+        assert row["bytes_sent"] == 0
+
+        # Signed with another key than the fleet's: the nodes themselves refuse it.
+        other_priv, _ = generate_keypair(tmp_path / "other-keys")
+        forged = write_model(models, "forged", other_priv, 4)
+        code, out = await run_cli(
+            "flash",
+            str(forged.path),
+            "--to",
+            fleet.specs["pump-02"],
+            "--to",
+            fleet.specs["pump-05"],
+            "--report",
+            str(report),
+        )
+        assert code == 3, out
+        for node_id, row in read_report(report).items():
+            assert row["outcome"] == "refused", row
+            assert "(bad_signature)" in str(row["reason"])
+            assert "fleet key" in str(row["reason"])
+            assert fleet.stores[node_id].active_artifact() == fleet.factory_model.artifact
 
         # A model that fails the node's self-test: sent, tried, reverted by the node itself.
         code, out = await run_cli(
