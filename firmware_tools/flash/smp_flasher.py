@@ -177,7 +177,10 @@ class _SmpFlasher:
             sha = bytes.fromhex(wanted.manifest.sha256)
             target = next((i for i in images if i.hash == sha), None)
         else:
-            target = next((i for i in images if not i.active and not i.confirmed), None)
+            # Uploaded by an earlier run: the verified model that has not been tested yet.
+            target = next(
+                (i for i in images if i.bootable and not i.active and not i.confirmed), None
+            )
         if target is None or target.hash is None:
             raise FlashError(
                 f"{self.node_id}: no uploaded model waits for activation; upload first"
@@ -224,6 +227,7 @@ class _SmpFlasher:
             BleakError,
             OSError,
         ) as exc:
+            # Best effort: a half-open transport may fail to close in transport-specific ways.
             with contextlib.suppress(Exception):
                 await client.disconnect()
             raise NodeUnreachable(
@@ -235,6 +239,7 @@ class _SmpFlasher:
     async def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
+            # Best effort: the link may already be gone (serial unplugged, BLE dropped).
             with contextlib.suppress(Exception):
                 await client.disconnect()
 

@@ -337,15 +337,17 @@ class SmpServer:
                 "active": True,
             }
         ]
+        ready = self.store.ready_manifest()
         for s in self.store.info():
             state: dict[str, Any] = {
                 "image": MODEL_IMAGE,
                 "slot": s.slot,
                 "version": s.model_version,
                 "hash": self._full_hash(s.slot, s.model_hash),
-                "bootable": True,
             }
             flags = {
+                # A model that failed its self-test stays listed, but is not bootable.
+                "bootable": s.confirmed or (ready is not None and ready.model_hash == s.model_hash),
                 "active": s.active,
                 "confirmed": s.confirmed,
                 "pending": self._pending is not None and self._pending[0] == s.slot,

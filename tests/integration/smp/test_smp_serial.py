@@ -228,3 +228,23 @@ async def test_rollback_makes_the_previous_confirmed_model_active_again(
     assert info.active is not None
     assert (info.active.sequence, info.active.confirmed) == (1, True)
     assert server.store.active_artifact() == factory.artifact
+
+
+async def test_a_later_run_activates_the_model_an_earlier_run_uploaded(
+    tmp_path: Path, key: Ed25519PrivateKey, factory: Model
+) -> None:
+    server = make_server(tmp_path, key, factory)
+    new = make_model(key, 2)
+    async with serial_node(server) as link:
+        uploader = SmpSerialFlasher("pump-01", link.address, baud=FAST_BAUD)
+        try:
+            await uploader.upload(new.artifact, new.signed, lambda d, t: None)
+        finally:
+            await uploader.aclose()
+        activator = SmpSerialFlasher("pump-01", link.address, baud=FAST_BAUD)
+        try:
+            info = await activator.activate(timeout_s=10)
+        finally:
+            await activator.aclose()
+    assert info.active is not None
+    assert (info.active.sequence, info.active.confirmed) == (2, True)

@@ -173,3 +173,20 @@ def test_unsupported_and_malformed_requests_get_errors_not_exceptions(server: Sm
     malformed = smpos.OSManagementErrorV1.loads(server.handle(garbage).response)
     assert malformed.rc == smperr.MGMT_ERR.EINVAL
     assert server.handle(b"\x02").response == b""
+
+
+def test_a_model_that_failed_its_self_test_is_listed_but_not_bootable(
+    server: SmpServer, key: Ed25519PrivateKey
+) -> None:
+    broken = make_model(key, 2, bad_output_shape=True)
+    _send_manifest(server, broken)
+    _upload(server, broken, 0, broken.artifact)
+    server.handle(smpimg.ImageStatesWriteRequest(hash=broken.sha256, confirm=False).BYTES)
+    assert server.handle(smpos.ResetWriteRequest().BYTES).reset
+    assert server.reboot() is False
+    states = smpimg.ImageStatesReadResponse.loads(
+        server.handle(smpimg.ImageStatesReadRequest().BYTES).response
+    )
+    old, failed = states.images[1:]
+    assert (old.active, old.confirmed, old.bootable) == (True, True, True)
+    assert (failed.hash, failed.active, failed.bootable) == (broken.sha256, None, None)
