@@ -74,7 +74,7 @@ REFUSAL_CODES: dict[RefusalReason, smpimg.IMG_MGMT_ERR] = {
     RefusalReason.OLD_SEQUENCE: _IMG.CURRENT_VERSION_IS_NEWER,
     RefusalReason.WRONG_TARGET: _IMG.INVALID_FLASH_ADDRESS,  # built for another memory map
     RefusalReason.NO_SPACE: _IMG.INVALID_IMAGE_TOO_LARGE,
-    RefusalReason.BUSY: _IMG.IMAGE_ALREADY_PENDING,
+    RefusalReason.BUSY: _IMG.IMAGE_ALREADY_PENDING,  # the store is self-testing a model
     RefusalReason.SELF_TEST_FAILED: _IMG.IMAGE_CONFIRMATION_DENIED,
 }
 """SMP v2 image-group code for each refusal; one-to-one, so a host maps it back."""
@@ -296,10 +296,6 @@ class SmpServer:
                 ),
                 "upload to a read-only image",
             )
-        if self._pending is not None:
-            raise self._refusal(
-                RefusalReason.BUSY, "a model is marked for the next reset; reset first", v1
-            )
         if self._manifest_len == 0 or len(self._manifest) != self._manifest_len:
             raise self._refusal(
                 RefusalReason.UNSIGNED, f"upload the signed manifest to {MANIFEST_PATH} first", v1
@@ -321,6 +317,12 @@ class SmpServer:
             raise self._refusal(
                 RefusalReason.BAD_HASH, "upload sha256 is not the manifest's sha256", v1
             )
+        ready = self.store.ready_manifest()
+        if self._pending is not None and (ready is None or ready.sha256 != manifest.sha256):
+            # The upload goes into the slot the mark points at (or replaces the rollback
+            # target): a mark left by an interrupted run must not outlive its model.
+            _LOGGER.info("%s: new upload clears the mark for the next reset", self.node_id)
+            self._pending = None
         try:
             return self.store.begin(envelope), manifest.size_bytes
         except SlotRefused as exc:

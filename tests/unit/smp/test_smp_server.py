@@ -190,3 +190,18 @@ def test_a_model_that_failed_its_self_test_is_listed_but_not_bootable(
     old, failed = states.images[1:]
     assert (old.active, old.confirmed, old.bootable) == (True, True, True)
     assert (failed.hash, failed.active, failed.bootable) == (broken.sha256, None, None)
+
+
+def test_a_new_upload_clears_a_test_mark_left_by_an_interrupted_run(
+    server: SmpServer, key: Ed25519PrivateKey
+) -> None:
+    first, second = make_model(key, 2), make_model(key, 3)
+    _send_manifest(server, first)
+    _upload(server, first, 0, first.artifact)
+    server.handle(smpimg.ImageStatesWriteRequest(hash=first.sha256, confirm=False).BYTES)
+    _send_manifest(server, second)
+    started = smpimg.ImageUploadWriteResponse.loads(_upload(server, second, 0, b""))
+    assert started.off == 0
+    assert server.reboot() is None  # the mark went with the model it pointed at
+    assert server.store.active_manifest() is not None
+    assert server.store.active_manifest().sequence == 1  # type: ignore[union-attr]
