@@ -752,7 +752,7 @@ def _render_dry_run(console: Console, rows: list[DryRunRow], m: ModelManifest) -
     console.print(table)
     console.print(
         "zlib -9 size is informational: the transfers send the model uncompressed. Estimates "
-        "use nominal rates (serial: baud/10 × 0.9; smp-serial: baud/10 × 0.6; smp-ble: "
+        "use nominal rates (serial: baud/10 × 0.9; smp-serial: baud/10 × 0.65; smp-ble: "
         "10 kB/s; mqtt: 50 kB/s).",
         highlight=False,
     )

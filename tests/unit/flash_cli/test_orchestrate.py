@@ -233,7 +233,7 @@ def test_report_is_a_list_of_flash_results_as_dicts() -> None:
 def test_nominal_rates_follow_the_documented_assumptions() -> None:
     assert nominal_rate("serial", 115_200) == pytest.approx(11_520 * 0.9)
     assert nominal_rate("serial", 921_600) == pytest.approx(92_160 * 0.9)
-    assert nominal_rate("smp-serial", 115_200) == pytest.approx(11_520 * 0.6)
+    assert nominal_rate("smp-serial", 115_200) == pytest.approx(11_520 * 0.65)
     assert nominal_rate("smp-ble", 115_200) == 10_000
     assert nominal_rate("mqtt", 115_200) == 50_000
 
