@@ -127,6 +127,7 @@ class BleSource:
         self._beacon_names: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._last_advert = 0.0
+        self._heard_since_restart = True
         self.ready = asyncio.Event()
         self.connections = 0  # links made so far
         self.connected = 0  # links up now
@@ -182,7 +183,11 @@ class BleSource:
                     if loop.time() - self._last_advert >= watchdog_s:
                         break
                 self.scan_restarts += 1
-                _LOGGER.warning("ble: no advert for %.1f s; restarting the scan", watchdog_s)
+                # Warn once per silent stretch: with every node connected and no beacon
+                # around, the air is legitimately quiet and restarts repeat (counted).
+                log = _LOGGER.warning if self._heard_since_restart else _LOGGER.debug
+                log("ble: no advert for %.1f s; restarting the scan", watchdog_s)
+                self._heard_since_restart = False
             finally:
                 self.ready.clear()
                 with contextlib.suppress(BleakError):
@@ -190,6 +195,7 @@ class BleSource:
 
     def _on_advert(self, device: BLEDevice, advert: AdvertisementData) -> None:
         self._last_advert = asyncio.get_running_loop().time()
+        self._heard_since_restart = True
         name = advert.local_name
         beacon = advert.manufacturer_data.get(ADV_COMPANY_ID)
         if beacon is not None:
