@@ -8,14 +8,23 @@ cancelled as one on shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+from collections.abc import Callable
 from typing import Protocol
 
+from gateway.alerts.runner import AlertRunner
 from gateway.config import GatewayConfig
+from gateway.downlink import Downlinks
 from gateway.ingest import IngestQueue
 from gateway.metrics import Metrics, serve_metrics
-from gateway.store.journal import Journal
+from gateway.outputs.bus import AlertBus
+from gateway.outputs.dispatch import AlertOutputs
+from gateway.pipeline.pipeline import ScoringPipeline
+from gateway.store.alerts import alerts_path_for
+from gateway.store.journal import Journal, JournalReader
 from gateway.store.writer import JournalWriter
 
 _LOGGER = logging.getLogger(__name__)
@@ -41,7 +50,25 @@ class Gateway:
             skew_limit_ms=config.skew_limit_ms,
         )
         self.writer = JournalWriter(self.journal, self.queue, config.journal, self.metrics)
+        self.downlinks = Downlinks()
         self.sources: list[Source] = self._make_sources()
+        # The local decision path (architecture invariant 3): journal → scoring → alerts →
+        # outputs, none of which waits for the broker or the network.
+        self.alert_bus = AlertBus()
+        self.outputs = AlertOutputs(
+            config.outputs, self.alert_bus, self.downlinks, config.data_dir, site=config.site
+        )
+        self.alerts = AlertRunner(
+            config.alerts,
+            alerts_path_for(config.journal_path),
+            self.outputs.deliver,
+            seen_nodes=self._last_seen,
+        )
+        self.pipeline: ScoringPipeline | None = None
+        if config.scoring.enabled:
+            self.pipeline = ScoringPipeline(config.scoring)
+            self.writer.add_listener(self.pipeline.on_commit)
+            self.pipeline.add_sink(self.alerts.submit)
         self.metrics_ready = asyncio.Event()
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))
@@ -53,6 +80,15 @@ class Gateway:
         except OSError:
             return 0.0
 
+    def _last_seen(self) -> dict[str, int]:
+        if not self.config.journal_path.exists():
+            return {}
+        reader = JournalReader(self.config.journal_path)
+        try:
+            return {row.node_id: row.last_seen_ms for row in reader.nodes()}
+        finally:
+            reader.close()
+
     def _make_sources(self) -> list[Source]:
         cfg = self.config
         allowed = frozenset(cfg.allowed_nodes)
@@ -60,18 +96,26 @@ class Gateway:
         if cfg.mqtt.enabled:
             from gateway.sources.mqtt import MqttSource
 
-            sources.append(MqttSource(cfg.mqtt, cfg.site, self.queue, self.metrics, allowed))
+            sources.append(
+                MqttSource(
+                    cfg.mqtt, cfg.site, self.queue, self.metrics, allowed, downlinks=self.downlinks
+                )
+            )
         if cfg.serial.ports:
             from gateway.sources.serial import SerialSource
 
             sources.extend(
-                SerialSource(port, cfg.serial, self.queue, self.metrics, allowed)
+                SerialSource(
+                    port, cfg.serial, self.queue, self.metrics, allowed, downlinks=self.downlinks
+                )
                 for port in cfg.serial.ports
             )
         if cfg.ble.enabled:
             from gateway.sources.ble import BleSource
 
-            sources.append(BleSource(cfg.ble, self.queue, self.metrics, allowed))
+            sources.append(
+                BleSource(cfg.ble, self.queue, self.metrics, allowed, downlinks=self.downlinks)
+            )
         return sources
 
     def healthy(self) -> bool:
@@ -96,22 +140,62 @@ class Gateway:
                     serve_metrics(self.metrics, m.host, m.port, self.metrics_ready),
                     name="metrics:http",
                 )
+            tg.create_task(self.outputs.run(), name="alerts:outputs")
+            if self.pipeline is not None:
+                tg.create_task(self.pipeline.run(), name="pipeline:scoring")
             await self.writer.ready.wait()
+            # After the journal is open: the engine seeds "node silent" from its node registry.
+            tg.create_task(self.alerts.run(), name="alerts:engine")
             for source in self.sources:
                 tg.create_task(source.run(), name=source.name)
 
 
-async def run_until_signalled(gateway: Gateway) -> None:
-    """Run until SIGTERM/SIGINT; then cancel everything and let components drain."""
+def _hard_exit() -> None:
+    # Every journal commit is one atomic transaction, so leaving now is as safe as kill -9:
+    # nothing acknowledged is lost; unacknowledged data is resent by the nodes.
+    os._exit(70)
+
+
+async def run_until_signalled(
+    gateway: Gateway, *, on_overrun: Callable[[], None] = _hard_exit
+) -> None:
+    """Run until SIGTERM/SIGINT, then shut down within ``shutdown_grace_s``.
+
+    The first signal cancels the gateway, which drains: the journal commits what the sources
+    handed over and acknowledges it, outputs flush. If that takes longer than the grace
+    period (a wedged disk or link), or a second signal arrives, ``on_overrun`` ends the
+    process.
+    """
     loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, main.cancel)
+        loop.add_signal_handler(sig, stop.set)
+    service = asyncio.create_task(gateway.run(), name="gateway")
+    stopper = asyncio.create_task(stop.wait(), name="gateway:signals")
     try:
-        await gateway.run()
-    except asyncio.CancelledError:
-        _LOGGER.info("shutting down")
+        await asyncio.wait({service, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if service.done():
+            service.result()  # a crash: let it propagate
+            return
+        grace = gateway.config.shutdown_grace_s
+        _LOGGER.info("shutting down (grace %.1f s)", grace)
+        stop.clear()
+        service.cancel()
+        second = asyncio.create_task(stop.wait(), name="gateway:second-signal")
+        done, _ = await asyncio.wait({service, second}, timeout=grace)
+        second.cancel()
+        if service not in done:
+            _LOGGER.error(
+                "shutdown did not finish within %.1f s%s; exiting now",
+                grace,
+                " (second signal)" if second in done else "",
+            )
+            on_overrun()
+            return
+        with contextlib.suppress(asyncio.CancelledError):
+            service.result()
+        _LOGGER.info("stopped")
     finally:
+        stopper.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.alerts.config import AlertsConfig
 from gateway.errors import ConfigError
+from gateway.outputs.config import OutputsConfig
+from gateway.pipeline.config import ScoringConfig
 
 
 class _Section(BaseModel):
@@ -109,6 +112,9 @@ class GatewayConfig(BaseSettings):
     serial: SerialConfig = SerialConfig()
     ble: BleConfig = BleConfig()
     metrics: MetricsConfig = MetricsConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    outputs: OutputsConfig = OutputsConfig()
 
     @property
     def journal_path(self) -> Path:
