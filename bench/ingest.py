@@ -33,6 +33,7 @@ from gateway.models import Channel, ReadingBatch, Sample, TimeBase
 from tests.fixtures.servers import Mosquitto
 
 SITE = "bench"
+SCORING = False  # --with-scoring: the gateway model scores every committed row too
 CHANNELS = (Channel("current", "A"), Channel("pressure", "bar"), Channel("temp", "degC"))
 
 
@@ -99,6 +100,7 @@ async def gateway_consumer(
         mqtt={"enabled": True, "url": broker.url, "client_id": client_id},
         queue={"max_messages": 20_000},
         journal={"max_commit_messages": 5000},
+        scoring={"enabled": SCORING},
     )
     gateway = Gateway(cfg)
     task = asyncio.create_task(gateway.run(), name="bench:gateway")

@@ -15,6 +15,7 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
+from gateway.alerts.config import ThresholdRule
 from gateway.alerts.runner import AlertRunner
 from gateway.config import GatewayConfig
 from gateway.downlink import Downlinks
@@ -69,6 +70,13 @@ class Gateway:
             self.pipeline = ScoringPipeline(config.scoring)
             self.writer.add_listener(self.pipeline.on_commit)
             self.pipeline.add_sink(self.alerts.submit)
+            self.pipeline.observe_channels(
+                frozenset(
+                    rule.channel
+                    for rule in config.alerts.effective_rules().values()
+                    if isinstance(rule, ThresholdRule)
+                )
+            )
         self.metrics_ready = asyncio.Event()
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))

@@ -112,9 +112,17 @@ class ScoringPipeline:
         self._sinks: list[ObservationSink] = []
         self._seen: dict[tuple[str, int], int] = {}  # (node, boot) -> highest seq observed
         self._shadow_path = config.shadow_model_path
+        # Channels some consumer (an alert threshold rule) looks at; None: every channel.
+        # A ChannelReading per sample and channel is most of on_commit's cost, so readings
+        # nobody reads are not made.
+        self._observed_channels: frozenset[str] | None = None
         self.ready = asyncio.Event()
 
     # -- wiring --------------------------------------------------------------------------------
+
+    def observe_channels(self, channels: frozenset[str] | None) -> None:
+        """Emit ChannelReadings only for ``channels`` (None: all of them)."""
+        self._observed_channels = channels
 
     def add_sink(self, sink: ObservationSink) -> None:
         """Call ``sink`` with every batch of observations, on the event loop (must not block)."""
@@ -191,7 +199,9 @@ class ScoringPipeline:
         out: list[Observation],
         rows: list[Row],
     ) -> None:
+        wanted = self._observed_channels
         names = [c.name for c in msg.channels]
+        picked = [(j, name) for j, name in enumerate(names) if wanted is None or name in wanted]
         plan = self._mapper.plan(msg.channels) if self.config.enabled else None
         node_id = msg.node_id
         for j, sample in enumerate(msg.samples):
@@ -200,10 +210,8 @@ class ScoringPipeline:
                 continue
             t_ms = wall[j] if j < len(wall) else rx_ms
             values = sample.values
-            out.extend(
-                ChannelReading(node_id, t_ms, name, v)
-                for name, v in zip(names, values, strict=False)
-            )
+            if picked:
+                out.extend(ChannelReading(node_id, t_ms, name, values[k]) for k, name in picked)
             self.stats.samples += 1
             if not self.config.enabled:
                 continue
