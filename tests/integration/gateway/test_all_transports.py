@@ -147,7 +147,9 @@ async def test_every_reading_from_every_transport_is_journaled_exactly_once_acro
             )
             keys = journal_keys(cfg)
             sent_by_now = sent_readings(sims)
-            malformed = sum(gw.metrics.malformed.values())
+            # A cable pulled mid-frame may leave a damaged serial frame (counted); BLE chunks
+            # must all reassemble, the disconnect included (a cut message is simply resent).
+            ble_malformed = sum(n for (t, _r), n in gw.metrics.malformed.items() if t == "ble")
         stats = {n: st for sim in sims for n, st in sim.stats().items()}
 
     assert not [k for k, n in Counter(keys).items() if n > 1], "a reading journaled twice"
@@ -161,4 +163,4 @@ async def test_every_reading_from_every_transport_is_journaled_exactly_once_acro
     # The outages cost messages in flight, which the nodes resent.
     assert sum(s["resent"] for s in stats.values()) > 0
     assert small.chunks_out > 2 * stats["bla-01"]["link_messages_out"]
-    assert malformed == 0
+    assert ble_malformed == 0
