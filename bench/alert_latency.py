@@ -1,0 +1,436 @@
+"""Alert latency: a node's reading leaving the simulator → the alert event on the AlertBus.
+
+Method (one run, baseline and load on the same machine minutes apart at most):
+
+* A real :class:`~gateway.app.Gateway` runs **in this process** (its own event loop, its own
+  journal/alert-store threads) with the default config plus one threshold rule
+  ``current >= 50 A`` (``min_duration_s = 0``, every node), MQTT on a private mosquitto and
+  serial ports; scoring (LiteRT) and the default alert rules are on, as on a real site.
+* A probe node on a real pty writes one-sample ReadingBatch frames (COBS+CRC, CBOR), its
+  ``current`` alternating between 80 A (crosses the rule) and 2 A (clears it), a random
+  10-40 ms apart so probes do not lock step with group commits. Latency = from
+  ``perf_counter_ns()`` taken right before the probe's ``os.write`` to the RAISED event
+  coming out of an ``AlertBus`` subscription (CLOCK_MONOTONIC; the same clock in every
+  process).
+* Baseline: the probe alone. Load: a simulated fleet (``firmware_tools.sim``, in a
+  **subprocess**, so its CPU is not the gateway's loop) of pump nodes, 10 on MQTT and 2 on
+  serial ptys (921600 baud), producing 5000 readings/s of 5 channels each. Every background
+  reading's ``current`` is evaluated by the same rule (it never crosses it), so the engine
+  sees the full ChannelReading stream. The rate actually committed is measured.
+* Where the time goes: the probe's commit is stamped by a journal commit listener (after the
+  pipeline's), so each latency splits into *write → committed* (serial read, ingest queue,
+  group commit with fsync) and *committed → event* (alert runner hop, engine, alert-store
+  fsync, AlertBus). Journal commit durations are recorded too.
+
+Run: python -m bench.alert_latency [--quick]
+Last line: RESULT alert_latency p50_ms=<x> p99_ms=<y>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.app import Gateway
+from gateway.codecs.framing import encode_frame
+from gateway.codecs.payload import encode_message
+from gateway.config import GatewayConfig, load_config
+from gateway.events import AlertEvent, AlertEventKind
+from gateway.models import Channel, ReadingBatch, Sample, TimeBase
+from gateway.outputs.bus import Subscription
+from gateway.store.journal import CommitResult
+from tests.fixtures.servers import Mosquitto
+
+SITE = "bench"
+PROBE = "probe-01"
+RULE = "current_high"
+THRESHOLD_A = 50.0
+HIGH_A, LOW_A = 80.0, 2.0
+BACKGROUND_NODES = 12
+BACKGROUND_TRANSPORTS = ("mqtt", "mqtt", "mqtt", "mqtt", "mqtt", "serial")  # 10 mqtt, 2 serial
+BACKGROUND_BAUD = 921_600
+BACKGROUND_BATCH = 25
+TARGET_P99_MS = 20.0
+
+
+# -- the probe node ----------------------------------------------------------------------------
+
+
+class ProbeNode:
+    """A node on a pty that sends one reading when told and stamps the moment it writes."""
+
+    def __init__(self, link: Path) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        self.link = link
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.ttyname(slave))
+        self._seq = 1
+        self._t0 = time.monotonic()
+        self._channels = (Channel("current", "A"),)
+
+    def start(self) -> None:
+        # The gateway acks every reading; read them away so the pty never fills.
+        asyncio.get_running_loop().add_reader(self._master, self._drain)
+
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._master, 4096):
+                pass
+
+    def send(self, current_a: float) -> int:
+        """Send one reading; returns perf_counter_ns() taken right before the write."""
+        uptime = int((time.monotonic() - self._t0) * 1000)
+        msg = ReadingBatch(
+            PROBE, 1, self._seq, TimeBase.UPTIME_MS, self._channels,
+            (Sample(uptime, (current_a,)),),
+        )  # fmt: skip
+        self._seq += 1
+        frame = encode_frame(encode_message(msg))
+        t0 = time.perf_counter_ns()
+        written = os.write(self._master, frame)
+        if written != len(frame):
+            raise RuntimeError("probe frame did not fit the pty in one write")
+        return t0
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError, RuntimeError):
+            asyncio.get_running_loop().remove_reader(self._master)
+        self.link.unlink(missing_ok=True)
+        os.close(self._master)
+        os.close(self._slave)
+
+
+# -- measurements ------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    name: str
+    latency_ms: list[float] = field(default_factory=list)
+    to_commit_ms: list[float] = field(default_factory=list)
+    commit_to_event_ms: list[float] = field(default_factory=list)
+    readings: int = 0
+    seconds: float = 0.0
+    timeouts: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.readings / self.seconds if self.seconds else 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class CommitStamps:
+    """A journal commit listener: when did the probe's reading become durable."""
+
+    def __init__(self) -> None:
+        self.probe_committed_ns: dict[int, int] = {}  # probe seq -> perf_counter_ns
+        self.commit_sizes: list[int] = []
+
+    def __call__(self, result: CommitResult) -> None:
+        now = time.perf_counter_ns()
+        self.commit_sizes.append(len(result.envelopes))
+        for env in result.envelopes:
+            if env.msg.node_id == PROBE:
+                self.probe_committed_ns[env.msg.seq] = now
+
+
+class CommitTimer:
+    """Wraps the journal's commit to record how long each transaction (with fsync) takes."""
+
+    def __init__(self, commit: Callable[[Any], CommitResult]) -> None:
+        self._commit = commit
+        self.durations_ms: list[float] = []
+        self.recording = False
+
+    def __call__(self, batch: Any) -> CommitResult:
+        t0 = time.perf_counter_ns()
+        try:
+            return self._commit(batch)
+        finally:
+            if self.recording:
+                self.durations_ms.append((time.perf_counter_ns() - t0) / 1e6)
+
+
+async def next_probe_event(sub: Subscription, kind: AlertEventKind, timeout_s: float) -> int:
+    """perf_counter_ns() when the probe's next ``kind`` event comes off the subscription."""
+    async with asyncio.timeout(timeout_s):
+        async for item in sub:
+            if (
+                isinstance(item, AlertEvent)
+                and item.kind is kind
+                and item.alert.node_id == PROBE
+                and item.alert.rule == RULE
+            ):
+                return time.perf_counter_ns()
+    raise RuntimeError("the alert bus closed")
+
+
+async def probe_cycles(
+    probe: ProbeNode, sub: Subscription, stamps: CommitStamps, phase: Phase, cycles: int
+) -> None:
+    rng = random.Random(len(phase.name))
+    for _ in range(cycles):
+        seq = probe._seq
+        t0 = probe.send(HIGH_A)
+        try:
+            t1 = await next_probe_event(sub, AlertEventKind.RAISED, 5.0)
+        except TimeoutError:
+            phase.timeouts += 1
+            continue
+        phase.latency_ms.append((t1 - t0) / 1e6)
+        committed = stamps.probe_committed_ns.get(seq)
+        if committed is not None:
+            phase.to_commit_ms.append((committed - t0) / 1e6)
+            phase.commit_to_event_ms.append((t1 - committed) / 1e6)
+        await asyncio.sleep(rng.uniform(0.005, 0.020))
+        probe.send(LOW_A)
+        with contextlib.suppress(TimeoutError):
+            await next_probe_event(sub, AlertEventKind.CLEARED, 5.0)
+        await asyncio.sleep(rng.uniform(0.005, 0.020))
+
+
+# -- the background fleet (a subprocess) ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def background_fleet(broker: Mosquitto, pty_dir: Path, rate_per_s: float) -> Iterator[None]:
+    cmd = [
+        sys.executable, "-m", "bench.alert_latency", "--background",
+        "--broker", broker.url, "--pty-dir", str(pty_dir), "--rate", str(rate_per_s),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"background fleet did not start: {line!r}")
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def background_sim_config(broker_url: str, pty_dir: Path, rate_per_s: float) -> Any:
+    from firmware_tools.sim.fleet import SimConfig
+
+    return SimConfig(
+        nodes=BACKGROUND_NODES,
+        transports=BACKGROUND_TRANSPORTS,
+        node_prefix="bg",
+        rate_hz=rate_per_s / BACKGROUND_NODES,
+        batch_size=BACKGROUND_BATCH,
+        broker_url=broker_url,
+        site=SITE,
+        baud=BACKGROUND_BAUD,
+        pty_dir=pty_dir,
+        max_unacked=256,
+        status_interval_ms=10_000,
+    )
+
+
+def serial_node_paths(pty_dir: Path) -> list[Path]:
+    from firmware_tools.sim.fleet import SimConfig
+
+    cfg = SimConfig(
+        nodes=BACKGROUND_NODES, transports=BACKGROUND_TRANSPORTS, node_prefix="bg", site=SITE
+    )
+    return [
+        pty_dir / f"tty{node_id}"
+        for i, node_id in enumerate(cfg.node_ids())
+        if cfg.transport_of(i) == "serial"
+    ]
+
+
+async def run_background(broker_url: str, pty_dir: Path, rate_per_s: float) -> None:
+    from firmware_tools.sim.fleet import Simulator
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with Simulator(background_sim_config(broker_url, pty_dir, rate_per_s)) as sim:
+        await sim.wait_ready()
+        print("READY", json.dumps(sim.addresses()), flush=True)
+        await stop.wait()
+
+
+# -- the gateway -------------------------------------------------------------------------------
+
+
+def gateway_config(data_dir: Path, broker: Mosquitto, probe: Path, pty_dir: Path) -> GatewayConfig:
+    ports = [{"path": str(probe)}] + [
+        {"path": str(p), "baud": BACKGROUND_BAUD} for p in serial_node_paths(pty_dir)
+    ]
+    return load_config(
+        data_dir=str(data_dir),
+        site=SITE,
+        log_level="WARNING",
+        metrics={"enabled": False},
+        mqtt={"enabled": True, "url": broker.url, "client_id": "bench-alert-latency"},
+        serial={"ports": ports, "reopen_interval_s": 0.2},
+        alerts={
+            "rules": {
+                RULE: {
+                    "kind": "threshold",
+                    "channel": "current",
+                    "above": THRESHOLD_A,
+                    "min_duration_s": 0,
+                    "severity": "critical",
+                }
+            }
+        },
+    )
+
+
+def readings_committed(gateway: Gateway) -> int:
+    return sum(gateway.metrics.readings_in.values())
+
+
+async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) -> list[Phase]:
+    pty_dir = workdir / "dev"
+    probe = ProbeNode(pty_dir / "ttyprobe")
+    cfg = gateway_config(workdir / "var", broker, probe.link, pty_dir)
+    gateway = Gateway(cfg)
+    stamps = CommitStamps()
+    gateway.writer.add_listener(stamps)
+    timer = CommitTimer(gateway.journal.commit)
+    gateway.journal.commit = timer  # type: ignore[method-assign]
+    task = asyncio.create_task(gateway.run(), name="bench:gateway")
+    probe.start()
+    phases: list[Phase] = []
+    try:
+        async with asyncio.timeout(30):
+            await gateway.writer.ready.wait()
+            await gateway.alerts.ready.wait()
+            for source in gateway.sources:
+                # The background fleet's serial ports appear later, with the fleet.
+                if source.name.endswith("ttyprobe") or source.name.startswith("source:mqtt"):
+                    await source.ready.wait()
+            if gateway.pipeline is not None:
+                await gateway.pipeline.ready.wait()
+        sub = gateway.alert_bus.subscribe(100_000)
+        # Warm-up: first commits, first alert, code paths compiled into caches.
+        await probe_cycles(probe, sub, stamps, Phase("warmup"), 10)
+
+        baseline = Phase("baseline (probe only)")
+        t0, n0 = time.perf_counter(), readings_committed(gateway)
+        await probe_cycles(probe, sub, stamps, baseline, args.baseline_cycles)
+        baseline.seconds, baseline.readings = (
+            time.perf_counter() - t0, readings_committed(gateway) - n0
+        )  # fmt: skip
+        phases.append(baseline)
+
+        with background_fleet(broker, pty_dir, args.rate):
+            # Let the fleet connect and the serial ports open before the clock starts.
+            deadline = time.perf_counter() + 15
+            while time.perf_counter() < deadline:
+                if all(s.ready.is_set() for s in gateway.sources):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(args.warmup_s)
+            loaded = Phase(f"loaded ({args.rate:.0f} readings/s offered)")
+            timer.recording = True
+            t0, n0 = time.perf_counter(), readings_committed(gateway)
+            await probe_cycles(probe, sub, stamps, loaded, args.loaded_cycles)
+            loaded.seconds, loaded.readings = (
+                time.perf_counter() - t0, readings_committed(gateway) - n0
+            )  # fmt: skip
+            timer.recording = False
+            phases.append(loaded)
+        sub.close()
+        if task.done():
+            task.result()
+        print(f"  journal commits under load: {len(timer.durations_ms)}, "
+              f"duration p50 {pct(timer.durations_ms, 50):.2f} ms "
+              f"p99 {pct(timer.durations_ms, 99):.2f} ms max {max(timer.durations_ms, default=0):.2f} ms")  # fmt: skip
+        alerts = gateway.alerts
+        print(f"  alert runner: evaluated {alerts.evaluated} observations, "
+              f"{alerts.events} events, dropped {alerts.dropped}")  # fmt: skip
+        if gateway.pipeline is not None:
+            st = gateway.pipeline.stats
+            print(f"  pipeline: {st.samples} samples, {st.gateway_scores} gateway scores")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        probe.close()
+    return phases
+
+
+def report(phase: Phase) -> None:
+    lat = phase.latency_ms
+    print(f"{phase.name}: n={len(lat)} timeouts={phase.timeouts} "
+          f"background={phase.rate:,.0f} readings/s committed")  # fmt: skip
+    print(f"  latency      p50 {pct(lat, 50):7.2f} ms  p99 {pct(lat, 99):7.2f} ms  "
+          f"max {max(lat, default=float('nan')):7.2f} ms  mean {statistics.fmean(lat) if lat else float('nan'):.2f} ms")  # fmt: skip
+    for label, values in (
+        ("write→commit", phase.to_commit_ms),
+        ("commit→event", phase.commit_to_event_ms),
+    ):
+        print(f"  {label:<12} p50 {pct(values, 50):7.2f} ms  p99 {pct(values, 99):7.2f} ms  "
+              f"max {max(values, default=float('nan')):7.2f} ms")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer probes, under a minute")
+    parser.add_argument("--rate", type=float, default=5000.0, help="background readings/s")
+    parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--broker", help=argparse.SUPPRESS)
+    parser.add_argument("--pty-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.background:
+        asyncio.run(run_background(args.broker, args.pty_dir, args.rate))
+        return
+    args.baseline_cycles = 150 if args.quick else 400
+    args.loaded_cycles = 400 if args.quick else 2000
+    args.warmup_s = 2.0 if args.quick else 5.0
+
+    with tempfile.TemporaryDirectory(prefix="fieldgate-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = Mosquitto(workdir=workdir / "mosquitto")
+        broker.start()
+        try:
+            baseline, loaded = asyncio.run(measure(args, workdir, broker))
+        finally:
+            broker.stop()
+    report(baseline)
+    report(loaded)
+    p50, p99 = pct(loaded.latency_ms, 50), pct(loaded.latency_ms, 99)
+    b50, b99 = pct(baseline.latency_ms, 50), pct(baseline.latency_ms, 99)
+    print(f"loaded / baseline: p50 x{p50 / b50:.2f}, p99 x{p99 / b99:.2f}; "
+          f"background achieved {loaded.rate:,.0f} of {args.rate:,.0f} readings/s offered")  # fmt: skip
+    verdict = "met" if p99 <= TARGET_P99_MS else "NOT met"
+    print(f"target p99 <= {TARGET_P99_MS:.0f} ms: {verdict}")
+    print(f"RESULT alert_latency p50_ms={p50:.2f} p99_ms={p99:.2f}")
+
+
+if __name__ == "__main__":
+    main()
