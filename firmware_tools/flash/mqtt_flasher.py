@@ -15,9 +15,8 @@ import os
 import aiomqtt
 
 from firmware_tools.flash import xfer
-from firmware_tools.flash.api import NodeInfo, NodeUnreachable, ProgressCallback
-from firmware_tools.flash.xfer_session import XferSession
-from firmware_tools.signing import SignedManifest
+from firmware_tools.flash.api import NodeUnreachable
+from firmware_tools.flash.xfer_session import XferFlasher, XferSession
 from firmware_tools.sim.mqtt_link import fw_topics, parse_broker_url
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,7 +24,7 @@ _LOGGER = logging.getLogger(__name__)
 MQTT_CHUNK_BYTES = 2048  # a broker message per chunk: larger chunks, fewer round trips
 
 
-class MqttFlasher:
+class MqttFlasher(XferFlasher):
     """:class:`~firmware_tools.flash.api.NodeFlasher` through an MQTT broker."""
 
     transport = "mqtt"
@@ -56,24 +55,6 @@ class MqttFlasher:
             chunk_bytes=chunk_bytes,
             window=window,
         )
-
-    @property
-    def node_id(self) -> str:
-        return self._node_id
-
-    async def info(self) -> NodeInfo:
-        return await self.session.info()
-
-    async def upload(
-        self, artifact: bytes, signed: SignedManifest, progress: ProgressCallback
-    ) -> int:
-        return await self.session.upload(artifact, signed, progress)
-
-    async def activate(self, timeout_s: float) -> NodeInfo:
-        return await self.session.activate(timeout_s)
-
-    async def rollback(self) -> NodeInfo:
-        return await self.session.rollback()
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

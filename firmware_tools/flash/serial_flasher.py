@@ -17,16 +17,15 @@ import serial
 import serial_asyncio
 
 from firmware_tools.flash import xfer
-from firmware_tools.flash.api import NodeInfo, NodeUnreachable, ProgressCallback
-from firmware_tools.flash.xfer_session import XferSession
-from firmware_tools.signing import SignedManifest
+from firmware_tools.flash.api import NodeUnreachable
+from firmware_tools.flash.xfer_session import XferFlasher, XferSession
 from gateway.codecs.framing import FrameDecoder, encode_frame
 
 _LOGGER = logging.getLogger(__name__)
 _READ_BYTES = 4096
 
 
-class SerialFlasher:
+class SerialFlasher(XferFlasher):
     """:class:`~firmware_tools.flash.api.NodeFlasher` on a serial port (opened on first use)."""
 
     transport = "serial"
@@ -57,24 +56,6 @@ class SerialFlasher:
             chunk_bytes=chunk_bytes,
             window=window,
         )
-
-    @property
-    def node_id(self) -> str:
-        return self._node_id
-
-    async def info(self) -> NodeInfo:
-        return await self.session.info()
-
-    async def upload(
-        self, artifact: bytes, signed: SignedManifest, progress: ProgressCallback
-    ) -> int:
-        return await self.session.upload(artifact, signed, progress)
-
-    async def activate(self, timeout_s: float) -> NodeInfo:
-        return await self.session.activate(timeout_s)
-
-    async def rollback(self) -> NodeInfo:
-        return await self.session.rollback()
 
     async def aclose(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None

@@ -189,3 +189,29 @@ class XferSession:
         return FlashError(
             f"node says: {result.detail or result.outcome.name}", node_id=self.node_id
         )
+
+
+class XferFlasher:
+    """The NodeFlasher operations of a transport that moves whole payloads: a subclass
+    provides ``_send``/``_recv`` and ``aclose`` and builds ``self.session`` on them."""
+
+    session: XferSession
+    _node_id: str
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    async def info(self) -> NodeInfo:
+        return await self.session.info()
+
+    async def upload(
+        self, artifact: bytes, signed: SignedManifest, progress: ProgressCallback
+    ) -> int:
+        return await self.session.upload(artifact, signed, progress)
+
+    async def activate(self, timeout_s: float) -> NodeInfo:
+        return await self.session.activate(timeout_s)
+
+    async def rollback(self) -> NodeInfo:
+        return await self.session.rollback()
