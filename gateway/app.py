@@ -122,7 +122,14 @@ class Gateway:
             from gateway.sources.ble import BleSource
 
             sources.append(
-                BleSource(cfg.ble, self.queue, self.metrics, allowed, downlinks=self.downlinks)
+                BleSource(
+                    cfg.ble,
+                    self.queue,
+                    self.metrics,
+                    allowed,
+                    downlinks=self.downlinks,
+                    session_share_s=cfg.ble.session_share_s,
+                )
             )
         return sources
 

@@ -85,6 +85,9 @@ class BleConfig(_Section):
     max_connections: int = Field(4, ge=1)
     scan_watchdog_s: float = Field(30.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    # More known nodes than connections: a connected node yields its slot after this long
+    # when others wait, so every node is served in turn (None: keep a link until it drops).
+    session_share_s: float | None = Field(30.0, gt=0)
 
 
 class MetricsConfig(_Section):
