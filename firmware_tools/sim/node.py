@@ -202,7 +202,10 @@ class NodeLogic:
 
     def uptime_ms(self, now_ms: int) -> int:
         """Uptime as the node's own (possibly drifting) crystal counts it."""
-        return round((now_ms - self._boot.boot_ms) * (1 + self.config.clock_drift_ppm * 1e-6))
+        # A sample scheduled just before a reboot that lands after it would read negative;
+        # a real uptime counter starts at 0.
+        elapsed = max(0, now_ms - self._boot.boot_ms)
+        return round(elapsed * (1 + self.config.clock_drift_ppm * 1e-6))
 
     def timestamp(self, now_ms: int) -> int:
         """The node's timestamp for ``now_ms`` in its configured time base, skew included."""
