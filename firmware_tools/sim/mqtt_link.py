@@ -22,6 +22,7 @@ import aiomqtt
 from firmware_tools.flash.xfer import is_xfer_payload
 from firmware_tools.sim.links import Backoff, DownlinkHandler, LinkStats, Outbox
 from firmware_tools.sim.xfer_node import XferNode
+from gateway.aio_compat import being_cancelled, checkpoint
 from gateway.codecs.mqtt_topics import (
     decode_mqtt_payload,
     downlink_filters,
@@ -109,6 +110,7 @@ class MqttLink:
                         await client.subscribe(topic, qos=1)
                     if self.xfer is not None:
                         await client.subscribe(self.fw_down, qos=1)
+                    checkpoint()
                     self.stats.connects += 1
                     self.ready.set()
                     backoff.reset()
@@ -127,6 +129,9 @@ class MqttLink:
                         await self._receive_loop(client, on_downlink)
             except* aiomqtt.MqttError as group:
                 self.ready.clear()
+                if being_cancelled():
+                    # aiomqtt turns a cancelled read into MqttError; stopping wins.
+                    raise asyncio.CancelledError from None
                 delay = backoff.next_delay()
                 _LOGGER.info(
                     "%s: mqtt %s; reconnecting in %.2f s", self.node_id, group.exceptions[0], delay
@@ -141,6 +146,7 @@ class MqttLink:
             payload = encode_mqtt_payload(msg, json=self.json)
             try:
                 await client.publish(topic_for(self.site, msg), payload, qos=1)
+                checkpoint()
             except aiomqtt.MqttError:
                 self.stats.dropped += 1
                 raise

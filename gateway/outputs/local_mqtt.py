@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from gateway.aio_compat import being_cancelled, checkpoint
 from gateway.events import AlertEvent
 from gateway.outputs.config import LocalMqttOutputConfig
 from gateway.sources.common import Backoff
@@ -28,18 +29,6 @@ _LOGGER = logging.getLogger(__name__)
 
 def alert_topic(prefix: str, site: str, node_id: str) -> str:
     return f"{prefix}/{site}/alerts/{node_id}"
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _checkpoint() -> None:
-    # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) can swallow a
-    # cancellation that races with the result (gh-86296); re-raise it.
-    if _being_cancelled():
-        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +89,7 @@ class LocalMqttOutput:
             )
             try:
                 async with client:
-                    _checkpoint()
+                    checkpoint()
                     self.connections += 1
                     self.connected.set()
                     backoff.reset()
@@ -110,7 +99,7 @@ class LocalMqttOutput:
                         await self._publish_forever(client)
             except* aiomqtt.MqttError as group:
                 self.connected.clear()
-                if _being_cancelled():
+                if being_cancelled():
                     raise asyncio.CancelledError from None
                 delay = backoff.next_delay()
                 _LOGGER.warning(
@@ -143,7 +132,7 @@ class LocalMqttOutput:
                 retain=self._config.retain,
                 timeout=10,
             )
-            _checkpoint()
+            checkpoint()
             # offer() may have dropped the head while we awaited; pop only our own item.
             if self._buffer and self._buffer[0] is item:
                 self._buffer.popleft()

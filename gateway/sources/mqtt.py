@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from gateway.aio_compat import being_cancelled, checkpoint
 from gateway.codecs.mqtt_topics import (
     decode_mqtt_payload,
     format_topic,
@@ -37,19 +38,6 @@ from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
 _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
 _COMMAND_QUEUE_SIZE = 64
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _checkpoint() -> None:
-    # Python 3.11's asyncio.wait_for (used inside aiomqtt's publish/subscribe) swallows a
-    # cancellation that races with the awaited result (fixed in 3.12, gh-86296). Re-raise
-    # it after each such call, or a shutdown can hang on a task that forgot it was cancelled.
-    if _being_cancelled():
-        raise asyncio.CancelledError
 
 
 class MqttSource:
@@ -102,7 +90,7 @@ class MqttSource:
                     self.connections += 1
                     # Uplink kinds only: a '+' for the kind would echo our own acks back.
                     await client.subscribe([(f, 1) for f in uplink_filters(self._site)])
-                    _checkpoint()
+                    checkpoint()
                     self.ready.set()
                     backoff.reset()
                     _LOGGER.info("mqtt: connected to %s:%d", self._host, self._port)
@@ -113,7 +101,7 @@ class MqttSource:
             except* aiomqtt.MqttError as group:
                 self.ready.clear()
                 self._forget_nodes()
-                if _being_cancelled():
+                if being_cancelled():
                     # aiomqtt turns a cancelled read into MqttError; shutting down wins.
                     raise asyncio.CancelledError from None
                 delay = backoff.next_delay()
@@ -212,7 +200,7 @@ class MqttSource:
                 await client.publish(
                     format_topic(self._site, ack.node_id, "ack"), encode_message(ack), qos=0
                 )
-                _checkpoint()
+                checkpoint()
 
     def send_command(self, command: Command) -> bool:
         """Queue ``command`` for a QoS 1 publish to the node's cmd topic; False while the
@@ -252,4 +240,4 @@ class MqttSource:
             await client.publish(
                 format_topic(self._site, command.node_id, "cmd"), encode_message(command), qos=1
             )
-            _checkpoint()
+            checkpoint()
