@@ -29,6 +29,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
+from gateway.aio_compat import being_cancelled, checkpoint
 from gateway.ble import BumbleClient, BumbleScanner, close_adapters
 from gateway.codecs.adv import decode_adv
 from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
@@ -53,18 +54,6 @@ _INBOX_SIZE = 256
 _BEACON_QUEUE_SIZE = 256
 _COMMAND_QUEUE_SIZE = 16
 DEFAULT_SESSION_SHARE_S = 30.0
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _checkpoint() -> None:
-    # Python 3.11's asyncio.wait_for swallows a cancellation racing with its result
-    # (gh-86296); re-raise it so shutdown cannot hang on a task that forgot it.
-    if _being_cancelled():
-        raise asyncio.CancelledError
 
 
 def _connectable(advert: AdvertisementData) -> bool:
@@ -172,7 +161,7 @@ class BleSource:
                 _LOGGER.warning("ble: cannot scan (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            _checkpoint()
+            checkpoint()
             backoff.reset()
             self._last_advert = loop.time()
             self.ready.set()
@@ -183,9 +172,9 @@ class BleSource:
                     if loop.time() - self._last_advert >= watchdog_s:
                         break
                 self.scan_restarts += 1
-                # Warn once per silent stretch: with every node connected and no beacon
-                # around, the air is legitimately quiet and restarts repeat (counted).
-                log = _LOGGER.warning if self._heard_since_restart else _LOGGER.debug
+                # Once per silent stretch, and not as a warning: with every node connected and
+                # no beacon around the air is legitimately quiet (restarts are counted).
+                log = _LOGGER.info if self._heard_since_restart else _LOGGER.debug
                 log("ble: no advert for %.1f s; restarting the scan", watchdog_s)
                 self._heard_since_restart = False
             finally:
@@ -257,7 +246,7 @@ class BleSource:
             except* _SlotYielded:
                 yielded = True
             except* (BleakError, TimeoutError, _Disconnected) as group:
-                if _being_cancelled():
+                if being_cancelled():
                     raise asyncio.CancelledError from None
                 _LOGGER.info("%s: ble link ended (%s)", node, group.exceptions[0])
             finally:
@@ -284,12 +273,12 @@ class BleSource:
 
         link = _NodeLink(node)
         await client.connect()
-        _checkpoint()
+        checkpoint()
         self.connected += 1
         self.max_connected = max(self.max_connected, self.connected)
         try:
             await client.start_notify(UPLINK_CHAR_UUID, on_notify)
-            _checkpoint()
+            checkpoint()
             self.connections += 1
             backoff.reset()
             _LOGGER.info("%s: ble connected (%s)", node, device.address)
@@ -305,7 +294,7 @@ class BleSource:
                     max_chunk = max_chunk_for_mtu(client.mtu_size)
                     for chunk in encoder.split(encode_message(msg), max_chunk):
                         await client.write_gatt_char(DOWNLINK_CHAR_UUID, chunk, response=True)
-                        _checkpoint()
+                        checkpoint()
 
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive(node, inbox), name=f"source:ble:{node}:rx")
