@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
@@ -173,6 +174,35 @@ class CommitTimer:
         finally:
             if self.recording:
                 self.durations_ms.append((time.perf_counter_ns() - t0) / 1e6)
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) per thread of this process, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = names.get(int(task.name)) or (task / "comm").read_text().strip()
+            name = name.rstrip("_0123456789") or name
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return float(sum(fields) - idle), float(sum(fields))
+
+
+async def loop_lag(lags_ms: list[float], period_s: float = 0.002) -> None:
+    """How late the event loop wakes a task that asked to sleep ``period_s``."""
+    while True:
+        t0 = time.perf_counter()
+        await asyncio.sleep(period_s)
+        lags_ms.append((time.perf_counter() - t0 - period_s) * 1000)
 
 
 async def next_probe_event(sub: Subscription, kind: AlertEventKind, timeout_s: float) -> int:
@@ -321,7 +351,7 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
     stamps = CommitStamps()
     gateway.writer.add_listener(stamps)
     timer = CommitTimer(gateway.journal.commit)
-    gateway.journal.commit = timer  # type: ignore[method-assign]
+    gateway.journal.commit = timer  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(gateway.run(), name="bench:gateway")
     probe.start()
     phases: list[Phase] = []
@@ -337,7 +367,10 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
                 await gateway.pipeline.ready.wait()
         sub = gateway.alert_bus.subscribe(100_000)
         # Warm-up: first commits, first alert, code paths compiled into caches.
-        await probe_cycles(probe, sub, stamps, Phase("warmup"), 10)
+        warmup = Phase("warmup")
+        await probe_cycles(probe, sub, stamps, warmup, 10)
+        if warmup.timeouts:
+            raise RuntimeError("the probe's readings raise no alert; is the pipeline wired?")
 
         baseline = Phase("baseline (probe only)")
         t0, n0 = time.perf_counter(), readings_committed(gateway)
@@ -357,12 +390,19 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             await asyncio.sleep(args.warmup_s)
             loaded = Phase(f"loaded ({args.rate:.0f} readings/s offered)")
             timer.recording = True
+            cpu0, machine0 = thread_cpu_s(), machine_cpu()
+            lags: list[float] = []
+            lag_task = asyncio.create_task(loop_lag(lags), name="bench:loop-lag")
             t0, n0 = time.perf_counter(), readings_committed(gateway)
             await probe_cycles(probe, sub, stamps, loaded, args.loaded_cycles)
+            lag_task.cancel()
             loaded.seconds, loaded.readings = (
                 time.perf_counter() - t0, readings_committed(gateway) - n0
             )  # fmt: skip
             timer.recording = False
+            cpu = {k: v - cpu0.get(k, 0.0) for k, v in thread_cpu_s().items()}
+            machine1 = machine_cpu()
+            busy_frac = (machine1[0] - machine0[0]) / (machine1[1] - machine0[1])
             phases.append(loaded)
         sub.close()
         if task.done():
@@ -370,6 +410,16 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
         print(f"  journal commits under load: {len(timer.durations_ms)}, "
               f"duration p50 {pct(timer.durations_ms, 50):.2f} ms "
               f"p99 {pct(timer.durations_ms, 99):.2f} ms max {max(timer.durations_ms, default=0):.2f} ms")  # fmt: skip
+        busy = ", ".join(
+            f"{name} {100 * sec / loaded.seconds:.0f}%"
+            for name, sec in sorted(cpu.items(), key=lambda kv: -kv[1])
+            if sec / loaded.seconds >= 0.01
+        )
+        print(f"  gateway process CPU by thread under load (of one core): {busy}")
+        print(f"  machine CPU busy under load: {100 * busy_frac:.0f}% of {os.cpu_count()} cores "
+              "(gateway, fleet, broker and whatever else runs here)")  # fmt: skip
+        print(f"  event loop lag under load (2 ms sleeps): p50 {pct(lags, 50):.2f} ms "
+              f"p99 {pct(lags, 99):.2f} ms max {max(lags, default=0):.2f} ms")  # fmt: skip
         alerts = gateway.alerts
         print(f"  alert runner: evaluated {alerts.evaluated} observations, "
               f"{alerts.events} events, dropped {alerts.dropped}")  # fmt: skip
@@ -402,6 +452,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer probes, under a minute")
     parser.add_argument("--rate", type=float, default=5000.0, help="background readings/s")
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for the gateway process (Python's default: 5 ms)",
+    )
     parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     parser.add_argument("--pty-dir", type=Path, help=argparse.SUPPRESS)
@@ -409,6 +465,8 @@ def main() -> None:
     if args.background:
         asyncio.run(run_background(args.broker, args.pty_dir, args.rate))
         return
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     args.baseline_cycles = 150 if args.quick else 400
     args.loaded_cycles = 400 if args.quick else 2000
     args.warmup_s = 2.0 if args.quick else 5.0
