@@ -214,6 +214,11 @@ def thread_cpu_s() -> dict[str, float]:
     return out
 
 
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -267,10 +272,13 @@ async def probe_cycles(
 
 
 @contextlib.contextmanager
-def background_fleet(broker: Mosquitto, pty_dir: Path, rate_per_s: float) -> Iterator[None]:
+def background_fleet(
+    broker: Mosquitto, pty_dir: Path, rate_per_s: float, nice: int
+) -> Iterator[subprocess.Popen[str]]:
     cmd = [
         sys.executable, "-m", "bench.alert_latency", "--background",
         "--broker", broker.url, "--pty-dir", str(pty_dir), "--rate", str(rate_per_s),
+        "--fleet-nice", str(nice),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
@@ -278,7 +286,7 @@ def background_fleet(broker: Mosquitto, pty_dir: Path, rate_per_s: float) -> Ite
         line = proc.stdout.readline()
         if not line.startswith("READY"):
             raise RuntimeError(f"background fleet did not start: {line!r}")
-        yield
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -401,7 +409,7 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
         )  # fmt: skip
         phases.append(baseline)
 
-        with background_fleet(broker, pty_dir, args.rate):
+        with background_fleet(broker, pty_dir, args.rate, args.fleet_nice) as fleet:
             # Let the fleet connect and the serial ports open before the clock starts.
             deadline = time.perf_counter() + 15
             while time.perf_counter() < deadline:
@@ -411,7 +419,7 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             await asyncio.sleep(args.warmup_s)
             loaded = Phase(f"loaded ({args.rate:.0f} readings/s offered)")
             stamps.recording = True
-            cpu0, machine0 = thread_cpu_s(), machine_cpu()
+            cpu0, machine0, fleet0 = thread_cpu_s(), machine_cpu(), process_cpu_s(fleet.pid)
             lags: list[float] = []
             lag_task = asyncio.create_task(loop_lag(lags), name="bench:loop-lag")
             t0, n0 = time.perf_counter(), readings_committed(gateway)
@@ -423,6 +431,7 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             stamps.recording = False
             cpu = {k: v - cpu0.get(k, 0.0) for k, v in thread_cpu_s().items()}
             machine1 = machine_cpu()
+            fleet_cpu = process_cpu_s(fleet.pid) - fleet0
             busy_frac = (machine1[0] - machine0[0]) / (machine1[1] - machine0[1])
             phases.append(loaded)
         sub.close()
@@ -437,6 +446,8 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             if sec / loaded.seconds >= 0.01
         )
         print(f"  gateway process CPU by thread under load (of one core): {busy}")
+        print(f"  simulated fleet process (nice {args.fleet_nice}): "
+              f"{100 * fleet_cpu / loaded.seconds:.0f}% of one core")  # fmt: skip
         print(f"  machine CPU busy under load: {100 * busy_frac:.0f}% of {os.cpu_count()} cores "
               "(gateway, fleet, broker and whatever else runs here)")  # fmt: skip
         print(f"  event loop lag under load (2 ms sleeps): p50 {pct(lags, 50):.2f} ms "
@@ -476,11 +487,18 @@ def main() -> None:
         default=None,
         help="sys.setswitchinterval for the gateway process (Python's default: 5 ms)",
     )
+    parser.add_argument(
+        "--fleet-nice",
+        type=int,
+        default=0,
+        help="niceness of the simulated fleet (real nodes do not share the gateway's CPU)",
+    )
     parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     parser.add_argument("--pty-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.background:
+        os.nice(args.fleet_nice)
         asyncio.run(run_background(args.broker, args.pty_dir, args.rate))
         return
     if args.switch_interval_ms is not None:
