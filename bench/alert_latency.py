@@ -7,8 +7,9 @@ Method (one run, baseline and load on the same machine minutes apart at most):
   ``current >= 50 A`` (``min_duration_s = 0``, every node), MQTT on a private mosquitto and
   serial ports; scoring (LiteRT) and the default alert rules are on, as on a real site.
 * A probe node on a real pty writes one-sample ReadingBatch frames (COBS+CRC, CBOR), its
-  ``current`` alternating between 80 A (crosses the rule) and 2 A (clears it), a random
-  10-40 ms apart so probes do not lock step with group commits. Latency = from
+  ``current`` alternating between 80 A (crosses the rule) and 2 A (clears it), each sent a
+  random 5-20 ms after the previous reading's event, so probes do not lock step with group
+  commits. Latency = from
   ``perf_counter_ns()`` taken right before the probe's ``os.write`` to the RAISED event
   coming out of an ``AlertBus`` subscription (CLOCK_MONOTONIC; the same clock in every
   process).
@@ -17,10 +18,12 @@ Method (one run, baseline and load on the same machine minutes apart at most):
   serial ptys (921600 baud), producing 5000 readings/s of 5 channels each. Every background
   reading's ``current`` is evaluated by the same rule (it never crosses it), so the engine
   sees the full ChannelReading stream. The rate actually committed is measured.
-* Where the time goes: the probe's commit is stamped by a journal commit listener (after the
-  pipeline's), so each latency splits into *write → committed* (serial read, ingest queue,
-  group commit with fsync) and *committed → event* (alert runner hop, engine, alert-store
-  fsync, AlertBus). Journal commit durations are recorded too.
+* Where the time goes: the journal's commit and the engine's ``observe_many`` are wrapped
+  (timing only; the gateway's code is unchanged), so each probe's latency splits into
+  write → its commit starts (serial read, ingest queue, the commit in progress), its commit
+  (with fsync), commit → engine (listeners, runner queue, executor hop), engine + alert store
+  (fsync), engine → AlertBus. Also printed: per-thread CPU of the gateway process, the
+  fleet's CPU, the machine's, event-loop lag and journal commit durations under load.
 
 Run: python -m bench.alert_latency [--quick]
 Last line: RESULT alert_latency p50_ms=<x> p99_ms=<y>
@@ -211,6 +214,23 @@ def thread_cpu_s() -> dict[str, float]:
             name = names.get(int(task.name)) or (task / "comm").read_text().strip()
             name = name.rstrip("_0123456789") or name
             out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_runqueue_wait_s() -> dict[str, float]:
+    """Seconds each thread of this process spent runnable but waiting for a CPU (schedstat).
+
+    Waiting for the GIL is not in here (a thread blocked on it sleeps): a stage that is slow
+    while its thread hardly waited for a CPU was waiting for the GIL (or I/O).
+    """
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            wait_ns = int((task / "schedstat").read_text().split()[1])
+            name = names.get(int(task.name)) or (task / "comm").read_text().strip()
+            name = name.rstrip("_0123456789") or name
+            out[name] = out.get(name, 0.0) + wait_ns / 1e9
     return out
 
 
@@ -420,6 +440,7 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             loaded = Phase(f"loaded ({args.rate:.0f} readings/s offered)")
             stamps.recording = True
             cpu0, machine0, fleet0 = thread_cpu_s(), machine_cpu(), process_cpu_s(fleet.pid)
+            rq0 = thread_runqueue_wait_s()
             lags: list[float] = []
             lag_task = asyncio.create_task(loop_lag(lags), name="bench:loop-lag")
             t0, n0 = time.perf_counter(), readings_committed(gateway)
@@ -430,6 +451,7 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             )  # fmt: skip
             stamps.recording = False
             cpu = {k: v - cpu0.get(k, 0.0) for k, v in thread_cpu_s().items()}
+            rq = {k: v - rq0.get(k, 0.0) for k, v in thread_runqueue_wait_s().items()}
             machine1 = machine_cpu()
             fleet_cpu = process_cpu_s(fleet.pid) - fleet0
             busy_frac = (machine1[0] - machine0[0]) / (machine1[1] - machine0[1])
@@ -446,6 +468,11 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             if sec / loaded.seconds >= 0.01
         )
         print(f"  gateway process CPU by thread under load (of one core): {busy}")
+        waits = ", ".join(
+            f"{name} {1000 * rq.get(name, 0.0) / loaded.seconds:.0f} ms/s"
+            for name in ("MainThread", "journal", "alerts", "scoring")
+        )
+        print(f"  gateway threads runnable but waiting for a CPU: {waits}")
         print(f"  simulated fleet process (nice {args.fleet_nice}): "
               f"{100 * fleet_cpu / loaded.seconds:.0f}% of one core")  # fmt: skip
         print(f"  machine CPU busy under load: {100 * busy_frac:.0f}% of {os.cpu_count()} cores "
