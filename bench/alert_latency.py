@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -528,6 +529,8 @@ def main() -> None:
         os.nice(args.fleet_nice)
         asyncio.run(run_background(args.broker, args.pty_dir, args.rate))
         return
+    # The fleet's serial ports only appear with the fleet; the retry warnings are expected.
+    logging.getLogger("gateway.sources.serial").setLevel(logging.ERROR)
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
     args.baseline_cycles = 150 if args.quick else 400
