@@ -65,18 +65,18 @@ class Gateway:
             self.outputs.deliver,
             seen_nodes=self._last_seen,
         )
-        self.pipeline: ScoringPipeline | None = None
-        if config.scoring.enabled:
-            self.pipeline = ScoringPipeline(config.scoring)
-            self.writer.add_listener(self.pipeline.on_commit)
-            self.pipeline.add_sink(self.alerts.submit)
-            self.pipeline.observe_channels(
-                frozenset(
-                    rule.channel
-                    for rule in config.alerts.effective_rules().values()
-                    if isinstance(rule, ThresholdRule)
-                )
+        # Always present: with scoring disabled it still turns commits into the readings,
+        # health and gap observations the other alert rules need.
+        self.pipeline = ScoringPipeline(config.scoring)
+        self.writer.add_listener(self.pipeline.on_commit)
+        self.pipeline.add_sink(self.alerts.submit)
+        self.pipeline.observe_channels(
+            frozenset(
+                rule.channel
+                for rule in config.alerts.effective_rules().values()
+                if isinstance(rule, ThresholdRule)
             )
+        )
         self.metrics_ready = asyncio.Event()
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))
@@ -156,8 +156,7 @@ class Gateway:
                     name="metrics:http",
                 )
             tg.create_task(self.outputs.run(), name="alerts:outputs")
-            if self.pipeline is not None:
-                tg.create_task(self.pipeline.run(), name="pipeline:scoring")
+            tg.create_task(self.pipeline.run(), name="pipeline:scoring")
             await self.writer.ready.wait()
             # After the journal is open: the engine seeds "node silent" from its node registry.
             tg.create_task(self.alerts.run(), name="alerts:engine")
@@ -197,7 +196,9 @@ async def run_until_signalled(
         stop.clear()
         service.cancel()
         second = asyncio.create_task(stop.wait(), name="gateway:second-signal")
-        done, _ = await asyncio.wait({service, second}, timeout=grace)
+        done, _ = await asyncio.wait(
+            {service, second}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+        )
         second.cancel()
         if service not in done:
             _LOGGER.error(

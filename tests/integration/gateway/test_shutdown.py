@@ -11,8 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from gateway.app import Gateway, run_until_signalled
 from gateway.ingest import Envelope
 from gateway.models import Channel, ReadingBatch, Sample, TimeBase, Transport
@@ -33,12 +31,6 @@ def config(tmp_path: Path):  # type: ignore[no-untyped-def]
     return gateway_config(tmp_path, shutdown_grace_s=GRACE_S, scoring={"enabled": False})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/app.py run_until_signalled: asyncio.wait({service, second}, timeout=grace) "
-    "lacks return_when=FIRST_COMPLETED, so even a clean shutdown waits the whole grace period "
-    "(for a second signal). Fix it there and drop this mark.",
-)
 async def test_sigterm_drains_and_stops_within_the_grace_period(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     gateway = Gateway(cfg)
