@@ -203,6 +203,14 @@ class ScoringPipeline:
         names = [c.name for c in msg.channels]
         picked = [(j, name) for j, name in enumerate(names) if wanted is None or name in wanted]
         plan = self._mapper.plan(msg.channels) if self.config.enabled else None
+        if not picked and plan is None:
+            # Nothing to observe or score in this batch: only the bookkeeping.
+            late = min(len(msg.samples), max(0, seen - msg.seq + 1))
+            self.stats.late_samples += late
+            if plan is None and self.config.enabled:
+                self.stats.unscorable_rows += len(msg.samples) - late
+            self.stats.samples += len(msg.samples) - late
+            return
         node_id = msg.node_id
         for j, sample in enumerate(msg.samples):
             if msg.seq + j <= seen:
