@@ -85,7 +85,10 @@ class ScoringConfig(_Section):
     )
     batch_rows: int = Field(1024, ge=1, description="most rows scored in one model call")
     max_batch_delay_ms: float = Field(
-        2.0, ge=0, description="how long a small batch waits for more rows before scoring"
+        50.0,
+        ge=0,
+        description="how long a small batch waits for more rows before scoring (anomaly rules"
+        " debounce over seconds, so a few tens of ms cost nothing and save per-call overhead)",
     )
     queue_rows: int = Field(
         50_000,
