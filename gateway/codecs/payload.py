@@ -661,14 +661,14 @@ def _fast_reading_batch(obj: dict[Any, Any]) -> ReadingBatch | None:
     node_id = obj.get(2)
     boot_id = obj.get(3)
     seq = obj.get(4)
-    time_base = _TIME_BASES.get(obj.get(5))  # type: ignore[arg-type]
+    raw_time_base = obj.get(5)
+    time_base = _TIME_BASES.get(raw_time_base) if type(raw_time_base) is int else None
     raw_channels = obj.get(7)
     raw_samples = obj.get(8)
     if (
         type(node_id) is not str
         or type(boot_id) is not int
         or type(seq) is not int
-        or type(obj.get(5)) is not int
         or time_base is None
         or type(raw_channels) is not list
         or type(raw_samples) is not list

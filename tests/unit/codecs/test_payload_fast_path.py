@@ -41,13 +41,32 @@ def test_the_fast_path_and_the_full_path_agree_on_valid_and_mutated_batches(batc
     obj = cbor2.loads(encode_message(batch))
     # Warm the channel cache the way a first message from the node would.
     assert message_from_map(copy.deepcopy(obj)) == batch
-    mutation = data.draw(st.sampled_from(["none", "top", "sample_value", "sample_t", "bool_key"]))
+    mutation = data.draw(
+        st.sampled_from(
+            [
+                "none",
+                "top",
+                "sample_value",
+                "sample_t",
+                "sample",
+                "channel",
+                "channel_name",
+                "bool_key",
+            ]
+        )
+    )
     if mutation == "top":
         obj[data.draw(st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8]))] = data.draw(_ODD_VALUES)
     elif mutation == "sample_value":
         obj[8][0][1][0] = data.draw(_ODD_VALUES)
     elif mutation == "sample_t":
         obj[8][0][0] = data.draw(_ODD_VALUES)
+    elif mutation == "sample":
+        obj[8][0] = data.draw(_ODD_VALUES)
+    elif mutation == "channel":
+        obj[7][0] = data.draw(_ODD_VALUES)
+    elif mutation == "channel_name":
+        obj[7][0][0] = data.draw(_ODD_VALUES)
     elif mutation == "bool_key":
         obj[True] = obj.pop(1)
     assert _through_public_path(obj) == _full(obj)
