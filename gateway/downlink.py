@@ -95,3 +95,29 @@ class Downlinks:
             return False
         self.sent[node_id] += 1
         return True
+
+
+class LinkReach:
+    """The nodes one connection of a source has registered with the router.
+
+    Serial and MQTT sources register a node from their ack path, once per node and
+    connection, not per message: a node is known to use the link once something of it is
+    durable, and the receive path stays lean.
+    """
+
+    def __init__(self, downlinks: Downlinks | None, link: CommandLink) -> None:
+        self._downlinks = downlinks
+        self._link = link
+        self._nodes: set[str] = set()
+
+    def note(self, node_id: str) -> None:
+        if node_id not in self._nodes:
+            self._nodes.add(node_id)
+            if self._downlinks is not None:
+                self._downlinks.register(node_id, self._link)
+
+    def forget_all(self) -> None:
+        """The connection went down: withdraw it for every node it reached."""
+        if self._downlinks is not None:
+            self._downlinks.unregister_link(self._link)
+        self._nodes.clear()

@@ -28,7 +28,7 @@ from gateway.codecs.mqtt_topics import (
 )
 from gateway.codecs.payload import encode_message
 from gateway.config import MqttConfig
-from gateway.downlink import Downlinks
+from gateway.downlink import Downlinks, LinkReach
 from gateway.errors import CodecError, TopicError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
@@ -52,8 +52,7 @@ class MqttSource:
         downlinks: Downlinks | None = None,
     ) -> None:
         self._config = config
-        self._downlinks = downlinks
-        self._reached: set[str] = set()  # nodes registered with the downlink router
+        self._reach = LinkReach(downlinks, self)
         self._commands: asyncio.Queue[Command] = asyncio.Queue(_COMMAND_QUEUE_SIZE)
         self._site = site
         self._queue = queue
@@ -193,8 +192,7 @@ class MqttSource:
             # commits instead of one publish per node per commit.
             await asyncio.sleep(self._config.ack_interval_s)
             for ack in await self._mailbox.take():
-                if ack.node_id not in self._reached:
-                    self._reach(ack.node_id)
+                self._reach.note(ack.node_id)
                 # QoS 0: acks are cumulative, so a lost one is covered by the next, and
                 # waiting for a PUBACK per ack would throttle ingest to the broker's RTT.
                 await client.publish(
@@ -213,18 +211,8 @@ class MqttSource:
             return False
         return True
 
-    def _reach(self, node_id: str) -> None:
-        # Registered from the ack path (once per node and connection), not per message, to
-        # keep the receive path lean: a node is known to use this broker once it has
-        # something durable.
-        self._reached.add(node_id)
-        if self._downlinks is not None:
-            self._downlinks.register(node_id, self)
-
     def _forget_nodes(self) -> None:
-        if self._downlinks is not None:
-            self._downlinks.unregister_link(self)
-        self._reached.clear()
+        self._reach.forget_all()
         # Queued commands were refused nowhere; they are dropped with the connection (the
         # router said True, so log what is lost).
         while not self._commands.empty():

@@ -17,7 +17,7 @@ import serial_asyncio
 from gateway.codecs.framing import FrameDecoder, encode_frame
 from gateway.codecs.payload import encode_message
 from gateway.config import SerialConfig, SerialPortConfig
-from gateway.downlink import Downlinks
+from gateway.downlink import Downlinks, LinkReach
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.models import Command, Transport
@@ -39,8 +39,7 @@ class SerialSource:
         downlinks: Downlinks | None = None,
     ) -> None:
         self._port = port
-        self._downlinks = downlinks
-        self._reached: set[str] = set()  # nodes registered with the downlink router
+        self._reach = LinkReach(downlinks, self)
         self._config = config
         self._queue = queue
         self._admission = Admission(Transport.SERIAL, metrics, allowed_nodes)
@@ -109,17 +108,8 @@ class SerialSource:
                 if msg is not None:
                     await self._queue.put(Envelope(msg, Transport.SERIAL, rx, self._mailbox))
 
-    def _reach(self, node_id: str) -> None:
-        # Registered from the ack path (once per node and connection), not per frame: a node
-        # is known to sit on this port once something of it is durable.
-        self._reached.add(node_id)
-        if self._downlinks is not None:
-            self._downlinks.register(node_id, self)
-
     def _forget_nodes(self) -> None:
-        if self._downlinks is not None:
-            self._downlinks.unregister_link(self)
-        self._reached.clear()
+        self._reach.forget_all()
         # Commands for the old connection must not reach whatever is plugged in next.
         while not self._commands.empty():
             self._commands.get_nowait()
@@ -128,8 +118,7 @@ class SerialSource:
         async def acks() -> None:
             while True:
                 for ack in await self._mailbox.take():
-                    if ack.node_id not in self._reached:
-                        self._reach(ack.node_id)
+                    self._reach.note(ack.node_id)
                     writer.write(encode_frame(encode_message(ack)))
                 await writer.drain()
 
