@@ -16,6 +16,7 @@ a USB HCI dongle. Both share one :class:`SMPClient` per flasher, opened on first
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import hashlib
@@ -84,7 +85,7 @@ _MAX_ATTRIBUTE_BYTES = 512
 _POLL_S = 0.5  # per request while waiting for a rebooting node
 
 
-class _SmpFlasher:
+class _SmpFlasher(abc.ABC):
     """SMP over one smpclient transport; subclasses say which."""
 
     transport_name = "smp"
@@ -104,8 +105,9 @@ class _SmpFlasher:
     def transport(self) -> str:
         return self.transport_name
 
+    @abc.abstractmethod
     def _make_transport(self) -> SMPTransport:
-        raise NotImplementedError
+        """The smpclient transport this flasher talks through (serial or BLE)."""
 
     # -- NodeFlasher ---------------------------------------------------------------------
 

@@ -131,7 +131,19 @@ class ScriptedFlasher:
         )
 
     async def rollback(self) -> NodeInfo:
-        raise NotImplementedError
+        self.calls.append("rollback")
+        previous = [s for s in self.slots if not s.active and s.confirmed]
+        if not previous:
+            raise FlashError("no previous model to roll back to", node_id=self.node_id)
+        self.slots = [
+            SlotInfo(
+                s.slot, s.model_id, s.model_version, s.model_hash, s.sequence, not s.active, True
+            )
+            for s in self.slots
+        ]
+        return NodeInfo(
+            self.node_id, self.target, self.slot_bytes, self.ram_bytes, tuple(self.slots)
+        )
 
     async def aclose(self) -> None:
         pass
