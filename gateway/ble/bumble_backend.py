@@ -44,6 +44,7 @@ from bumble.gatt_client import CharacteristicProxy, Client
 from bumble.host import Host
 from bumble.transport.common import Transport
 
+from gateway.aio_compat import being_cancelled
 from gateway.ble.transport import open_hci
 
 _LOGGER = logging.getLogger(__name__)
@@ -332,8 +333,7 @@ def _gatt_errors(address: str) -> Iterator[None]:
     except core.TimeoutError as exc:
         raise TimeoutError(f"{address}: no GATT response") from exc
     except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if being_cancelled():
             raise
         # Bumble cancels the pending request when the link drops; to the caller that
         # is a failed operation, not a cancellation of its task.

@@ -14,6 +14,7 @@ import logging
 import serial
 import serial_asyncio
 
+from gateway.aio_compat import being_cancelled
 from gateway.codecs.framing import FrameDecoder, encode_frame
 from gateway.codecs.payload import encode_message
 from gateway.config import SerialConfig, SerialPortConfig
@@ -89,8 +90,7 @@ class SerialSource:
                     await self._read_loop(reader)
                     raise ConnectionResetError("port closed")  # EOF: the device went away
             except* (serial.SerialException, OSError) as group:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if being_cancelled():
                     raise asyncio.CancelledError from None
                 _LOGGER.warning("%s: lost (%s); reopening", self._port.path, group.exceptions[0])
             finally:
