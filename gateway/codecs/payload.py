@@ -595,13 +595,20 @@ def _channels_from(raw_channels: list[Any], label: str) -> tuple[Channel, ...]:
     return tuple(out)
 
 
-def _validated_channels(raw_channels: list[Any], label: str) -> tuple[Channel, ...]:
-    """``_channels_from`` plus the channel checks, memoised per distinct channel list."""
+def _channel_key(raw_channels: list[Any]) -> tuple[tuple[str, str], ...] | None:
+    """The cache key of a decoded channel list; None when it is not hashable pairs."""
     try:
         key = tuple((name, unit) for name, unit in raw_channels)
-        cached = _CHANNEL_CACHE.get(key)
+        hash(key)
     except (TypeError, ValueError):  # not pairs, or unhashable parts: the slow path says why
-        key, cached = None, None
+        return None
+    return key
+
+
+def _validated_channels(raw_channels: list[Any], label: str) -> tuple[Channel, ...]:
+    """``_channels_from`` plus the channel checks, memoised per distinct channel list."""
+    key = _channel_key(raw_channels)
+    cached = None if key is None else _CHANNEL_CACHE.get(key)
     if cached is not None:
         return cached
     channels = _channels_from(raw_channels, label)
@@ -683,10 +690,8 @@ def _fast_reading_batch(obj: dict[Any, Any]) -> ReadingBatch | None:
         if len(_VALID_NODE_IDS) >= _CHANNEL_CACHE_MAX:
             _VALID_NODE_IDS.clear()
         _VALID_NODE_IDS.add(node_id)
-    try:
-        channels = _CHANNEL_CACHE.get(tuple((name, unit) for name, unit in raw_channels))
-    except (TypeError, ValueError):
-        return None
+    key = _channel_key(raw_channels)
+    channels = None if key is None else _CHANNEL_CACHE.get(key)
     if channels is None:
         return None
     n_channels = len(channels)

@@ -207,7 +207,7 @@ class ScoringPipeline:
             # Nothing to observe or score in this batch: only the bookkeeping.
             late = min(len(msg.samples), max(0, seen - msg.seq + 1))
             self.stats.late_samples += late
-            if plan is None and self.config.enabled:
+            if self.config.enabled:
                 self.stats.unscorable_rows += len(msg.samples) - late
             self.stats.samples += len(msg.samples) - late
             return

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from gateway.errors import StoreError
 from gateway.ingest import Envelope
-from gateway.models import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
+from gateway.models import Ack, NodeInference, ReadingBatch, Status, Transport
 from gateway.store.clock import NodeClock
 from gateway.store.sequence import StreamState
 
@@ -175,7 +175,6 @@ class Journal:
         self._clocks: dict[tuple[str, int], NodeClock] = {}
         self._current_boot: dict[str, int] = {}
         self._channel_sets: dict[str, int] = {}
-        self._channel_set_ids: dict[tuple[Channel, ...], int] = {}
         self._closed: list[tuple[str, int]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -313,20 +312,12 @@ class Journal:
         return clock
 
     def _channel_set(self, db: sqlite3.Connection, batch: ReadingBatch) -> int:
-        # Keyed by the channel tuple itself first: building the spec string per message
-        # cost more than the insert of a single-reading batch.
-        cid = self._channel_set_ids.get(batch.channels)
-        if cid is not None:
-            return cid
         spec = ",".join(f"{c.name}:{c.unit}" for c in batch.channels)
         cid = self._channel_sets.get(spec)
         if cid is None:
             db.execute("INSERT OR IGNORE INTO channel_sets (spec) VALUES (?)", (spec,))
             (cid,) = db.execute("SELECT id FROM channel_sets WHERE spec=?", (spec,)).fetchone()
             self._channel_sets[spec] = cid
-        if len(self._channel_set_ids) >= 4096:
-            self._channel_set_ids.clear()
-        self._channel_set_ids[batch.channels] = cid
         return cid
 
     def _insert_readings(
