@@ -7,6 +7,9 @@ If the gateway dies before that, the broker redelivers it on reconnect and the
 journal drops the copy it may already hold. aiomqtt 2.x does not expose paho's
 ``manual_ack``; we reach the paho client it wraps (``Client._client``) for exactly
 two calls, ``manual_ack_set`` and ``ack`` (a test pins that behaviour).
+
+The same paho client reads and writes through a buffered, corked socket
+(gateway.sources.mqtt_socket): on a busy link that saves most of the system calls.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.models import Ack, Command, Transport
 from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
+from gateway.sources.mqtt_socket import install_socket_buffering
 
 _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
@@ -82,6 +86,7 @@ class MqttSource:
             )
             paho = client._client  # see module docstring
             paho.manual_ack_set(True)
+            install_socket_buffering(paho)
             # Before connecting: a persistent session's backlog arrives right after CONNACK.
             backlog, has_backlog = self._take_messages_from(paho)
             try:
