@@ -18,8 +18,7 @@ Pure logic: the caller passes the receive time.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.models import TimeBase
 
@@ -30,7 +29,10 @@ class NodeClock:
     window: int = 32
     offset_ms: int | None = None
     skewed: bool = False
-    _recent_delays: deque[int] = field(default_factory=deque)
+    # "The last ``window`` delays all exceed the limit" is a run of late messages at least
+    # that long, with more than ``window`` messages seen: two counters, no window to scan.
+    _late_run: int = 0
+    _seen: int = 0
 
     def to_wall_ms(self, time_base: TimeBase, node_t: int, rx_ms: int) -> int:
         """Wall time for a node timestamp of a message received at ``rx_ms``."""
@@ -39,18 +41,16 @@ class NodeClock:
             self.skewed = delay < -self.skew_limit_ms or delay > self.skew_limit_ms * 60
             return node_t
         observed = rx_ms - node_t
-        if self.offset_ms is None or observed < self.offset_ms:
-            if self.offset_ms is not None and self.offset_ms - observed > self.skew_limit_ms:
+        offset = self.offset_ms
+        if offset is None or observed < offset:
+            if offset is not None and offset - observed > self.skew_limit_ms:
                 self.skewed = True
-            self.offset_ms = observed
-        self._recent_delays.append(observed - self.offset_ms)
-        if len(self._recent_delays) > self.window:
-            self._recent_delays.popleft()
-            if min(self._recent_delays) > self.skew_limit_ms:
+            self.offset_ms = offset = observed
+        self._seen += 1
+        if observed - offset > self.skew_limit_ms:
+            self._late_run += 1
+            if self._late_run >= self.window and self._seen > self.window:
                 self.skewed = True
-        return node_t + self.offset_ms
-
-    @property
-    def last_delay_ms(self) -> int:
-        """How late the newest message arrived relative to the clock estimate."""
-        return self._recent_delays[-1] if self._recent_delays else 0
+        else:
+            self._late_run = 0
+        return node_t + offset

@@ -28,10 +28,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from gateway.errors import StoreError
 from gateway.ingest import Envelope
-from gateway.models import Ack, NodeInference, ReadingBatch, Status, Transport
+from gateway.models import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
 from gateway.store.clock import NodeClock
 from gateway.store.sequence import StreamState
 
@@ -155,6 +156,13 @@ class NodeRow:
         return self.received / expected if expected else 1.0
 
 
+_INSERT_READING: Final = (
+    "INSERT OR IGNORE INTO readings"
+    " (node_id, boot_id, seq, ts_ms, rx_ms, transport, channel_set, vals)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _pack(values: tuple[float, ...]) -> bytes:
     return struct.pack(f"<{len(values)}d", *values)
 
@@ -175,6 +183,7 @@ class Journal:
         self._clocks: dict[tuple[str, int], NodeClock] = {}
         self._current_boot: dict[str, int] = {}
         self._channel_sets: dict[str, int] = {}
+        self._last_channels: tuple[tuple[Channel, ...] | None, int] = (None, 0)
         self._closed: list[tuple[str, int]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -312,12 +321,17 @@ class Journal:
         return clock
 
     def _channel_set(self, db: sqlite3.Connection, batch: ReadingBatch) -> int:
+        # The codec hands out one tuple per distinct channel list, so a stream of batches
+        # usually repeats the very same object (held here, so its identity is never reused).
+        if batch.channels is self._last_channels[0]:
+            return self._last_channels[1]
         spec = ",".join(f"{c.name}:{c.unit}" for c in batch.channels)
         cid = self._channel_sets.get(spec)
         if cid is None:
             db.execute("INSERT OR IGNORE INTO channel_sets (spec) VALUES (?)", (spec,))
             (cid,) = db.execute("SELECT id FROM channel_sets WHERE spec=?", (spec,)).fetchone()
             self._channel_sets[spec] = cid
+        self._last_channels = (batch.channels, cid)
         return cid
 
     def _insert_readings(
@@ -327,14 +341,18 @@ class Journal:
         clock = self._clock(batch.node_id, batch.boot_id)
         node_id, boot_id, rx, tr = batch.node_id, batch.boot_id, env.rx_ms, env.transport.value
         tb = batch.time_base
-        wall = tuple(clock.to_wall_ms(tb, s.t, rx) for s in batch.samples)
+        samples = batch.samples
+        if len(samples) == 1:  # the common single-reading message: no list, no executemany
+            (sample,) = samples
+            ts = clock.to_wall_ms(tb, sample.t, rx)
+            row = (node_id, boot_id, batch.seq, ts, rx, tr, cid, _pack(sample.values))
+            return db.execute(_INSERT_READING, row).rowcount, (ts,)
+        wall = tuple(clock.to_wall_ms(tb, s.t, rx) for s in samples)
         cur = db.executemany(
-            "INSERT OR IGNORE INTO readings"
-            " (node_id, boot_id, seq, ts_ms, rx_ms, transport, channel_set, vals)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_READING,
             [
                 (node_id, boot_id, batch.seq + i, wall[i], rx, tr, cid, _pack(s.values))
-                for i, s in enumerate(batch.samples)
+                for i, s in enumerate(samples)
             ],
         )  # fmt: skip
         return cur.rowcount, wall
