@@ -53,6 +53,8 @@ _MESSAGE_CLASS: Final[dict[TopicKind, type]] = {
     TopicKind.CMD: Command,
 }
 _KIND_OF_CLASS: Final = {cls: kind for kind, cls in _MESSAGE_CLASS.items()}
+# The same, looked up by plain string too (TopicKind is a StrEnum), without an enum call.
+_CLASS_OF_KIND: Final[dict[str, type]] = {str(kind): cls for kind, cls in _MESSAGE_CLASS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,15 +166,13 @@ def decode_mqtt_payload(
     another node than the topic.
     """
     raw = bytes(payload)
-    try:
-        topic_kind = TopicKind(kind)
-    except ValueError:
-        raise PayloadError(f"unknown topic kind {kind!r}", raw, 0) from None
+    expected = _CLASS_OF_KIND.get(kind)
+    if expected is None:
+        raise PayloadError(f"unknown topic kind {kind!r}", raw, 0)
     msg = decode_json_message(raw) if raw[:1] == b"{" else decode_message(raw)
-    expected = _MESSAGE_CLASS[topic_kind]
     if type(msg) is not expected:
         raise PayloadError(
-            f"a {type(msg).__name__} was published on a {topic_kind.value!r} topic, "
+            f"a {type(msg).__name__} was published on a {str(kind)!r} topic, "
             f"which carries {expected.__name__} messages",
             raw,
             0,

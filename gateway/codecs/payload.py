@@ -582,6 +582,8 @@ def _samples_from(raw_samples: list[Any], n_channels: int, label: str) -> tuple[
 # (bounded, cleared when full) takes most of the per-message cost off single-reading messages.
 _CHANNEL_CACHE: dict[tuple[tuple[str, str], ...], tuple[Channel, ...]] = {}
 _CHANNEL_CACHE_MAX: Final = 1024
+# The most recent (decoded channel list, channels) pair from the cache.
+_LAST_CHANNELS: list[Any] = [None, ()]
 
 
 def _channels_from(raw_channels: list[Any], label: str) -> tuple[Channel, ...]:
@@ -690,10 +692,16 @@ def _fast_reading_batch(obj: dict[Any, Any]) -> ReadingBatch | None:
         if len(_VALID_NODE_IDS) >= _CHANNEL_CACHE_MAX:
             _VALID_NODE_IDS.clear()
         _VALID_NODE_IDS.add(node_id)
-    key = _channel_key(raw_channels)
-    channels = None if key is None else _CHANNEL_CACHE.get(key)
-    if channels is None:
-        return None
+    last_raw, channels = _LAST_CHANNELS
+    # A stream of batches repeats one channel list. Equal to a list that passed validation
+    # means valid: list equality needs lists all the way down, and a str equals only a str.
+    if raw_channels != last_raw:
+        key = _channel_key(raw_channels)
+        cached = None if key is None else _CHANNEL_CACHE.get(key)
+        if cached is None:
+            return None
+        channels = cached
+        _LAST_CHANNELS[:] = (raw_channels, channels)
     n_channels = len(channels)
     samples = []
     for item in raw_samples:

@@ -42,7 +42,7 @@ from gateway.events import (
     NodeHealth,
     Observation,
 )
-from gateway.models import NodeInference, ReadingBatch, Status
+from gateway.models import Channel, NodeInference, ReadingBatch, Status
 from gateway.pipeline.config import ScoringConfig
 from gateway.pipeline.fusion import Fusion
 from gateway.pipeline.hotswap import (
@@ -116,6 +116,7 @@ class ScoringPipeline:
         # A ChannelReading per sample and channel is most of on_commit's cost, so readings
         # nobody reads are not made.
         self._observed_channels: frozenset[str] | None = None
+        self._last_picked: tuple[tuple[Channel, ...] | None, list[tuple[int, str]]] = (None, [])
         self.ready = asyncio.Event()
 
     # -- wiring --------------------------------------------------------------------------------
@@ -123,6 +124,19 @@ class ScoringPipeline:
     def observe_channels(self, channels: frozenset[str] | None) -> None:
         """Emit ChannelReadings only for ``channels`` (None: all of them)."""
         self._observed_channels = channels
+        self._last_picked = (None, [])
+
+    def _picked_channels(self, channels: tuple[Channel, ...]) -> list[tuple[int, str]]:
+        """(index, name) of the observed channels among ``channels``."""
+        # Batches of one stream share one channels tuple (the codec's): remember the last.
+        last, picked = self._last_picked
+        if channels is not last:
+            wanted = self._observed_channels
+            picked = [
+                (j, c.name) for j, c in enumerate(channels) if wanted is None or c.name in wanted
+            ]
+            self._last_picked = (channels, picked)
+        return picked
 
     def add_sink(self, sink: ObservationSink) -> None:
         """Call ``sink`` with every batch of observations, on the event loop (must not block)."""
@@ -199,9 +213,7 @@ class ScoringPipeline:
         out: list[Observation],
         rows: list[Row],
     ) -> None:
-        wanted = self._observed_channels
-        names = [c.name for c in msg.channels]
-        picked = [(j, name) for j, name in enumerate(names) if wanted is None or name in wanted]
+        picked = self._picked_channels(msg.channels)
         plan = self._mapper.plan(msg.channels) if self.config.enabled else None
         if not picked and plan is None:
             # Nothing to observe or score in this batch: only the bookkeeping.
