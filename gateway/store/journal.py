@@ -245,34 +245,45 @@ class Journal:
         node_updates: dict[str, Envelope] = {}
         db.execute("BEGIN IMMEDIATE")
         try:
+            new_counts, wall_ms = result.new_counts, result.wall_ms
+            # Per transport: [inserted, duplicates], folded into the result's counters below.
+            totals: dict[str, list[int]] = {}
             for env in envelopes:
                 msg = env.msg
                 key = (msg.node_id, msg.boot_id)
-                state = self._stream_for(env, result)
+                state = self._streams.get(key)
+                if state is None:
+                    state = self._new_stream(env, result)
                 if isinstance(msg, ReadingBatch):
                     new, wall = self._insert_readings(db, env, msg)
                 elif isinstance(msg, NodeInference):
                     new, wall = self._insert_inference(db, env, msg)
                 else:
                     new, wall = self._insert_status(db, env, msg)
-                result.new_counts.append(new)
-                result.wall_ms.append(wall)
-                count = msg.last_seq - msg.seq + 1
+                new_counts.append(new)
+                wall_ms.append(wall)
                 first, last = msg.seq, msg.last_seq
+                duplicates = last - first + 1 - new
                 if new and first <= state.acked:
                     # Arrived after we had counted it lost (late copy across a reboot).
                     state.lost -= min(new, state.acked - first + 1)
                 state.commit(first, last)
                 state.received += new
-                state.duplicates += count - new
-                result.inserted[env.transport.value] += new
-                result.duplicates[env.transport.value] += count - new
+                state.duplicates += duplicates
+                counts = totals.get(env.transport)
+                if counts is None:
+                    counts = totals[env.transport] = [0, 0]
+                counts[0] += new
+                counts[1] += duplicates
                 if isinstance(msg, Status) and msg.oldest_unacked_seq:
                     given_up = state.give_up_below(msg.oldest_unacked_seq)
                     result.lost += given_up
                     result.lost_by_node[msg.node_id] += given_up
                 touched[key] = env
                 node_updates[msg.node_id] = env
+            for transport, (inserted, duplicates) in totals.items():
+                result.inserted[str(transport)] += inserted
+                result.duplicates[str(transport)] += duplicates
             self._save_streams(db, touched)
             self._save_nodes(db, node_updates)
             db.execute("COMMIT")
@@ -286,32 +297,30 @@ class Journal:
         result.seconds = time.perf_counter() - started
         return result
 
-    def _stream_for(self, env: Envelope, result: CommitResult) -> StreamState:
+    def _new_stream(self, env: Envelope, result: CommitResult) -> StreamState:
+        """Start the stream of a (node, boot) not seen before; a new boot closes the old one."""
         msg = env.msg
-        key = (msg.node_id, msg.boot_id)
-        state = self._streams.get(key)
-        if state is None:
-            state = StreamState(msg.node_id, msg.boot_id)
-            self._streams[key] = state
-            previous = self._current_boot.get(msg.node_id)
-            if previous is not None and previous != msg.boot_id:
-                old_key = (msg.node_id, previous)
-                old = self._streams.get(old_key)
-                if old is not None:
-                    closed_lost = old.close()
-                    result.lost += closed_lost
-                    result.lost_by_node[msg.node_id] += closed_lost
-                    self._closed.append(old_key)
-                _LOGGER.info("%s: rebooted (boot %08x -> %08x)", msg.node_id, previous, msg.boot_id)
-            self._require().execute(
-                "INSERT OR IGNORE INTO streams VALUES (?, ?, 0, 0, 0, 0, 0, ?)",
-                (msg.node_id, msg.boot_id, env.rx_ms),
-            )
-            self._current_boot[msg.node_id] = msg.boot_id
-            self._require().execute(
-                "UPDATE nodes SET reboots = reboots + 1, boot_id = ? WHERE node_id = ?",
-                (msg.boot_id, msg.node_id),
-            )
+        state = StreamState(msg.node_id, msg.boot_id)
+        self._streams[(msg.node_id, msg.boot_id)] = state
+        previous = self._current_boot.get(msg.node_id)
+        if previous is not None and previous != msg.boot_id:
+            old_key = (msg.node_id, previous)
+            old = self._streams.get(old_key)
+            if old is not None:
+                closed_lost = old.close()
+                result.lost += closed_lost
+                result.lost_by_node[msg.node_id] += closed_lost
+                self._closed.append(old_key)
+            _LOGGER.info("%s: rebooted (boot %08x -> %08x)", msg.node_id, previous, msg.boot_id)
+        self._require().execute(
+            "INSERT OR IGNORE INTO streams VALUES (?, ?, 0, 0, 0, 0, 0, ?)",
+            (msg.node_id, msg.boot_id, env.rx_ms),
+        )
+        self._current_boot[msg.node_id] = msg.boot_id
+        self._require().execute(
+            "UPDATE nodes SET reboots = reboots + 1, boot_id = ? WHERE node_id = ?",
+            (msg.boot_id, msg.node_id),
+        )
         return state
 
     def _clock(self, node_id: str, boot_id: int) -> NodeClock:
