@@ -25,7 +25,7 @@ from pathlib import Path
 import aiomqtt
 import paho.mqtt.client as paho
 
-from gateway.app import Gateway
+from gateway.app import Gateway, freeze_startup_heap
 from gateway.codecs.mqtt_topics import format_topic, uplink_filters
 from gateway.codecs.payload import encode_message
 from gateway.config import load_config
@@ -128,6 +128,9 @@ def measure(broker: Mosquitto, workdir: Path, label: str, n_messages: int, per_m
     client_id = f"bench-{label}-{consumer}"
     register_session(broker, client_id)
     fill_broker(broker, make_payloads(n_messages, per_message))
+    # Both consumers start from the same heap, frozen as `fieldgate run` freezes its own
+    # after start-up; otherwise each full GC walks everything this process ever imported.
+    freeze_startup_heap()
     if consumer == "raw":
         seconds = asyncio.run(raw_consumer(broker, client_id, n_messages))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -168,6 +169,18 @@ def _hard_exit() -> None:
     # Every journal commit is one atomic transaction, so leaving now is as safe as kill -9:
     # nothing acknowledged is lost; unacknowledged data is resent by the nodes.
     os._exit(70)
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything alive now (modules, config, models) from cyclic garbage collection.
+
+    Call once start-up is done. Those objects live as long as the process, yet every full
+    collection walked them all again: tens of milliseconds each, a quarter of the CPU of a
+    busy ingest (bench.ingest). Reference counting still frees them; only the cycle
+    detector skips them, so call it where no garbage cycles are left (it collects first).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def run_until_signalled(

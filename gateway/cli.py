@@ -59,9 +59,11 @@ def run(
         _err.print("[green]configuration is valid[/green]")
         return
     setup_logging(cfg.log_level)
-    from gateway.app import Gateway, run_until_signalled
+    from gateway.app import Gateway, freeze_startup_heap, run_until_signalled
 
-    asyncio.run(run_until_signalled(Gateway(cfg)))
+    gateway = Gateway(cfg)
+    freeze_startup_heap()
+    asyncio.run(run_until_signalled(gateway))
 
 
 def _register_subcommands() -> None:
