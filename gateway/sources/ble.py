@@ -51,6 +51,7 @@ from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
 _LOGGER = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 10.0
 _INBOX_SIZE = 256
+_MAX_REMEMBERED_BEACONS = 4096
 _BEACON_QUEUE_SIZE = 256
 _COMMAND_QUEUE_SIZE = 16
 DEFAULT_SESSION_SHARE_S = 30.0
@@ -211,12 +212,17 @@ class BleSource:
         except CodecError as exc:
             self._admission.malformed(where, exc)
             return
-        self._beacon_names.add(msg.node_id)
+        if msg.node_id in self._nodes:
+            self._beacon_names.add(msg.node_id)  # a configured name that turned out a beacon
         key = (msg.boot_id, msg.seq)
         if self._last_beacon.get(msg.node_id) == key:
             return  # beacons repeat each reading; the journal would drop the copy anyway
         if not self._admission.admit(msg, where):
             return
+        if len(self._last_beacon) >= _MAX_REMEMBERED_BEACONS:
+            # Only a repeat filter: forgetting lets a few copies through to the journal's
+            # dedupe, while a neighbourhood of made-up node ids cannot grow it without bound.
+            self._last_beacon.clear()
         self._last_beacon[msg.node_id] = key
         try:
             self._beacons.put_nowait(
