@@ -53,10 +53,6 @@ class MqttConfig(_Section):
     keepalive_s: int = Field(30, ge=5)
     reconnect_max_s: float = Field(30.0, gt=0)
     ack_interval_s: float = Field(0.05, ge=0, description="min pause between ack rounds")
-    # MQTT 5 Receive Maximum: QoS 1 messages the broker may send before we PUBACK them. We
-    # PUBACK only after the journal commit, so this bounds what the gateway holds in memory
-    # (a backlog after an outage stays at the broker); it must cover rate x commit time.
-    receive_maximum: int = Field(2000, ge=1, le=65535)
     username: str | None = None
     password: str | None = None
 

@@ -1,12 +1,10 @@
 """MQTT source: subscribe to ``fieldgate/<site>/+/+`` and acknowledge after commit.
 
-Durability across the broker: the MQTT 5 session is persistent (``clean_start=False``,
-a session that never expires, a fixed client id) and paho's manual acknowledgement is
-switched on, so a QoS 1 message is PUBACKed to the broker only once the journal has
-committed it. If the gateway dies before that, the broker redelivers it on reconnect and
-the journal drops the copy it may already hold. Our Receive Maximum caps how many
-unacknowledged messages the broker sends: that is the gateway's in-memory backlog bound
-(a broker's own ``max_inflight_messages`` may cap it lower; see docs/deploy). aiomqtt 2.x does not expose paho's
+Durability across the broker: the session is persistent (``clean_session=False``
+with a fixed client id) and paho's manual acknowledgement is switched on, so a
+QoS 1 message is PUBACKed to the broker only once the journal has committed it.
+If the gateway dies before that, the broker redelivers it on reconnect and the
+journal drops the copy it may already hold. aiomqtt 2.x does not expose paho's
 ``manual_ack``; we reach the paho client it wraps (``Client._client``) for exactly
 two calls, ``manual_ack_set`` and ``ack`` (a test pins that behaviour).
 
@@ -23,8 +21,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gateway.aio_compat import being_cancelled, checkpoint
 from gateway.codecs.mqtt_topics import (
@@ -46,16 +42,6 @@ from gateway.sources.mqtt_socket import install_socket_buffering
 _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
 _COMMAND_QUEUE_SIZE = 64
-SESSION_NEVER_EXPIRES = 0xFFFFFFFF
-
-
-def _connect_properties(receive_maximum: int) -> Properties:
-    props = Properties(PacketTypes.CONNECT)
-    # The session (subscriptions and unacknowledged messages) outlives any disconnect, as a
-    # persistent MQTT 3.1.1 session would: a restarted gateway picks up where it stopped.
-    props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
-    props.ReceiveMaximum = receive_maximum
-    return props
 
 
 class MqttSource:
@@ -81,10 +67,6 @@ class MqttSource:
         self._port = url.port or 1883
         self.ready = asyncio.Event()
         self.connections = 0
-        # QoS 1 messages taken from the broker, and those PUBACKed (committed or refused):
-        # the difference is what the gateway holds unacknowledged (<= receive_maximum).
-        self.received = 0
-        self.pubacked = 0
 
     @property
     def name(self) -> str:
@@ -97,9 +79,7 @@ class MqttSource:
                 self._host,
                 self._port,
                 identifier=self._config.client_id,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=_connect_properties(self._config.receive_maximum),
+                clean_session=False,
                 keepalive=self._config.keepalive_s,
                 username=self._config.username,
                 password=self._config.password,
@@ -146,7 +126,6 @@ class MqttSource:
         has_backlog = asyncio.Event()
 
         def on_message(_client: Any, _userdata: Any, message: Any) -> None:
-            self.received += 1
             env = self._envelope(message, paho)
             if env is None:
                 return
@@ -183,7 +162,6 @@ class MqttSource:
         def puback() -> None:
             if qos > 0:
                 paho.ack(mid, qos)
-                self.pubacked += 1
 
         try:
             topic: str = message.topic  # paho decodes it here and raises on invalid UTF-8

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 import aiomqtt
@@ -11,7 +10,6 @@ import aiomqtt
 from gateway.codecs.mqtt_topics import format_topic
 from gateway.codecs.payload import decode_message, encode_message
 from gateway.models import Ack, Channel, ReadingBatch, Sample, TimeBase
-from gateway.sources.mqtt import MqttSource
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
 from tests.fixtures.servers import Mosquitto
 
@@ -121,41 +119,3 @@ async def test_broker_restart_loses_and_duplicates_nothing(
                 await node.publish(topic, encode_message(batch("n3", seq)), qos=1)
         await wait_until(lambda: len(journal_keys(cfg)) == 40, what="second half")
     assert sorted(journal_keys(cfg)) == [("n3", 5, s) for s in range(1, 41)]
-
-
-async def test_unacknowledged_messages_in_the_gateway_never_exceed_its_receive_maximum(
-    mosquitto: Mosquitto, mqtt_prefix: str, tmp_path: Path
-) -> None:
-    # With the journal stalled nothing is PUBACKed: the broker may send only receive_maximum
-    # messages; the rest of the backlog waits at the broker, not in the gateway's memory.
-    cfg = gateway_config(
-        tmp_path,
-        site=mqtt_prefix,
-        mqtt={
-            "enabled": True,
-            "url": mosquitto.url,
-            "client_id": f"gw-{mqtt_prefix}",
-            "receive_maximum": 20,
-        },
-    )
-    stall = threading.Event()
-    async with (
-        running_gateway(cfg) as gw,
-        aiomqtt.Client(mosquitto.host, mosquitto.port) as node,
-    ):
-        stalled = asyncio.create_task(gw.writer.call(lambda: stall.wait(20)))
-        try:
-            topic = format_topic(mqtt_prefix, "n4", "readings")
-            for seq in range(1, 201):
-                await node.publish(topic, encode_message(batch("n4", seq, n=1)), qos=1)
-            source = gw.sources[0]
-            assert isinstance(source, MqttSource)
-            await wait_until(lambda: source.received >= 20, what="a full receive window")
-            await asyncio.sleep(0.5)  # time for any over-delivery to show
-            assert source.received - source.pubacked == 20
-            assert len(journal_keys(cfg)) == 0
-        finally:
-            stall.set()
-            await stalled
-        await wait_until(lambda: len(journal_keys(cfg)) == 200, what="the whole backlog")
-    assert sorted(s for _n, _b, s in journal_keys(cfg)) == list(range(1, 201))
