@@ -37,7 +37,7 @@ from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.models import Ack, Command, Transport
 from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
-from gateway.sources.mqtt_socket import install_socket_buffering
+from gateway.sources.mqtt_socket import ReadControl, install_socket_buffering
 
 _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
@@ -67,6 +67,11 @@ class MqttSource:
         self._port = url.port or 1883
         self.ready = asyncio.Event()
         self.connections = 0
+        # QoS 1 messages taken from the broker and those PUBACKed (committed or refused):
+        # the difference is what the gateway holds unacknowledged.
+        self.received = 0
+        self.pubacked = 0
+        self.read_pauses = 0  # times a full ingest queue pushed back on the broker
 
     @property
     def name(self) -> str:
@@ -86,9 +91,9 @@ class MqttSource:
             )
             paho = client._client  # see module docstring
             paho.manual_ack_set(True)
-            install_socket_buffering(paho)
+            reads = install_socket_buffering(paho)
             # Before connecting: a persistent session's backlog arrives right after CONNACK.
-            backlog, has_backlog = self._take_messages_from(paho)
+            backlog, has_backlog = self._take_messages_from(paho, reads)
             try:
                 async with client:
                     self.connections += 1
@@ -101,7 +106,7 @@ class MqttSource:
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._send_acks(client), name=f"{self.name}:acks")
                         tg.create_task(self._send_commands(client), name=f"{self.name}:commands")
-                        await self._receive(client, backlog, has_backlog)
+                        await self._receive(client, backlog, has_backlog, reads)
             except* aiomqtt.MqttError as group:
                 self.ready.clear()
                 self._forget_nodes()
@@ -112,20 +117,25 @@ class MqttSource:
                 _LOGGER.warning("mqtt: %s; reconnecting in %.1f s", group.exceptions[0], delay)
                 await asyncio.sleep(delay)
 
-    def _take_messages_from(self, paho: Any) -> tuple[deque[Envelope], asyncio.Event]:
+    def _take_messages_from(
+        self, paho: Any, reads: ReadControl
+    ) -> tuple[deque[Envelope], asyncio.Event]:
         """Decode and queue messages straight from paho's callback.
 
         The callback runs on this event loop (aiomqtt drives paho from loop reader callbacks);
         it replaces aiomqtt's iterator, which costs a task and an asyncio.wait per message,
         more than decoding and admitting it. Envelopes the bounded ingest queue cannot take
         at once wait in ``backlog``, in order, and the pump feeds them with the queue's own
-        policy. The backlog is bounded by the broker: with manual acks it sends at most its
-        in-flight window of unacknowledged QoS 1 messages.
+        policy. The first one that waits pauses reading from the broker until the pump has
+        handed the backlog over: TCP flow control then keeps the rest at the broker, so a
+        long backlog after an outage never piles up in gateway memory, whatever in-flight
+        window the broker allows.
         """
         backlog: deque[Envelope] = deque()
         has_backlog = asyncio.Event()
 
         def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+            self.received += 1
             env = self._envelope(message, paho)
             if env is None:
                 return
@@ -133,27 +143,37 @@ class MqttSource:
                 return
             backlog.append(env)
             has_backlog.set()
+            if not reads.paused:
+                self.read_pauses += 1
+                reads.pause()
 
         paho.on_message = on_message
         return backlog, has_backlog
 
     async def _receive(
-        self, client: aiomqtt.Client, backlog: deque[Envelope], has_backlog: asyncio.Event
+        self,
+        client: aiomqtt.Client,
+        backlog: deque[Envelope],
+        has_backlog: asyncio.Event,
+        reads: ReadControl,
     ) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._pump(backlog, has_backlog), name=f"{self.name}:pump")
+            tg.create_task(self._pump(backlog, has_backlog, reads), name=f"{self.name}:pump")
             # Never yields (paho's on_message takes every message); it raises MqttError when
             # the connection drops, which is what ends this receive loop.
             async for message in client.messages:
                 _LOGGER.error("mqtt: message bypassed the receiver: %s", message.topic)
 
-    async def _pump(self, backlog: deque[Envelope], has_backlog: asyncio.Event) -> None:
+    async def _pump(
+        self, backlog: deque[Envelope], has_backlog: asyncio.Event, reads: ReadControl
+    ) -> None:
         while True:
             await has_backlog.wait()
             while backlog:
                 await self._queue.put(backlog[0])
                 backlog.popleft()
             has_backlog.clear()
+            reads.resume()
 
     def _envelope(self, message: Any, paho: Any) -> Envelope | None:
         """Decode and admit one paho message; None (and PUBACKed) when it will not enter."""
@@ -162,6 +182,7 @@ class MqttSource:
         def puback() -> None:
             if qos > 0:
                 paho.ack(mid, qos)
+                self.pubacked += 1
 
         try:
             topic: str = message.topic  # paho decodes it here and raises on invalid UTF-8

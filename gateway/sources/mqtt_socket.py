@@ -17,9 +17,13 @@ Writes: inside one ``loop_write`` (one writable callback) the socket is *corked*
 are collected and leave in one ``send`` when the round ends. What the kernel will not take
 then stays here, in order, and the socket's writer callback stays registered until it is out.
 
+Reads can also be paused (:class:`ReadControl`): the gateway stops taking messages while
+its ingest queue is full, and TCP flow control keeps the rest at the broker instead of in
+gateway memory.
+
 paho has no public hook for its socket; :func:`install_socket_buffering` wraps the private
-``Client._create_socket`` and the public ``Client.loop_write`` of one paho client (a test
-pins that paho still has them).
+``Client._create_socket`` and the public ``Client.loop_write`` and ``Client.loop_read`` of
+one paho client (a test pins that paho still has them).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
+
+from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,7 +68,9 @@ class BufferedSocket:
         self._out_bytes = 0
         self._corked = False
         self._writer_fd: int | None = None  # our own writable callback, while bytes wait
-        self._closed = False
+        self.closed = False
+        # While paused, buffered bytes are not offered: readers stop at pending() == 0.
+        self.reading_paused = False
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -85,6 +93,8 @@ class BufferedSocket:
 
     def pending(self) -> int:
         """Bytes readable without waiting for the network (buffered here or in TLS)."""
+        if self.reading_paused:
+            return 0
         inner_pending = getattr(self._inner, "pending", None)
         inner = inner_pending() if inner_pending is not None else 0
         return len(self._buffer) - self._offset + inner
@@ -114,7 +124,7 @@ class BufferedSocket:
         ``on_writable``, registered as the socket's writer callback until it is all out
         (or until paho, which has packets of its own queued, keeps the writer registered)."""
         self._corked = False
-        if self._closed:
+        if self.closed:
             return
         try:
             self._flush()
@@ -159,7 +169,7 @@ class BufferedSocket:
             self._writer_fd = None
 
     def close(self) -> None:
-        self._closed = True
+        self.closed = True
         self._buffer, self._offset = b"", 0  # readers loop while pending() > 0
         with contextlib.suppress(OSError):
             self._flush()  # best effort: a DISCONNECT may be waiting here
@@ -180,11 +190,67 @@ class BufferedSocket:
         )
 
 
-def install_socket_buffering(paho_client: Any) -> None:
+class ReadControl:
+    """Pause and resume reading from one paho client's broker connection.
+
+    Paused, the socket leaves the event loop's readers and paho's ``loop_read`` returns at
+    once, so no message is taken until :meth:`resume`; bytes already buffered wait here.
+    aiomqtt's reader callback is gone after a pause, so a resumed socket is read by
+    :meth:`_read`, which does what it did: ``loop_read`` until nothing is pending. A pause
+    longer than the keepalive ends the connection (paho misses the PINGRESP), and the
+    source reconnects; the broker still holds everything not PUBACKed.
+    """
+
+    def __init__(self, paho_client: Any) -> None:
+        self._paho = paho_client
+        self.paused = False
+        self.pauses = 0  # how often the gateway had to push back on the broker
+
+    def pause(self) -> None:
+        if self.paused:
+            return
+        self.paused = True
+        self.pauses += 1
+        sock = self._paho.socket()
+        if isinstance(sock, BufferedSocket) and not sock.closed:
+            sock.reading_paused = True
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        sock = self._paho.socket()
+        if not isinstance(sock, BufferedSocket) or sock.closed:
+            return  # the connection went away meanwhile; its successor reads afresh
+        sock.reading_paused = False
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), self._read)
+        if sock.pending():
+            loop.call_soon(self._read)  # buffered bytes will not wake the selector
+
+    def _read(self) -> None:
+        sock = self._paho.socket()
+        try:
+            while not self.paused:
+                self._paho.loop_read()
+                current = self._paho.socket()
+                if current is None or not current.pending():
+                    break
+        except Exception:
+            _LOGGER.exception("mqtt: reading from the broker failed; dropping the connection")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # paho sees the end of the stream
+
+
+def install_socket_buffering(paho_client: Any) -> ReadControl:
     """Make every connection ``paho_client`` opens from now on a :class:`BufferedSocket`,
-    corked for the length of each ``loop_write``."""
+    corked for the length of each ``loop_write``; return the control that pauses its reads."""
     create_socket = paho_client._create_socket
     loop_write = paho_client.loop_write
+    loop_read = paho_client.loop_read
+    control = ReadControl(paho_client)
 
     def create_buffered_socket() -> BufferedSocket:
         return BufferedSocket(create_socket())
@@ -199,5 +265,12 @@ def install_socket_buffering(paho_client: Any) -> None:
         finally:
             sock.uncork(corked_loop_write, paho_client.want_write)
 
+    def gated_loop_read(max_packets: int = 1) -> Any:
+        if control.paused:
+            return MQTT_ERR_SUCCESS
+        return loop_read(max_packets)
+
     paho_client._create_socket = create_buffered_socket
     paho_client.loop_write = corked_loop_write
+    paho_client.loop_read = gated_loop_read
+    return control

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import aiomqtt
@@ -10,6 +11,7 @@ import aiomqtt
 from gateway.codecs.mqtt_topics import format_topic
 from gateway.codecs.payload import decode_message, encode_message
 from gateway.models import Ack, Channel, ReadingBatch, Sample, TimeBase
+from gateway.sources.mqtt import MqttSource
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
 from tests.fixtures.servers import Mosquitto
 
@@ -119,3 +121,41 @@ async def test_broker_restart_loses_and_duplicates_nothing(
                 await node.publish(topic, encode_message(batch("n3", seq)), qos=1)
         await wait_until(lambda: len(journal_keys(cfg)) == 40, what="second half")
     assert sorted(journal_keys(cfg)) == [("n3", 5, s) for s in range(1, 41)]
+
+
+async def test_a_full_queue_leaves_the_backlog_at_the_broker_and_loses_nothing(
+    mosquitto: Mosquitto, mqtt_prefix: str, tmp_path: Path
+) -> None:
+    # The journal is stalled, so nothing is committed or PUBACKed. The gateway takes what
+    # its queue holds (plus one waiting message and the writer's stalled batch), stops
+    # reading, and the rest of the 500 waits at the broker; then all arrive, once, in order.
+    cfg = gateway_config(
+        tmp_path,
+        site=mqtt_prefix,
+        mqtt={"enabled": True, "url": mosquitto.url, "client_id": f"gw-{mqtt_prefix}"},
+        queue={"max_messages": 30},
+        journal={"max_commit_messages": 20},
+    )
+    stall = threading.Event()
+    async with (
+        running_gateway(cfg) as gw,
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as node,
+    ):
+        source = gw.sources[0]
+        assert isinstance(source, MqttSource)
+        stalled = asyncio.create_task(gw.writer.call(lambda: stall.wait(20)))
+        try:
+            topic = format_topic(mqtt_prefix, "n5", "readings")
+            for seq in range(1, 501):
+                await node.publish(topic, encode_message(batch("n5", seq, n=1)), qos=1)
+            await wait_until(lambda: source.read_pauses >= 1, what="reading paused")
+            await asyncio.sleep(0.5)  # time for any over-reading to show
+            assert source.received <= 30 + 1 + 20
+            assert source.pubacked == 0
+        finally:
+            stall.set()
+            await stalled
+        await wait_until(lambda: len(journal_keys(cfg)) == 500, what="the whole backlog")
+        await wait_until(lambda: source.pubacked == 500, what="every message PUBACKed")
+    assert sorted(s for _n, _b, s in journal_keys(cfg)) == list(range(1, 501))
+    assert source.received == 500  # nothing redelivered: the connection never dropped

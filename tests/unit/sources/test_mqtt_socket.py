@@ -204,5 +204,5 @@ def test_close_forgets_buffered_bytes_and_closes_the_socket(pair: Pair) -> None:
 
 def test_paho_still_has_the_hooks_the_wrapper_is_installed_through() -> None:
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    for name in ("_create_socket", "loop_write", "socket", "want_write", "_sock_recv"):
+    for name in ("_create_socket", "loop_write", "loop_read", "socket", "want_write", "_sock_recv"):
         assert callable(getattr(client, name)), name
