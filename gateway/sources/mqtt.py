@@ -95,18 +95,22 @@ class MqttSource:
             # Before connecting: a persistent session's backlog arrives right after CONNACK.
             backlog, has_backlog = self._take_messages_from(paho, reads)
             try:
-                async with client:
+                async with client, asyncio.TaskGroup() as tg:
                     self.connections += 1
+                    # First the pump: a session's backlog may fill the queue and pause reading
+                    # before SUBACK is read, and only the pump resumes it.
+                    tg.create_task(
+                        self._pump(backlog, has_backlog, reads), name=f"{self.name}:pump"
+                    )
                     # Uplink kinds only: a '+' for the kind would echo our own acks back.
                     await client.subscribe([(f, 1) for f in uplink_filters(self._site)])
                     checkpoint()
                     self.ready.set()
                     backoff.reset()
                     _LOGGER.info("mqtt: connected to %s:%d", self._host, self._port)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._send_acks(client), name=f"{self.name}:acks")
-                        tg.create_task(self._send_commands(client), name=f"{self.name}:commands")
-                        await self._receive(client, backlog, has_backlog, reads)
+                    tg.create_task(self._send_acks(client), name=f"{self.name}:acks")
+                    tg.create_task(self._send_commands(client), name=f"{self.name}:commands")
+                    await self._receive(client)
             except* aiomqtt.MqttError as group:
                 self.ready.clear()
                 self._forget_nodes()
@@ -150,19 +154,11 @@ class MqttSource:
         paho.on_message = on_message
         return backlog, has_backlog
 
-    async def _receive(
-        self,
-        client: aiomqtt.Client,
-        backlog: deque[Envelope],
-        has_backlog: asyncio.Event,
-        reads: ReadControl,
-    ) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._pump(backlog, has_backlog, reads), name=f"{self.name}:pump")
-            # Never yields (paho's on_message takes every message); it raises MqttError when
-            # the connection drops, which is what ends this receive loop.
-            async for message in client.messages:
-                _LOGGER.error("mqtt: message bypassed the receiver: %s", message.topic)
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        # Never yields (paho's on_message takes every message); it raises MqttError when
+        # the connection drops, which is what ends this receive loop.
+        async for message in client.messages:
+            _LOGGER.error("mqtt: message bypassed the receiver: %s", message.topic)
 
     async def _pump(
         self, backlog: deque[Envelope], has_backlog: asyncio.Event, reads: ReadControl

@@ -159,3 +159,30 @@ async def test_a_full_queue_leaves_the_backlog_at_the_broker_and_loses_nothing(
         await wait_until(lambda: source.pubacked == 500, what="every message PUBACKed")
     assert sorted(s for _n, _b, s in journal_keys(cfg)) == list(range(1, 501))
     assert source.received == 500  # nothing redelivered: the connection never dropped
+
+
+async def test_a_session_backlog_larger_than_the_queue_is_taken_in_turn_after_a_restart(
+    mosquitto: Mosquitto, mqtt_prefix: str, tmp_path: Path
+) -> None:
+    # While the gateway is down its persistent session collects 300 messages; on reconnect
+    # they arrive before SUBACK and overflow a 30-message queue: reading pauses and resumes
+    # until all are in, with nothing lost or doubled.
+    cfg = gateway_config(
+        tmp_path,
+        site=mqtt_prefix,
+        mqtt={"enabled": True, "url": mosquitto.url, "client_id": f"gw-{mqtt_prefix}"},
+        queue={"max_messages": 30},
+        journal={"max_commit_messages": 20},
+    )
+    async with running_gateway(cfg):
+        pass  # registers the session and its subscriptions
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as node:
+        topic = format_topic(mqtt_prefix, "n6", "readings")
+        for seq in range(1, 301):
+            await node.publish(topic, encode_message(batch("n6", seq, n=1)), qos=1)
+    async with running_gateway(cfg) as gw:
+        source = gw.sources[0]
+        assert isinstance(source, MqttSource)
+        await wait_until(lambda: len(journal_keys(cfg)) == 300, what="the session's backlog")
+        assert source.read_pauses >= 1
+    assert sorted(s for _n, _b, s in journal_keys(cfg)) == list(range(1, 301))
