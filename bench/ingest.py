@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
@@ -33,7 +34,6 @@ from gateway.models import Channel, ReadingBatch, Sample, TimeBase
 from tests.fixtures.servers import Mosquitto
 
 SITE = "bench"
-OPTIONS = {"with_scoring": False}
 CHANNELS = (Channel("current", "A"), Channel("pressure", "bar"), Channel("temp", "degC"))
 
 
@@ -91,7 +91,7 @@ async def raw_consumer(broker: Mosquitto, client_id: str, n_messages: int) -> fl
 
 
 async def gateway_consumer(
-    broker: Mosquitto, client_id: str, n_readings: int, data_dir: Path
+    broker: Mosquitto, client_id: str, n_readings: int, data_dir: Path, *, with_scoring: bool
 ) -> float:
     cfg = load_config(
         data_dir=str(data_dir),
@@ -102,7 +102,7 @@ async def gateway_consumer(
         journal={"max_commit_messages": 5000},
         # Scoring is downstream of the journal and has its own bench (bench.alert_latency);
         # --with-scoring adds it here to see what it costs ingest.
-        scoring={"enabled": OPTIONS["with_scoring"]},
+        scoring={"enabled": with_scoring},
     )
     gateway = Gateway(cfg)
     task = asyncio.create_task(gateway.run(), name="bench:gateway")
@@ -123,9 +123,18 @@ async def gateway_consumer(
             await task
 
 
-def measure(broker: Mosquitto, workdir: Path, label: str, n_messages: int, per_message: int,  # noqa: PLR0917
-            consumer: str) -> float:  # fmt: skip
-    client_id = f"bench-{label}-{consumer}"
+@dataclass(frozen=True)
+class Workload:
+    label: str
+    n_messages: int
+    per_message: int
+
+
+def measure(
+    broker: Mosquitto, workdir: Path, work: Workload, consumer: str, *, with_scoring: bool = False
+) -> float:
+    n_messages, per_message = work.n_messages, work.per_message
+    client_id = f"bench-{work.label}-{consumer}"
     register_session(broker, client_id)
     fill_broker(broker, make_payloads(n_messages, per_message))
     # Both consumers start from the same heap, frozen as `fieldgate run` freezes its own
@@ -135,10 +144,16 @@ def measure(broker: Mosquitto, workdir: Path, label: str, n_messages: int, per_m
         seconds = asyncio.run(raw_consumer(broker, client_id, n_messages))
     else:
         seconds = asyncio.run(
-            gateway_consumer(broker, client_id, n_messages * per_message, workdir / label)
+            gateway_consumer(
+                broker,
+                client_id,
+                n_messages * per_message,
+                workdir / work.label,
+                with_scoring=with_scoring,
+            )
         )
     rate = n_messages * per_message / seconds
-    print(f"  {label:<28} {consumer:<8} {n_messages * per_message:>9} readings "
+    print(f"  {work.label:<28} {consumer:<8} {n_messages * per_message:>9} readings "
           f"in {seconds:6.2f} s = {rate:>10,.0f} readings/s")  # fmt: skip
     return rate
 
@@ -151,10 +166,11 @@ def main() -> None:
         "--with-scoring", action="store_true", help="gateway model scores every committed row"
     )
     args = parser.parse_args()
-    OPTIONS["with_scoring"] = args.with_scoring
     single_n = 20_000 if args.quick else 50_000
     batched_n, per_batch = (400, 250) if args.quick else (2_000, 250)
-    rounds = args.rounds or (1 if args.quick else 3)
+    # Three alternating rounds even when quick: single rounds on a shared machine scatter
+    # by +-15 %, and the median of three is what gets reported.
+    rounds = args.rounds or 3
 
     with tempfile.TemporaryDirectory(prefix="fieldgate-bench-") as tmp:
         workdir = Path(tmp)
@@ -164,10 +180,19 @@ def main() -> None:
             raw_rates, gw_rates, batched = [], [], []
             for r in range(rounds):
                 print(f"round {r + 1}/{rounds}")
-                raw_rates.append(measure(broker, workdir, f"single-{r}", single_n, 1, "raw"))
-                gw_rates.append(measure(broker, workdir, f"single-{r}", single_n, 1, "gateway"))
+                single = Workload(f"single-{r}", single_n, 1)
+                raw_rates.append(measure(broker, workdir, single, "raw"))
+                gw_rates.append(
+                    measure(broker, workdir, single, "gateway", with_scoring=args.with_scoring)
+                )
                 batched.append(
-                    measure(broker, workdir, f"batched-{r}", batched_n, per_batch, "gateway")
+                    measure(
+                        broker,
+                        workdir,
+                        Workload(f"batched-{r}", batched_n, per_batch),
+                        "gateway",
+                        with_scoring=args.with_scoring,
+                    )
                 )
         finally:
             broker.stop()
