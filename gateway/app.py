@@ -105,11 +105,14 @@ class Gateway:
         if cfg.mqtt.enabled:
             from gateway.sources.mqtt import MqttSource
 
-            sources.append(
-                MqttSource(
-                    cfg.mqtt, cfg.site, self.queue, self.metrics, allowed, downlinks=self.downlinks
-                )
+            mqtt = MqttSource(
+                cfg.mqtt, cfg.site, self.queue, self.metrics, allowed, downlinks=self.downlinks
             )
+            sources.append(mqtt)
+            # What the gateway holds from the broker without a PUBACK yet, and how often a
+            # full ingest queue paused reading from it (the backlog then waits at the broker).
+            self.metrics.gauges["mqtt_unacked"] = lambda: float(mqtt.received - mqtt.pubacked)
+            self.metrics.gauges["mqtt_read_pauses"] = lambda: float(mqtt.read_pauses)
         if cfg.serial.ports:
             from gateway.sources.serial import SerialSource
 

@@ -13,6 +13,7 @@ from gateway.codecs.payload import decode_message, encode_message
 from gateway.models import Ack, Channel, ReadingBatch, Sample, TimeBase
 from gateway.sources.mqtt import MqttSource
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
+from tests.fixtures.ports import free_port
 from tests.fixtures.servers import Mosquitto
 
 CH = (Channel("current", "A"),)
@@ -186,3 +187,36 @@ async def test_a_session_backlog_larger_than_the_queue_is_taken_in_turn_after_a_
         await wait_until(lambda: len(journal_keys(cfg)) == 300, what="the session's backlog")
         assert source.read_pauses >= 1
     assert sorted(s for _n, _b, s in journal_keys(cfg)) == list(range(1, 301))
+
+
+async def test_the_metrics_endpoint_reports_ingest_per_transport(
+    mosquitto: Mosquitto, mqtt_prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    cfg = gateway_config(
+        tmp_path,
+        site=mqtt_prefix,
+        mqtt={"enabled": True, "url": mosquitto.url, "client_id": f"gw-{mqtt_prefix}"},
+        metrics={"enabled": True, "port": port},
+    )
+    async with (
+        running_gateway(cfg) as gw,
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as node,
+    ):
+        topic = format_topic(mqtt_prefix, "n7", "readings")
+        await node.publish(topic, encode_message(batch("n7", 1)), qos=1)
+        await node.publish(topic, encode_message(batch("n7", 1)), qos=1)  # a resend
+        await node.publish(topic, b"\xff", qos=1)
+        await wait_until(lambda: gw.metrics.duplicates["mqtt"] == 4, what="the resend counted")
+        await asyncio.wait_for(gw.metrics_ready.wait(), 5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        body = (await reader.read()).decode()
+        writer.close()
+    lines = set(body.splitlines())
+    assert 'fieldgate_messages_in_total{transport="mqtt"} 4' in lines
+    assert 'fieldgate_duplicates_total{transport="mqtt"} 4' in lines
+    assert any(line.startswith('fieldgate_malformed_total{transport="mqtt"') for line in lines)
+    assert "fieldgate_queue_depth 0.0" in lines
+    assert "fieldgate_mqtt_unacked 0.0" in lines
+    assert any(line.startswith("fieldgate_journal_bytes ") for line in lines)
