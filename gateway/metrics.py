@@ -59,6 +59,11 @@ class Metrics:
             f'fieldgate_malformed_total{{transport="{t}",reason="{r}"}} {n}'
             for (t, r), n in sorted(self.malformed.items())
         ]
+        lines += ["# TYPE fieldgate_rejected_total counter"]
+        lines += [
+            f'fieldgate_rejected_total{{transport="{t}",node="{n}"}} {c}'
+            for (t, n), c in sorted(self.rejected_nodes.items())
+        ]
         lines += [
             "# TYPE fieldgate_lost_total counter",
             f"fieldgate_lost_total {self.lost}",

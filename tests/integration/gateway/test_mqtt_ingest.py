@@ -198,6 +198,7 @@ async def test_the_metrics_endpoint_reports_ingest_per_transport(
         site=mqtt_prefix,
         mqtt={"enabled": True, "url": mosquitto.url, "client_id": f"gw-{mqtt_prefix}"},
         metrics={"enabled": True, "port": port},
+        allowed_nodes=["n7"],
     )
     async with (
         running_gateway(cfg) as gw,
@@ -207,7 +208,10 @@ async def test_the_metrics_endpoint_reports_ingest_per_transport(
         await node.publish(topic, encode_message(batch("n7", 1)), qos=1)
         await node.publish(topic, encode_message(batch("n7", 1)), qos=1)  # a resend
         await node.publish(topic, b"\xff", qos=1)
+        stranger = format_topic(mqtt_prefix, "n8", "readings")
+        await node.publish(stranger, encode_message(batch("n8", 1)), qos=1)
         await wait_until(lambda: gw.metrics.duplicates["mqtt"] == 4, what="the resend counted")
+        await wait_until(lambda: gw.metrics.rejected_nodes[("mqtt", "n8")] == 1)
         await asyncio.wait_for(gw.metrics_ready.wait(), 5)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -217,6 +221,7 @@ async def test_the_metrics_endpoint_reports_ingest_per_transport(
     assert 'fieldgate_messages_in_total{transport="mqtt"} 4' in lines
     assert 'fieldgate_duplicates_total{transport="mqtt"} 4' in lines
     assert any(line.startswith('fieldgate_malformed_total{transport="mqtt"') for line in lines)
+    assert 'fieldgate_rejected_total{transport="mqtt",node="n8"} 1' in lines
     assert "fieldgate_queue_depth 0.0" in lines
     assert "fieldgate_mqtt_unacked 0.0" in lines
     assert any(line.startswith("fieldgate_journal_bytes ") for line in lines)
