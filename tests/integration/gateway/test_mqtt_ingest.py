@@ -33,6 +33,13 @@ def mqtt_cfg(tmp_path: Path, broker: Mosquitto, site: str, **extra: object):  # 
     )
 
 
+def small_queue_cfg(tmp_path: Path, broker: Mosquitto, site: str):  # type: ignore[no-untyped-def]
+    """A 30-message ingest queue and 20-message commits: easy to fill."""
+    return mqtt_cfg(
+        tmp_path, broker, site, queue={"max_messages": 30}, journal={"max_commit_messages": 20}
+    )
+
+
 async def test_readings_are_journaled_once_and_acked(
     mosquitto: Mosquitto, mqtt_prefix: str, tmp_path: Path
 ) -> None:
@@ -130,13 +137,7 @@ async def test_a_full_queue_leaves_the_backlog_at_the_broker_and_loses_nothing(
     # The journal is stalled, so nothing is committed or PUBACKed. The gateway takes what
     # its queue holds (plus one waiting message and the writer's stalled batch), stops
     # reading, and the rest of the 500 waits at the broker; then all arrive, once, in order.
-    cfg = gateway_config(
-        tmp_path,
-        site=mqtt_prefix,
-        mqtt={"enabled": True, "url": mosquitto.url, "client_id": f"gw-{mqtt_prefix}"},
-        queue={"max_messages": 30},
-        journal={"max_commit_messages": 20},
-    )
+    cfg = small_queue_cfg(tmp_path, mosquitto, mqtt_prefix)
     stall = threading.Event()
     async with (
         running_gateway(cfg) as gw,
@@ -168,13 +169,7 @@ async def test_a_session_backlog_larger_than_the_queue_is_taken_in_turn_after_a_
     # While the gateway is down its persistent session collects 300 messages; on reconnect
     # they arrive before SUBACK and overflow a 30-message queue: reading pauses and resumes
     # until all are in, with nothing lost or doubled.
-    cfg = gateway_config(
-        tmp_path,
-        site=mqtt_prefix,
-        mqtt={"enabled": True, "url": mosquitto.url, "client_id": f"gw-{mqtt_prefix}"},
-        queue={"max_messages": 30},
-        journal={"max_commit_messages": 20},
-    )
+    cfg = small_queue_cfg(tmp_path, mosquitto, mqtt_prefix)
     async with running_gateway(cfg):
         pass  # registers the session and its subscriptions
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as node:
@@ -193,10 +188,10 @@ async def test_the_metrics_endpoint_reports_ingest_per_transport(
     mosquitto: Mosquitto, mqtt_prefix: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    cfg = gateway_config(
+    cfg = mqtt_cfg(
         tmp_path,
-        site=mqtt_prefix,
-        mqtt={"enabled": True, "url": mosquitto.url, "client_id": f"gw-{mqtt_prefix}"},
+        mosquitto,
+        mqtt_prefix,
         metrics={"enabled": True, "port": port},
         allowed_nodes=["n7"],
     )
