@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Iterable
 
 import pytest
 from bleak import BleakClient
@@ -30,11 +31,14 @@ pytestmark = pytest.mark.timeout(30)
 
 
 async def _client(
-    find_node: FindNode, gateway_spec: str, node_id: str, **kwargs: object
+    find_node: FindNode,
+    gateway_spec: str,
+    node_id: str,
+    services: Iterable[str] | None = None,
 ) -> BleakClient:
     """A client for the node seen advertising ``node_id`` (not connected yet)."""
     device, _ = await find_node(gateway_spec, lambda _d, a: a.local_name == node_id)
-    return BleakClient(device, backend=BumbleClient, timeout=WAIT_S, **kwargs)
+    return BleakClient(device, services=services, backend=BumbleClient, timeout=WAIT_S)
 
 
 async def test_client_discovers_node_services_and_negotiates_a_large_mtu(

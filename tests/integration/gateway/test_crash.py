@@ -67,7 +67,7 @@ async def run_node(node: FirmwareLikeNode, broker: Mosquitto, site: str, stop: a
 
         async def receive_acks() -> None:
             async for message in c.messages:
-                msg = decode_message(bytes(message.payload))  # type: ignore[arg-type]
+                msg = decode_message(bytes(message.payload))
                 assert isinstance(msg, Ack)
                 node.on_ack(msg)
 

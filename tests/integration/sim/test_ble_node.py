@@ -30,7 +30,7 @@ async def find(spec: str, node_id: str) -> BLEDevice:
         if not found.done() and advert.local_name == node_id:
             found.set_result(device)
 
-    scanner = BleakScanner(on_advert, backend=BumbleScanner, bumble_transport=spec)  # type: ignore[arg-type]
+    scanner = BleakScanner(on_advert, backend=BumbleScanner, bumble_transport=spec)
     async with scanner, asyncio.timeout(WAIT_S):
         return await found
 
@@ -64,7 +64,7 @@ async def test_ble_node_notifies_chunked_uplinks_and_takes_chunked_acks() -> Non
                         assert isinstance(msg, ReadingBatch | Status)
                         queue.put_nowait(msg)
 
-                client = BleakClient(device, backend=BumbleClient, timeout=WAIT_S)  # type: ignore[arg-type]
+                client = BleakClient(device, backend=BumbleClient, timeout=WAIT_S)
                 async with client:
                     await client.start_notify(UPLINK_CHAR_UUID, on_uplink)
                     async with asyncio.timeout(WAIT_S):

@@ -35,6 +35,7 @@ class Subscriber:
                         continue
                     assert isinstance(message.payload, bytes)
                     msg = decode_mqtt_payload(parts.kind, message.payload, parts.node_id)
+                    assert isinstance(msg, UplinkMessage)
                     self.received.append((str(message.topic), msg))
                     key = (msg.node_id, msg.boot_id)
                     self.have[key].update(range(msg.seq, msg.last_seq + 1))
@@ -46,20 +47,26 @@ class Subscriber:
                         await self.client.publish(topic, encode_message(ack), qos=1)
 
 
-def mqtt_config(url: str, site: str, **overrides: object) -> SimConfig:
-    settings: dict[str, object] = {
-        "nodes": 2,
-        "transports": ("mqtt",),
-        "broker_url": url,
-        "site": site,
-        "rate_hz": 20.0,
-        "batch_size": 5,
-        "resend_timeout_ms": 400,
-        "status_interval_ms": 60_000,
-        "seed": 2,
-    }
-    settings.update(overrides)
-    return SimConfig(**settings)  # type: ignore[arg-type]
+def mqtt_config(
+    url: str,
+    site: str,
+    *,
+    nodes: int = 2,
+    json_payloads: bool = False,
+    status_interval_ms: int = 60_000,
+) -> SimConfig:
+    return SimConfig(
+        nodes=nodes,
+        transports=("mqtt",),
+        broker_url=url,
+        site=site,
+        rate_hz=20.0,
+        batch_size=5,
+        resend_timeout_ms=400,
+        status_interval_ms=status_interval_ms,
+        seed=2,
+        json_payloads=json_payloads,
+    )
 
 
 async def test_nodes_publish_decodable_messages_on_their_topics_and_acks_come_back(
@@ -119,8 +126,8 @@ async def test_request_info_command_over_mqtt_gets_a_status_reply(
                 )
                 reply = await anext(aiter(client.messages))
             assert sim.stats()["pump-01"]["commands"] == 1
-    first = decode_mqtt_payload("status", bytes(boot_status.payload), "pump-01")  # type: ignore[arg-type]
-    second = decode_mqtt_payload("status", bytes(reply.payload), "pump-01")  # type: ignore[arg-type]
+    first = decode_mqtt_payload("status", bytes(boot_status.payload), "pump-01")
+    second = decode_mqtt_payload("status", bytes(reply.payload), "pump-01")
     assert isinstance(first, Status)
     assert isinstance(second, Status)
     assert second.seq > first.seq

@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from gateway.codecs import payload
 from gateway.codecs.payload import encode_message, message_from_map
 from gateway.errors import PayloadError
+from gateway.models import ReadingBatch
 from tests.unit.codecs.strategies import reading_batches
 
 # Replacement values that are wrong in ways a fast path could miss: bools alias ints,
 # floats equal ints, NaN, out-of-range, wrong containers.
-_ODD_VALUES = st.sampled_from(
+_ODD_VALUES: st.SearchStrategy[object] = st.sampled_from(
     [True, False, 1.0, 0, -1, 2**32, 2**63, float("nan"), float("inf"), "x", b"x", None, [], {}]
 )
 
@@ -37,7 +38,9 @@ def _through_public_path(obj: Any) -> Any:
 
 @settings(max_examples=300)
 @given(reading_batches(), st.data())
-def test_the_fast_path_and_the_full_path_agree_on_valid_and_mutated_batches(batch, data):
+def test_the_fast_path_and_the_full_path_agree_on_valid_and_mutated_batches(
+    batch: ReadingBatch, data: st.DataObject
+) -> None:
     obj = cbor2.loads(encode_message(batch))
     # Warm the channel cache the way a first message from the node would.
     assert message_from_map(copy.deepcopy(obj)) == batch
@@ -72,7 +75,7 @@ def test_the_fast_path_and_the_full_path_agree_on_valid_and_mutated_batches(batc
     assert _through_public_path(obj) == _full(obj)
 
 
-def test_a_batch_whose_channel_list_was_never_validated_takes_the_full_path():
+def test_a_batch_whose_channel_list_was_never_validated_takes_the_full_path() -> None:
     obj = {0: 1, 1: 1, 2: "n1", 3: 1, 4: 1, 5: 0, 7: [["a", "A"], ["a", "A"]], 8: [[1, [1.0, 2.0]]]}
     assert payload._fast_reading_batch(obj) is None
     reason = _through_public_path(obj)

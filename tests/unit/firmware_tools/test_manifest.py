@@ -82,7 +82,9 @@ def test_build_manifest_reads_the_artifact_and_measures_the_arena(fc_tflite: byt
     assert m.sha256 == hashlib.sha256(fc_tflite).hexdigest()
     assert m.size_bytes == len(fc_tflite)
     assert m.ops == ("FULLY_CONNECTED",)
-    assert m.inputs == (TensorSpec("input", (1, 4), "int8", pytest.approx(0.05), 0),)
+    (spec,) = m.inputs
+    assert spec.scale == pytest.approx(0.05)
+    assert spec == TensorSpec("input", (1, 4), "int8", spec.scale, 0)
     assert m.outputs[0].shape == (1, 2)
     assert m.outputs[0].zero_point == -3
     assert 512 < m.arena_bytes < 64 * 1024

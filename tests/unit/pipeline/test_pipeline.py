@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -26,6 +27,8 @@ from tests.unit.pipeline.helpers import batches, envelope, pump_frame
 
 T0 = 1_700_000_000_000
 
+_O = TypeVar("_O", bound=Observation)
+
 
 class Collector:
     def __init__(self) -> None:
@@ -34,12 +37,12 @@ class Collector:
     def __call__(self, observations: Sequence[Observation]) -> None:
         self.items.extend(observations)
 
-    def of(self, kind: type) -> list:  # type: ignore[type-arg]
+    def of(self, kind: type[_O]) -> list[_O]:
         return [o for o in self.items if isinstance(o, kind)]
 
 
 @pytest.fixture
-def journal(tmp_path: Path):  # type: ignore[no-untyped-def]
+def journal(tmp_path: Path) -> Iterator[Journal]:
     j = Journal(tmp_path / "journal.db", synchronous="NORMAL")
     j.open()
     yield j
@@ -58,7 +61,7 @@ async def running(pipeline: ScoringPipeline) -> AsyncIterator[None]:
             await task
 
 
-async def _until(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():
             await asyncio.sleep(0.01)
