@@ -99,6 +99,12 @@ class ScoringConfig(_Section):
         default_factory=lambda: dict(DEFAULT_NODE_THRESHOLDS),
         description="node model id -> the raw node score that means 1.0 (unknown ids: 1.0)",
     )
+    persist_baselines: bool = Field(
+        True,
+        description="keep each node's completed calibration baseline in <data_dir>/baselines.db"
+        " so that after a restart the node is scored at once instead of recalibrating (a "
+        "baseline recorded under another channel layout or length is ignored)",
+    )
     disagreement: DisagreementConfig = DisagreementConfig()
     shadow_model_path: Path | None = Field(
         None, description="candidate model scored alongside (AnomalyScore source=shadow)"

@@ -54,6 +54,7 @@ from gateway.pipeline.hotswap import (
 )
 from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
 from gateway.pipeline.windows import ChannelMapper, Row
+from gateway.store.baselines import BaselineStore
 from gateway.store.journal import CommitResult
 from tinymodels.runtime import GatewayModel
 
@@ -82,7 +83,11 @@ class ScoringPipeline:
         *,
         model: GatewayModel | None = None,
         model_info: ModelInfo | None = None,
+        baselines_path: Path | None = None,
     ) -> None:
+        """``baselines_path``: where node baselines persist across restarts (the gateway
+        passes :func:`gateway.store.baselines.baselines_path_for` of its journal); None, or
+        ``scoring.persist_baselines = false``, keeps them in memory only."""
         self.config = config
         if model is None:
             model, model_info = load_startup(config.model_path, config.public_key_path)
@@ -97,8 +102,16 @@ class ScoringPipeline:
             raise ModelError(f"{model_info.path}: not a gateway model (no feature config)")
         self.calibration_rows = config.calibration_rows or feature_cfg.fit_rows
         self._mapper = ChannelMapper(feature_cfg, config.channel_map, config.missing_channels)
+        store = (
+            BaselineStore(baselines_path)
+            if baselines_path is not None and config.persist_baselines and config.enabled
+            else None
+        )
         self.scorer = BatchScorer(
-            ModelSlot(model, model_info), self.calibration_rows, config.batch_rows
+            ModelSlot(model, model_info),
+            self.calibration_rows,
+            config.batch_rows,
+            baselines=store,
         )
         self.worker = ScoringWorker(
             self.scorer,
@@ -151,7 +164,9 @@ class ScoringPipeline:
         return stats.summary() if stats is not None else None
 
     async def run(self) -> None:
-        """The scoring worker; loads the configured shadow model first, if any."""
+        """The scoring worker; first loads the stored baselines and the configured shadow
+        model, if any (rows committed meanwhile wait in the queue)."""
+        await self.worker.call(self.scorer.load_baselines)
         if self._shadow_path is not None:
             await self.start_shadow(self._shadow_path)
         self.ready.set()
@@ -215,6 +230,7 @@ class ScoringPipeline:
     ) -> None:
         picked = self._picked_channels(msg.channels)
         plan = self._mapper.plan(msg.channels) if self.config.enabled else None
+        layout = self._mapper.layout(msg.channels) if plan is not None else ""
         if not picked and plan is None:
             # Nothing to observe or score in this batch: only the bookkeeping.
             late = min(len(msg.samples), max(0, seen - msg.seq + 1))
@@ -238,7 +254,7 @@ class ScoringPipeline:
             if plan is None:
                 self.stats.unscorable_rows += 1
             elif all(math.isfinite(v) for v in values):
-                rows.append(Row(node_id, t_ms, ChannelMapper.row(plan, values)))
+                rows.append(Row(node_id, t_ms, ChannelMapper.row(plan, values), layout))
             else:
                 self.stats.nonfinite_rows += 1
 

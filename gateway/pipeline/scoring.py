@@ -30,7 +30,8 @@ import numpy as np
 from gateway.events import AnomalyScore, ScoreSource
 from gateway.pipeline.hotswap import ModelInfo, ShadowStats
 from gateway.pipeline.windows import NodeStream, Prepared, Row
-from tinymodels.gateway_features import window_errors
+from gateway.store.baselines import BaselineStore, StoredBaseline
+from tinymodels.gateway_features import FeatureConfig, window_errors
 from tinymodels.runtime import GatewayModel
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,15 +54,54 @@ class ScoredBatch:
     seconds: float
 
 
-class BatchScorer:
-    """Scores rows of many nodes with the running model (and the shadow model, if any)."""
+@dataclass
+class BaselineStats:
+    loaded: int = 0  # baselines read from the store at start
+    restored: int = 0  # nodes that started scoring on a stored baseline
+    ignored: int = 0  # nodes whose stored baseline did not fit (other layout or length)
+    saved: int = 0  # baselines written
+    save_failures: int = 0  # write attempts that failed (logged; those nodes recalibrate)
 
-    def __init__(self, primary: ModelSlot, calibration_rows: int, batch_rows: int) -> None:
+
+class BatchScorer:
+    """Scores rows of many nodes with the running model (and the shadow model, if any).
+
+    With a :class:`BaselineStore`, a node's baseline is written when it completes and a node
+    seen for the first time starts from its stored baseline when one was recorded under the
+    same layout and with ``calibration_rows`` rows (docs/scoring.md, "Baselines across
+    restarts").
+    """
+
+    def __init__(
+        self,
+        primary: ModelSlot,
+        calibration_rows: int,
+        batch_rows: int,
+        *,
+        baselines: BaselineStore | None = None,
+    ) -> None:
         self.primary = primary
         self.shadow: ModelSlot | None = None
         self.shadow_stats: ShadowStats | None = None
         self.calibration_rows = calibration_rows
         self.batch_rows = batch_rows
+        self.baselines = baselines
+        self.baseline_stats = BaselineStats()
+        self._stored: dict[str, dict[str, StoredBaseline]] = {}  # node -> layout -> baseline
+
+    def load_baselines(self) -> int:
+        """Read every stored baseline into memory (on the scoring thread, before any batch);
+        returns how many. A node's baseline is refitted when its first row arrives."""
+        if self.baselines is None:
+            return 0
+        self._stored.clear()
+        for b in self.baselines.load():
+            self._stored.setdefault(b.node_id, {})[b.layout] = b
+        loaded = sum(len(v) for v in self._stored.values())
+        self.baseline_stats.loaded = loaded
+        if loaded:
+            _LOGGER.info("%d stored node baseline(s) loaded from %s", loaded, self.baselines.path)
+        return loaded
 
     def score(self, rows: Sequence[Row]) -> ScoredBatch:
         started = time.perf_counter()
@@ -81,14 +121,25 @@ class BatchScorer:
     ) -> list[AnomalyScore]:
         cfg = slot.model.feature_config
         assert cfg is not None
+        primary = slot is self.primary
         prepared: list[Prepared] = []
+        completed: list[NodeStream] = []
         for node_id, node_rows in by_node.items():
             stream = slot.streams.get(node_id)
             if stream is None:
-                stream = slot.streams[node_id] = NodeStream(node_id, cfg, self.calibration_rows)
+                stream = slot.streams[node_id] = self._new_stream(
+                    node_id, cfg, node_rows[0].layout, log=primary
+                )
+            calibrated = stream.calibrated
             p = stream.prepare(slot.model, node_rows)
+            if not calibrated and stream.calibrated and not stream.restored:
+                completed.append(stream)
             if p is not None:
                 prepared.append(p)
+        if primary and completed:
+            # Raw rows and layout do not depend on the model, so the shadow's copy of the
+            # same baseline would be the same record: only the running model's is written.
+            self._save_baselines(completed, slot.info.version)
         if not prepared:
             return []
         errors: list[np.ndarray | None] = [None] * len(prepared)
@@ -108,6 +159,60 @@ class BatchScorer:
                 for t, s in zip(p.t_ms, scores.tolist(), strict=True)
             )
         return out
+
+    def _new_stream(
+        self, node_id: str, cfg: FeatureConfig, layout: str, *, log: bool
+    ) -> NodeStream:
+        stream = NodeStream(node_id, cfg, self.calibration_rows, layout=layout)
+        stored = self._stored.get(node_id)
+        if not stored:
+            return stream
+        baseline = stored.get(layout) if layout else None
+        if baseline is None:
+            if log:
+                self.baseline_stats.ignored += 1
+                _LOGGER.warning(
+                    "%s: stored baseline not used: recorded for layout %s, the node now sends "
+                    "%s; it recalibrates (%d rows)",
+                    node_id, " / ".join(stored), layout or "(unknown)", self.calibration_rows,
+                )  # fmt: skip
+            return stream
+        columns = {len(r) for r in baseline.rows}
+        if len(baseline.rows) != self.calibration_rows or columns != {len(cfg.channels)}:
+            if log:
+                self.baseline_stats.ignored += 1
+                _LOGGER.warning(
+                    "%s: stored baseline not used: %d rows of %s columns, scoring needs %d rows "
+                    "of %d; it recalibrates",
+                    node_id, len(baseline.rows), sorted(columns), self.calibration_rows,
+                    len(cfg.channels),
+                )  # fmt: skip
+            return stream
+        # The row tuples are shared with the loaded record, not copied.
+        stream.baseline = list(baseline.rows)
+        stream.restored = True
+        if log:
+            self.baseline_stats.restored += 1
+            _LOGGER.info(
+                "%s: scoring on the stored baseline (%d rows, model %s at the time)",
+                node_id, len(baseline.rows), baseline.model_version,
+            )  # fmt: skip
+        return stream
+
+    def _save_baselines(self, streams: Sequence[NodeStream], model_version: str) -> None:
+        if self.baselines is None:
+            return
+        records = [
+            StoredBaseline(s.node_id, s.layout, tuple(s.baseline), model_version)
+            for s in streams
+            if s.layout
+        ]
+        if not records:
+            return
+        if self.baselines.save(records):
+            self.baseline_stats.saved += len(records)
+        else:
+            self.baseline_stats.save_failures += 1
 
     def replace_primary(self, slot: ModelSlot) -> None:
         """Score with ``slot`` from now on; each node keeps its baseline (no recalibration)."""

@@ -24,6 +24,7 @@ same). Nothing here is thread-safe: the scorer's one worker thread owns every st
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class Row:
     node_id: str
     t_ms: int
     values: tuple[float, ...]
+    # What the values mean (ChannelMapper.layout); "" when unknown: such a baseline is never
+    # stored, since nothing could tell later whether it still applies.
+    layout: str = ""
 
 
 class ChannelMapper:
@@ -73,6 +77,7 @@ class ChannelMapper:
         self._map = dict(channel_map)
         self._missing = missing
         self._plans: dict[tuple[Channel, ...], tuple[int, ...] | None] = {}
+        self._layouts: dict[tuple[Channel, ...], str] = {}
 
     def plan(self, channels: tuple[Channel, ...]) -> tuple[int, ...] | None:
         """For each model channel, the sample column that feeds it (-1: held at baseline).
@@ -99,6 +104,25 @@ class ChannelMapper:
             plan = None
         self._plans[channels] = plan
         return plan
+
+    def layout(self, channels: tuple[Channel, ...]) -> str:
+        """What rows mapped from ``channels`` mean: the model's channels and the node channel
+        that feeds each (null: held at baseline), as compact JSON.
+
+        A baseline recorded under one layout is only valid under the same layout: another
+        channel map, or a node that gained or renamed a channel, gives rows another meaning.
+        """
+        try:
+            return self._layouts[channels]
+        except KeyError:
+            pass
+        plan = self.plan(channels)
+        feeds = [channels[c].name if c >= 0 else None for c in plan] if plan is not None else []
+        text = json.dumps(
+            {"channels": list(self._cfg.channels), "feeds": feeds}, separators=(",", ":")
+        )
+        self._layouts[channels] = text
+        return text
 
     @staticmethod
     def row(plan: tuple[int, ...], values: tuple[float, ...]) -> tuple[float, ...]:
@@ -134,6 +158,10 @@ class NodeStream:
     calibration_rows: int
     baseline: list[tuple[float, ...]] = field(default_factory=list)
     fit: DetectorFit | None = None
+    # The layout of every baseline row ("" if unknown or mixed: such a baseline is not stored).
+    layout: str = ""
+    # The baseline came from the baseline store (so it is not written back).
+    restored: bool = False
     # The last window-1 standardised model-channel rows, and per statistic the last
     # smooth_rows-1 raw values: exactly what the next row's window and smoothing need.
     _recent_z: deque[npt.NDArray[np.float32]] = field(default_factory=deque)
@@ -159,6 +187,10 @@ class NodeStream:
         i = 0
         while self.fit is None and i < len(rows):
             take = min(self.calibration_rows - len(self.baseline), len(rows) - i)
+            if not self.baseline and take:
+                self.layout = rows[i].layout
+            if self.layout and any(r.layout != self.layout for r in rows[i : i + take]):
+                self.layout = ""
             self.baseline.extend(r.values for r in rows[i : i + take])
             i += take
             if len(self.baseline) >= self.calibration_rows:
@@ -247,7 +279,9 @@ class NodeStream:
         rows replayed so windows and smoothing carry on without a new calibration."""
         cfg = model.feature_config
         assert cfg is not None
-        fresh = NodeStream(self.node_id, cfg, self.calibration_rows)
+        fresh = NodeStream(
+            self.node_id, cfg, self.calibration_rows, layout=self.layout, restored=self.restored
+        )
         if not self.calibrated:
             fresh.baseline = list(self.baseline)
             return fresh
