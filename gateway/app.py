@@ -26,6 +26,7 @@ from gateway.outputs.bus import AlertBus
 from gateway.outputs.dispatch import AlertOutputs
 from gateway.pipeline.pipeline import ScoringPipeline
 from gateway.store.alerts import alerts_path_for
+from gateway.store.baselines import baselines_path_for
 from gateway.store.journal import Journal, JournalReader
 from gateway.store.writer import JournalWriter
 
@@ -68,7 +69,9 @@ class Gateway:
         )
         # Always present: with scoring disabled it still turns commits into the readings,
         # health and gap observations the other alert rules need.
-        self.pipeline = ScoringPipeline(config.scoring)
+        self.pipeline = ScoringPipeline(
+            config.scoring, baselines_path=baselines_path_for(config.journal_path)
+        )
         self.writer.add_listener(self.pipeline.on_commit)
         self.pipeline.add_sink(self.alerts.submit)
         self.pipeline.observe_channels(

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.demo import Scenario, run_demo
 from gateway.events import AlertEventKind
+from gateway.store.baselines import BaselineStore, baselines_path_for
 from gateway.store.journal import JournalReader
 
 FAULT_START_S = 8.0
@@ -78,6 +79,9 @@ async def test_injected_fault_raises_alerts_inside_it_and_clears_them_after(
         assert scores.gateway is not None, node_id
     summary = result.summary()
     assert "alerts raised 2, cleared 2, still open 0" in summary
+    # Their baselines are kept beside the journal, so a restarted gateway need not recalibrate.
+    stored = BaselineStore(baselines_path_for(result.gateway.config.journal_path)).load()
+    assert {b.node_id for b in stored} == {"pump-01", "pump-02"}
 
 
 async def test_sigterm_stops_the_demo_cleanly_with_a_summary(tmp_path: Path) -> None:
