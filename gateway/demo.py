@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import shutil
 import signal
 import tempfile
@@ -397,10 +398,14 @@ async def run_demo(
     node_model: Path | None = None,
     stop: asyncio.Event | None = None,
     console: Console | None = None,
+    seed: int = 0,
 ) -> DemoResult:
     """Run the demo until ``seconds`` pass or ``stop`` is set; everything started is stopped.
 
     ``scenario`` defaults to the one-fault story (:data:`DEFAULT_FAULT`, 30 s calibration).
+    ``seed`` drives the simulated signals and the nodes' boot ids: a rerun against the same
+    ``data_dir`` needs another seed, or its nodes repeat (node, boot, seq) and the journal
+    takes everything for duplicates.
     """
     from firmware_tools.sim.fleet import SimConfig, Simulator
     from gateway.ble.radio import LocalRadio
@@ -416,7 +421,7 @@ async def run_demo(
             site="demo",
             status_interval_ms=5000,
             model=node_model,
-            **kw,
+            **({"seed": seed} | kw),
         )
 
     async with (
@@ -450,7 +455,7 @@ async def run_demo(
                             node_prefix=prefix,
                             transports=("ble",),
                             ble_transport=radio.specs[1 + i],
-                            seed=100 + i,
+                            seed=seed + 100 + i,
                             faults=scenario.faults_for(_node_ids(prefix, 1)),
                         )
                     )
@@ -592,6 +597,13 @@ def demo(  # noqa: PLR0917 - Typer maps options to parameters
             "nodes run; their scores fill the 'node score' column.",
         ),
     ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the simulated plant, to replay a run (default: a new one each run, "
+            "as real nodes boot with new boot ids; printed in the summary).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway with simulated nodes and show node status, scores and alerts live.
 
@@ -616,6 +628,8 @@ def demo(  # noqa: PLR0917 - Typer maps options to parameters
         scenario.check_nodes(demo_node_ids(nodes, ble_nodes))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fault") from None
+    if seed is None:
+        seed = random.SystemRandom().randrange(1_000_000)
     with tempfile.TemporaryDirectory(prefix="fieldgate-demo-") as tmp:
         target = data_dir or Path(tmp)
         target.mkdir(parents=True, exist_ok=True)
@@ -632,8 +646,10 @@ def demo(  # noqa: PLR0917 - Typer maps options to parameters
                     scenario=scenario,
                     node_model=node_model,
                     console=console,
+                    seed=seed,
                 )
             )
         if result is not None:
             console.print()
             console.print(result.summary(), highlight=False)
+            console.print(f"seed: {seed} (--seed {seed} replays this plant)", highlight=False)

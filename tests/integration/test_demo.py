@@ -126,3 +126,27 @@ def _processes_mentioning(path: Path) -> list[int]:
         if str(path).encode() in cmdline:
             found.append(int(pid))
     return found
+
+
+async def test_a_rerun_on_the_same_data_dir_adds_new_data_and_scores_from_stored_baselines(
+    tmp_path: Path,
+) -> None:
+    # Like `fieldgate demo --data-dir D` twice: each run gets its own seed (new boot ids), so
+    # the second run's readings are new, and its nodes are scored on the baselines the first
+    # run stored instead of calibrating again.
+    quiet = Scenario.parse([], 2.0)
+    first = await run_demo(2, 20.0, tmp_path, seconds=5.0, ble_nodes=0, scenario=quiet, seed=1)
+    assert first.gateway.pipeline.scorer.baseline_stats.saved == 2
+    second = await run_demo(2, 20.0, tmp_path, seconds=3.0, ble_nodes=0, scenario=quiet, seed=2)
+    stats = second.gateway.pipeline.scorer.baseline_stats
+    assert stats.loaded == 2
+    assert stats.restored == 2
+    assert stats.saved == 0  # no node calibrated again
+    reader = JournalReader(second.gateway.config.journal_path)
+    try:
+        nodes = {row.node_id: row for row in reader.nodes()}
+    finally:
+        reader.close()
+    assert set(nodes) == {"pump-01", "pump-02"}
+    for row in nodes.values():
+        assert row.duplicates == 0, f"{row.node_id}: the rerun repeated the first run's data"
