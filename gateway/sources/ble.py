@@ -46,7 +46,7 @@ from gateway.errors import CodecError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.models import Command, Message, Transport
-from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
+from gateway.sources.common import AckMailbox, Admission, Backoff, CommandOutbox, now_ms
 
 _LOGGER = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 10.0
@@ -77,18 +77,14 @@ class _NodeLink:
 
     def __init__(self, node: str) -> None:
         self.node = node
-        self.commands: asyncio.Queue[Command] = asyncio.Queue(_COMMAND_QUEUE_SIZE)
+        self.commands = CommandOutbox(f"BLE {node}", _COMMAND_QUEUE_SIZE)
 
     @property
     def name(self) -> str:
         return f"source:ble:{self.node}"
 
     def send_command(self, command: Command) -> bool:
-        try:
-            self.commands.put_nowait(command)
-        except asyncio.QueueFull:
-            return False
-        return True
+        return self.commands.offer(command)
 
 
 class BleSource:
@@ -311,6 +307,7 @@ class BleSource:
             self.connected -= 1
             if self._downlinks is not None:
                 self._downlinks.unregister(node, link)
+            link.commands.drop_all()
             with contextlib.suppress(BleakError):
                 await client.disconnect()
 

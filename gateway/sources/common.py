@@ -64,6 +64,36 @@ class AckMailbox:
         return acks
 
 
+class CommandOutbox:
+    """Commands waiting for one link's writer task (the Downlinks router's way in).
+
+    Bounded: a full outbox refuses, so the router can say the command was not taken.
+    Commands still waiting when the link goes down are dropped and logged: the router
+    already said they were taken, and they must not reach whatever connects next.
+    """
+
+    def __init__(self, link: str, size: int) -> None:
+        self._link = link
+        self._queue: asyncio.Queue[Command] = asyncio.Queue(size)
+
+    def offer(self, command: Command) -> bool:
+        try:
+            self._queue.put_nowait(command)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def get(self) -> Command:
+        return await self._queue.get()
+
+    def drop_all(self) -> None:
+        while not self._queue.empty():
+            command = self._queue.get_nowait()
+            _LOGGER.warning(
+                "%s: command %d lost with the %s link", command.node_id, command.cmd_id, self._link
+            )
+
+
 class Admission:
     """Counts and logs bad input; decides whether a decoded message may enter the journal."""
 

@@ -36,7 +36,7 @@ from gateway.errors import CodecError, TopicError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.models import Ack, Command, Transport
-from gateway.sources.common import AckMailbox, Admission, Backoff, now_ms
+from gateway.sources.common import AckMailbox, Admission, Backoff, CommandOutbox, now_ms
 from gateway.sources.mqtt_socket import ReadControl, install_socket_buffering
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class MqttSource:
     ) -> None:
         self._config = config
         self._reach = LinkReach(downlinks, self)
-        self._commands: asyncio.Queue[Command] = asyncio.Queue(_COMMAND_QUEUE_SIZE)
+        self._commands = CommandOutbox("broker", _COMMAND_QUEUE_SIZE)
         self._site = site
         self._queue = queue
         self._admission = Admission(Transport.MQTT, metrics, allowed_nodes)
@@ -225,23 +225,11 @@ class MqttSource:
     def send_command(self, command: Command) -> bool:
         """Queue ``command`` for a QoS 1 publish to the node's cmd topic; False while the
         broker connection is down or when the command queue is full."""
-        if not self.ready.is_set():
-            return False
-        try:
-            self._commands.put_nowait(command)
-        except asyncio.QueueFull:
-            return False
-        return True
+        return self.ready.is_set() and self._commands.offer(command)
 
     def _forget_nodes(self) -> None:
         self._reach.forget_all()
-        # Queued commands were refused nowhere; they are dropped with the connection (the
-        # router said True, so log what is lost).
-        while not self._commands.empty():
-            command = self._commands.get_nowait()
-            _LOGGER.warning(
-                "%s: command %d lost with the broker connection", command.node_id, command.cmd_id
-            )
+        self._commands.drop_all()
 
     async def _send_commands(self, client: aiomqtt.Client) -> None:
         while True:

@@ -22,7 +22,7 @@ from gateway.downlink import Downlinks, LinkReach
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.models import Command, Transport
-from gateway.sources.common import AckMailbox, Admission, now_ms
+from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
 
 _LOGGER = logging.getLogger(__name__)
 _READ_CHUNK = 4096
@@ -48,7 +48,7 @@ class SerialSource:
         self.ready = asyncio.Event()
         self.opens = 0
         self.decoder = FrameDecoder(max_frame_bytes=config.max_frame_bytes)
-        self._commands: asyncio.Queue[Command] = asyncio.Queue(64)
+        self._commands = CommandOutbox(f"serial {self._port.path}", 64)
 
     @property
     def name(self) -> str:
@@ -57,13 +57,7 @@ class SerialSource:
     def send_command(self, command: Command) -> bool:
         """Queue a command frame for the node on this port (sent by the writer task);
         False while the port is closed or when 64 commands are already waiting."""
-        if not self.ready.is_set():
-            return False
-        try:
-            self._commands.put_nowait(command)
-        except asyncio.QueueFull:
-            return False
-        return True
+        return self.ready.is_set() and self._commands.offer(command)
 
     async def run(self) -> None:
         announced_missing = False
@@ -110,9 +104,7 @@ class SerialSource:
 
     def _forget_nodes(self) -> None:
         self._reach.forget_all()
-        # Commands for the old connection must not reach whatever is plugged in next.
-        while not self._commands.empty():
-            self._commands.get_nowait()
+        self._commands.drop_all()
 
     async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
         async def acks() -> None:
