@@ -204,13 +204,11 @@ class ReadControl:
     def __init__(self, paho_client: Any) -> None:
         self._paho = paho_client
         self.paused = False
-        self.pauses = 0  # how often the gateway had to push back on the broker
 
     def pause(self) -> None:
         if self.paused:
             return
         self.paused = True
-        self.pauses += 1
         sock = self._paho.socket()
         if isinstance(sock, BufferedSocket) and not sock.closed:
             sock.reading_paused = True
