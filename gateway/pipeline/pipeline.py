@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, NamedTuple
 
 from firmware_tools.signing import load_public_key
 from gateway.errors import ModelError
@@ -72,6 +73,15 @@ class PipelineStats:
     gateway_scores: int = 0
     node_scores: int = 0
     disagreements: int = 0
+
+
+class _ChannelUse(NamedTuple):
+    picked: list[tuple[int, str]]  # (column, name) of the channels alert rules observe
+    plan: tuple[int, ...] | None  # model channel -> column; None: not scorable (or scoring off)
+    layout: str  # what the planned rows mean, for stored baselines ("" without a plan)
+
+
+_NO_USE: Final = _ChannelUse([], None, "")
 
 
 class ScoringPipeline:
@@ -129,7 +139,7 @@ class ScoringPipeline:
         # A ChannelReading per sample and channel is most of on_commit's cost, so readings
         # nobody reads are not made.
         self._observed_channels: frozenset[str] | None = None
-        self._last_picked: tuple[tuple[Channel, ...] | None, list[tuple[int, str]]] = (None, [])
+        self._last_channels: tuple[tuple[Channel, ...] | None, _ChannelUse] = (None, _NO_USE)
         self.ready = asyncio.Event()
 
     # -- wiring --------------------------------------------------------------------------------
@@ -137,19 +147,22 @@ class ScoringPipeline:
     def observe_channels(self, channels: frozenset[str] | None) -> None:
         """Emit ChannelReadings only for ``channels`` (None: all of them)."""
         self._observed_channels = channels
-        self._last_picked = (None, [])
+        self._last_channels = (None, _NO_USE)
 
-    def _picked_channels(self, channels: tuple[Channel, ...]) -> list[tuple[int, str]]:
-        """(index, name) of the observed channels among ``channels``."""
+    def _channel_use(self, channels: tuple[Channel, ...]) -> _ChannelUse:
+        """What a batch with ``channels`` feeds: observed channels, scoring plan and layout."""
         # Batches of one stream share one channels tuple (the codec's): remember the last.
-        last, picked = self._last_picked
+        last, use = self._last_channels
         if channels is not last:
             wanted = self._observed_channels
             picked = [
                 (j, c.name) for j, c in enumerate(channels) if wanted is None or c.name in wanted
             ]
-            self._last_picked = (channels, picked)
-        return picked
+            plan = self._mapper.plan(channels) if self.config.enabled else None
+            layout = self._mapper.layout(channels) if plan is not None else ""
+            use = _ChannelUse(picked, plan, layout)
+            self._last_channels = (channels, use)
+        return use
 
     def add_sink(self, sink: ObservationSink) -> None:
         """Call ``sink`` with every batch of observations, on the event loop (must not block)."""
@@ -228,9 +241,7 @@ class ScoringPipeline:
         out: list[Observation],
         rows: list[Row],
     ) -> None:
-        picked = self._picked_channels(msg.channels)
-        plan = self._mapper.plan(msg.channels) if self.config.enabled else None
-        layout = self._mapper.layout(msg.channels) if plan is not None else ""
+        picked, plan, layout = self._channel_use(msg.channels)
         if not picked and plan is None:
             # Nothing to observe or score in this batch: only the bookkeeping.
             late = min(len(msg.samples), max(0, seen - msg.seq + 1))
