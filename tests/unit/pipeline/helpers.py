@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ from firmware_tools.manifest import build_manifest
 from firmware_tools.signing import sign_manifest, write_signed
 from gateway.ingest import Envelope
 from gateway.models import Channel, NodeInference, ReadingBatch, Sample, TimeBase, Transport
+from gateway.pipeline.pipeline import ScoringPipeline
 from tinymodels.runtime import DEFAULT_GATEWAY_MODEL
 
 SKAB_NAMED = (
@@ -105,3 +109,16 @@ def signed_copy(
     )
     write_signed(sign_manifest(manifest, key), path)
     return path
+
+
+@contextlib.asynccontextmanager
+async def running(pipeline: ScoringPipeline) -> AsyncIterator[ScoringPipeline]:
+    """Run the pipeline's scoring worker until the block ends (ready before it starts)."""
+    task = asyncio.create_task(pipeline.run(), name="test:pipeline")
+    try:
+        await asyncio.wait_for(pipeline.ready.wait(), 10)
+        yield pipeline
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -25,6 +25,7 @@ from tests.unit.pipeline.helpers import (
     batches,
     envelope,
     pump_frame,
+    running,
     signed_copy,
     write_key_pair,
 )
@@ -62,14 +63,10 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ScoringPipeline]:
-        task = asyncio.create_task(self.pipeline.run(), name="test:pipeline")
         try:
-            await asyncio.wait_for(self.pipeline.ready.wait(), 10)
-            yield self.pipeline
+            async with running(self.pipeline) as pipeline:
+                yield pipeline
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             self.journal.close()
 
 

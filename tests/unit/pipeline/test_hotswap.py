@@ -4,8 +4,7 @@ running model keeps scoring. Shadow mode scores with both and summarises the dif
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from gateway.errors import ModelError
 from gateway.events import AnomalyScore, Observation, ScoreSource
 from gateway.pipeline import ScoringConfig, ScoringPipeline
 from gateway.pipeline.windows import Row
-from tests.unit.pipeline.helpers import pump_frame, signed_copy, write_key_pair
+from tests.unit.pipeline.helpers import pump_frame, running, signed_copy, write_key_pair
 
 
 @pytest.fixture
@@ -37,18 +36,6 @@ def _pipeline(pub: Path | None, **extra: object) -> tuple[ScoringPipeline, list[
 
     pipeline.add_sink(sink)
     return pipeline, scores
-
-
-@contextlib.asynccontextmanager
-async def running(pipeline: ScoringPipeline) -> AsyncIterator[None]:
-    task = asyncio.create_task(pipeline.run(), name="test:pipeline")
-    try:
-        await asyncio.wait_for(pipeline.ready.wait(), 10)
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def _feed(pipeline: ScoringPipeline, frame: np.ndarray, start: int, stop: int) -> None:

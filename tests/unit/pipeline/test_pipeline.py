@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +22,7 @@ from gateway.ingest import Envelope
 from gateway.models import NodeInference, Status, TimeBase, Transport
 from gateway.pipeline import ScoringConfig, ScoringPipeline
 from gateway.store.journal import CommitResult, Journal
-from tests.unit.pipeline.helpers import batches, envelope, pump_frame
+from tests.unit.pipeline.helpers import batches, envelope, pump_frame, running
 
 T0 = 1_700_000_000_000
 
@@ -47,18 +46,6 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
     j.open()
     yield j
     j.close()
-
-
-@contextlib.asynccontextmanager
-async def running(pipeline: ScoringPipeline) -> AsyncIterator[None]:
-    task = asyncio.create_task(pipeline.run(), name="test:pipeline")
-    try:
-        await asyncio.wait_for(pipeline.ready.wait(), 10)
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
