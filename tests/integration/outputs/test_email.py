@@ -3,7 +3,6 @@ message with the event JSON attached, retries and permanent refusals."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from gateway.events import Severity
 from gateway.outputs import AlertBus, AlertOutputs, OutputsConfig
 from gateway.outputs.email import message_id
 from tests.fixtures.gateway import wait_until
+from tests.fixtures.tasks import in_background
 from tests.integration.outputs.servers import SmtpRelay
 from tests.unit.outputs.helpers import make_event
 
@@ -39,13 +39,8 @@ def _config(relay: SmtpRelay, **email: Any) -> OutputsConfig:
 
 @contextlib.asynccontextmanager
 async def running(outputs: AlertOutputs) -> AsyncIterator[AlertOutputs]:
-    task = asyncio.create_task(outputs.run(), name="test:outputs")
-    try:
+    async with in_background(outputs.run(), "test:outputs"):
         yield outputs
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # aiosmtpd warns about AUTH without TLS; fine on loopback (a real relay gets STARTTLS).

@@ -23,6 +23,7 @@ from gateway.outputs import AlertBus, AlertOutputs, OutputsConfig
 from gateway.outputs.bus import Subscription
 from tests.fixtures.gateway import wait_until
 from tests.fixtures.servers import Mosquitto
+from tests.fixtures.tasks import in_background
 from tests.integration.outputs.servers import SmtpRelay, WebhookReceiver
 from tests.unit.outputs.helpers import RecordingSender, make_event
 
@@ -92,13 +93,8 @@ def _config(
 
 @contextlib.asynccontextmanager
 async def running(outputs: AlertOutputs) -> AsyncIterator[AlertOutputs]:
-    task = asyncio.create_task(outputs.run(), name="test:outputs")
-    try:
+    async with in_background(outputs.run(), "test:outputs"):
         yield outputs
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from gateway.outputs.config import ScriptHookConfig
 from gateway.outputs.payload import encode_event
 from gateway.outputs.script_hook import ScriptHook
 from tests.fixtures.gateway import wait_until
+from tests.fixtures.tasks import in_background
 from tests.unit.outputs.helpers import make_event
 
 HOOK = """#!/bin/sh
@@ -50,13 +51,8 @@ def _config(script: Path, **kw: object) -> ScriptHookConfig:
 
 @contextlib.asynccontextmanager
 async def running(hook: ScriptHook) -> AsyncIterator[ScriptHook]:
-    task = asyncio.create_task(hook.run(), name="test:script_hook")
-    try:
+    async with in_background(hook.run(), "test:script_hook"):
         yield hook
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_script_receives_the_event_json_and_env(

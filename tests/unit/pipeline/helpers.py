@@ -18,6 +18,7 @@ from firmware_tools.signing import sign_manifest, write_signed
 from gateway.ingest import Envelope
 from gateway.models import Channel, NodeInference, ReadingBatch, Sample, TimeBase, Transport
 from gateway.pipeline.pipeline import ScoringPipeline
+from tests.fixtures.tasks import in_background
 from tinymodels.runtime import DEFAULT_GATEWAY_MODEL
 
 SKAB_NAMED = (
@@ -114,11 +115,6 @@ def signed_copy(
 @contextlib.asynccontextmanager
 async def running(pipeline: ScoringPipeline) -> AsyncIterator[ScoringPipeline]:
     """Run the pipeline's scoring worker until the block ends (ready before it starts)."""
-    task = asyncio.create_task(pipeline.run(), name="test:pipeline")
-    try:
+    async with in_background(pipeline.run(), "test:pipeline"):
         await asyncio.wait_for(pipeline.ready.wait(), 10)
         yield pipeline
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
