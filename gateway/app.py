@@ -25,6 +25,7 @@ from gateway.metrics import Metrics, serve_metrics
 from gateway.outputs.bus import AlertBus
 from gateway.outputs.dispatch import AlertOutputs
 from gateway.pipeline.pipeline import ScoringPipeline
+from gateway.service_notify import ServiceNotifier
 from gateway.store.alerts import alerts_path_for
 from gateway.store.baselines import baselines_path_for
 from gateway.store.journal import Journal, JournalReader
@@ -43,8 +44,10 @@ class Source(Protocol):
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, notifier: ServiceNotifier | None = None) -> None:
         self.config = config
+        # Outside a service manager this does nothing (no $NOTIFY_SOCKET).
+        self.notifier = notifier or ServiceNotifier(None)
         self.metrics = Metrics()
         self.queue = IngestQueue(config.queue.max_messages, config.queue.overflow)
         self.journal = Journal(
@@ -169,6 +172,12 @@ class Gateway:
             tg.create_task(self.alerts.run(), name="alerts:engine")
             for source in self.sources:
                 tg.create_task(source.run(), name=source.name)
+            # Ready once the journal is open: the local path works from here on even while
+            # a broker or radio is still connecting ("the local path never waits").
+            self.notifier.ready(f"journal open, {len(self.sources)} source(s) starting")
+            tg.create_task(
+                self.notifier.run_watchdog(self.writer.ready.is_set), name="service:watchdog"
+            )
 
 
 def _hard_exit() -> None:
@@ -212,6 +221,7 @@ async def run_until_signalled(
             return
         grace = gateway.config.shutdown_grace_s
         _LOGGER.info("shutting down (grace %.1f s)", grace)
+        gateway.notifier.stopping()
         stop.clear()
         service.cancel()
         second = asyncio.create_task(stop.wait(), name="gateway:second-signal")

@@ -60,8 +60,9 @@ def run(
         return
     setup_logging(cfg.log_level)
     from gateway.app import Gateway, freeze_startup_heap, run_until_signalled
+    from gateway.service_notify import ServiceNotifier
 
-    gateway = Gateway(cfg)
+    gateway = Gateway(cfg, notifier=ServiceNotifier.from_environ())
     freeze_startup_heap()
     asyncio.run(run_until_signalled(gateway))
 
