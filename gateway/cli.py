@@ -67,6 +67,38 @@ def run(
     asyncio.run(run_until_signalled(gateway))
 
 
+@app.command()
+def doctor(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="The gateway's TOML config file."),
+    ] = None,
+) -> None:
+    """Check config, data directory, disk, journal, ports, broker, serial, BLE and clock.
+
+    Prints what to fix; exits 1 when something would stop the gateway working. Reads only:
+    safe beside a running gateway (except the port check, which then reports the port in use).
+    """
+    from gateway.doctor import run_checks
+
+    findings = run_checks(config)
+    marks = {
+        "ok": "[green]ok  [/green]",
+        "warn": "[yellow]warn[/yellow]",
+        "fail": "[red]FAIL[/red]",
+    }
+    out = Console()
+    for f in findings:
+        out.print(f"{marks[f.status]} {f.check}: {f.message}", highlight=False, soft_wrap=True)
+        if f.fix and f.status != "ok":
+            out.print(f"       fix: {f.fix}", highlight=False, soft_wrap=True)
+    failed = sum(f.status == "fail" for f in findings)
+    if failed:
+        _err.print(f"[red]{failed} problem(s) to fix[/red]")
+        raise typer.Exit(1)
+    out.print("[green]no problems found[/green]")
+
+
 def _register_subcommands() -> None:
     # Sub-apps live next to the code they drive; imported here so `fieldgate --help`
     # lists them all.
