@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, FieldgateError
+from gateway.log_format import LogFormat, setup_logging
 
 app = typer.Typer(
     name="fieldgate",
@@ -25,11 +26,42 @@ app = typer.Typer(
 _err = Console(stderr=True)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+_LOGGER = logging.getLogger("gateway.cli")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fieldgate {version('fieldgate')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """fieldgate: collect, score and alert on sensor-node data at the edge."""
+
+
+def _operational_errors(exc: BaseException) -> list[FieldgateError] | None:
+    """The FieldgateErrors a run ended with, if that is all it ended with (else None)."""
+    if isinstance(exc, FieldgateError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        found: list[FieldgateError] = []
+        for inner in exc.exceptions:
+            errors = _operational_errors(inner)
+            if errors is None:
+                return None
+            found += errors
+        return found
+    return None
 
 
 @app.command()
@@ -41,6 +73,12 @@ def run(
     check: Annotated[
         bool, typer.Option("--check", help="Validate the configuration, print it and exit.")
     ] = False,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format", help="text for people, json (one object a line) for collectors."
+        ),
+    ] = "text",
 ) -> None:
     """Run the gateway service until SIGTERM/SIGINT.
 
@@ -58,13 +96,24 @@ def run(
         Console().print_json(cfg.model_dump_json())
         _err.print("[green]configuration is valid[/green]")
         return
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, log_format)
     from gateway.app import Gateway, freeze_startup_heap, run_until_signalled
     from gateway.service_notify import ServiceNotifier
 
-    gateway = Gateway(cfg, notifier=ServiceNotifier.from_environ())
-    freeze_startup_heap()
-    asyncio.run(run_until_signalled(gateway))
+    try:
+        gateway = Gateway(cfg, notifier=ServiceNotifier.from_environ())
+        freeze_startup_heap()
+        asyncio.run(run_until_signalled(gateway))
+    except (FieldgateError, BaseExceptionGroup) as exc:
+        # Operational faults (a port in use, a device missing) get one line each; the
+        # traceback is there at DEBUG. Anything else is a bug and keeps its traceback.
+        errors = _operational_errors(exc)
+        if errors is None:
+            raise
+        for error in errors:
+            _LOGGER.error("%s", error)
+        _LOGGER.debug("traceback of the fault above", exc_info=exc)
+        raise typer.Exit(1) from None
 
 
 @app.command()

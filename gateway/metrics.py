@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway.errors import TransportError
+
 if TYPE_CHECKING:
     from gateway.store.journal import CommitResult
 
@@ -98,12 +100,24 @@ async def serve_metrics(metrics: Metrics, host: str, port: int, ready: asyncio.E
                 + body
             )
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,  # a request head over the stream limit (64 KiB)
+            ValueError,
+            ConnectionError,
+        ):
             pass
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host, port)
+    try:
+        server = await asyncio.start_server(handle, host, port)
+    except OSError as exc:
+        raise TransportError(
+            f"metrics endpoint cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(is another gateway running? set metrics.port or metrics.enabled = false)"
+        ) from exc
     bound = server.sockets[0].getsockname()
     _LOGGER.info("metrics on http://%s:%d/metrics", bound[0], bound[1])
     ready.set()

@@ -75,6 +75,10 @@ def _mqtt_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
         raise ValueError("must look like mqtt://host:port")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the range only when asked
+    except ValueError:
+        raise ValueError("the port must be 1-65535") from None
     return value
 
 
