@@ -54,6 +54,7 @@ class Gateway:
             config.journal_path,
             synchronous=config.journal.synchronous,
             skew_limit_ms=config.skew_limit_ms,
+            max_seq_jump=config.journal.max_seq_jump,
         )
         self.writer = JournalWriter(self.journal, self.queue, config.journal, self.metrics)
         self.downlinks = Downlinks()

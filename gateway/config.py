@@ -40,6 +40,10 @@ class JournalConfig(_Section):
     max_commit_messages: int = Field(2000, ge=1, description="messages per group commit")
     retention_interval_s: float = Field(60.0, gt=0)
     """how often the byte budget is enforced"""
+    max_seq_jump: int = Field(100_000, ge=1)
+    """a message whose seq is further than this past the highest seen of its node's boot is
+    refused (not stored, not acknowledged, counted): a forged or corrupt seq would make the
+    node's real data look duplicated or late"""
 
 
 class QueueConfig(_Section):

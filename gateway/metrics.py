@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.errors import TransportError
+from gateway.log_limit import LimitedWarning
 
 if TYPE_CHECKING:
     from gateway.store.journal import CommitResult
@@ -27,6 +28,8 @@ class Metrics:
         self.malformed: Counter[tuple[str, str]] = Counter()  # (transport, reason)
         self.rejected_nodes: Counter[tuple[str, str]] = Counter()  # (transport, node_id)
         self.lost = 0
+        self.seq_jumps = 0
+        self._seq_jump_log = LimitedWarning(_LOGGER)
         self.evicted = 0
         self.commits = 0
         self.commit_seconds = 0.0
@@ -36,6 +39,11 @@ class Metrics:
         self.readings_in.update(result.inserted)
         self.duplicates.update(result.duplicates)
         self.lost += result.lost
+        self.seq_jumps += sum(result.seq_jumps.values())
+        for node_id, n in result.seq_jumps.items():
+            self._seq_jump_log.warning(
+                "%s: %d message(s) refused: seq jumped past journal.max_seq_jump", node_id, n
+            )
         self.commits += 1
         self.commit_seconds += result.seconds
 
@@ -69,6 +77,9 @@ class Metrics:
         lines += [
             "# TYPE fieldgate_lost_total counter",
             f"fieldgate_lost_total {self.lost}",
+            "# HELP fieldgate_seq_jumps_total Messages refused: seq far past the node's stream.",
+            "# TYPE fieldgate_seq_jumps_total counter",
+            f"fieldgate_seq_jumps_total {self.seq_jumps}",
             "# TYPE fieldgate_evicted_total counter",
             f"fieldgate_evicted_total {self.evicted}",
             "# TYPE fieldgate_commits_total counter",

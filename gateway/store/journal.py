@@ -128,6 +128,8 @@ class CommitResult:
     new_counts: list[int] = field(default_factory=list)
     wall_ms: list[tuple[int, ...]] = field(default_factory=list)
     lost_by_node: Counter[str] = field(default_factory=Counter)  # ``lost`` split by node
+    # Messages refused because their seq jumped past the node's window (by node).
+    seq_jumps: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +176,18 @@ def unpack_values(blob: bytes) -> tuple[float, ...]:
 class Journal:
     """The write side of the journal. Not thread-safe: one writer thread calls it."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", skew_limit_ms: int = 2000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        skew_limit_ms: int = 2000,
+        max_seq_jump: int = 100_000,
+    ) -> None:
         self.path = path
         self._synchronous = synchronous
         self._skew_limit_ms = skew_limit_ms
+        self._max_seq_jump = max_seq_jump
         self._db: sqlite3.Connection | None = None
         self._streams: dict[tuple[str, int], StreamState] = {}
         self._clocks: dict[tuple[str, int], NodeClock] = {}
@@ -254,6 +264,13 @@ class Journal:
                 state = self._streams.get(key)
                 if state is None:
                     state = self._new_stream(env, result)
+                elif state.is_jump(msg.seq, self._max_seq_jump):
+                    # Not stored, not acknowledged: a forged or corrupt seq would otherwise
+                    # turn the node's real readings into "duplicates" or "late" ones.
+                    result.seq_jumps[msg.node_id] += 1
+                    new_counts.append(0)
+                    wall_ms.append(())
+                    continue
                 if isinstance(msg, ReadingBatch):
                     new, wall = self._insert_readings(db, env, msg)
                 elif isinstance(msg, NodeInference):
