@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.alerts.config import AlertsConfig
@@ -70,8 +78,29 @@ class MqttConfig(_Section):
     ack_interval_s: float = Field(0.05, ge=0, description="min pause between ack rounds")
     username: str | None = None
     """broker user name (optional)"""
-    password: str | None = None
-    """broker password (optional; better from FIELDGATE_MQTT__PASSWORD)"""
+    password: SecretStr | None = None
+    """broker password (optional; better from FIELDGATE_MQTT__PASSWORD or password_file);
+    never printed or logged"""
+    password_file: Path | None = None
+    """file holding the broker password (e.g. a systemd credential); read at start-up,
+    replaces password"""
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> MqttConfig:
+        if self.password_file is None:
+            return self
+        try:
+            secret = self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"password_file: cannot read {self.password_file}: {exc.strerror}"
+            ) from None
+        # Frozen model: set the field the way pydantic's own validation would have.
+        object.__setattr__(self, "password", SecretStr(secret))
+        return self
+
+    def password_value(self) -> str | None:
+        return self.password.get_secret_value() if self.password is not None else None
 
     @field_validator("url")
     @classmethod

@@ -216,7 +216,7 @@ def _mqtt_connect_code(cfg: GatewayConfig, host: str, port: int, timeout_s: floa
         payload += len(user).to_bytes(2, "big") + user
         if cfg.mqtt.password is not None:
             flags |= 0x40
-            password = cfg.mqtt.password.encode()
+            password = cfg.mqtt.password.get_secret_value().encode()
             payload += len(password).to_bytes(2, "big") + password
     variable = b"\x00\x04MQTT\x04" + bytes([flags]) + (10).to_bytes(2, "big")
     body = variable + payload
