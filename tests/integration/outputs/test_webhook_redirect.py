@@ -30,7 +30,7 @@ async def test_a_307_is_refused_and_nothing_reaches_the_redirect_target() -> Non
             WebhookConfig(
                 enabled=True,
                 url=f"http://127.0.0.1:{port}/alerts",
-                headers={"Authorization": "Bearer site-token"},  # type: ignore[dict-item]
+                headers={"Authorization": "Bearer site-token"},
             )
         )
         with pytest.raises(DeliveryRejected, match=r"redirect .* not followed"):
