@@ -18,6 +18,7 @@ from typing import Protocol
 
 from gateway.alerts.config import ThresholdRule
 from gateway.alerts.runner import AlertRunner
+from gateway.alerts.system import SystemAlert
 from gateway.config import GatewayConfig
 from gateway.downlink import Downlinks
 from gateway.ingest import IngestQueue
@@ -85,10 +86,24 @@ class Gateway:
                 if isinstance(rule, ThresholdRule)
             )
         )
+        # A disk that refuses writes stops acknowledgements; staff hear it on the paths that
+        # need no disk (live view, dashboard, local MQTT, script hook).
+        self.storage_alert = SystemAlert("journal_storage", self.outputs.deliver)
+        self.writer.add_fault_listener(self._on_journal_fault)
         self.metrics_ready = asyncio.Event()
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))
         self.metrics.gauges["journal_bytes"] = self._journal_bytes
+        self.metrics.gauges["journal_degraded"] = lambda: float(self.writer.fault is not None)
+
+    def _on_journal_fault(self, fault: str | None) -> None:
+        if fault is None:
+            self.storage_alert.clear()
+        else:
+            self.storage_alert.raise_(
+                f"the journal cannot write ({fault}): nothing new is acknowledged; nodes and "
+                "the broker keep their data until the disk has room again"
+            )
 
     def _journal_bytes(self) -> float:
         try:

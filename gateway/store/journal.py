@@ -20,6 +20,7 @@ acknowledged to their nodes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from gateway.errors import StoreError
+from gateway.errors import StorageFault, StoreError
 from gateway.ingest import Envelope
 from gateway.models import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
 from gateway.store.clock import NodeClock
@@ -173,6 +174,15 @@ def unpack_values(blob: bytes) -> tuple[float, ...]:
     return struct.unpack(f"<{len(blob) // 8}d", blob)
 
 
+# SQLite result codes (low byte of extended codes) that mean "the disk, not the data".
+_STORAGE_CODES = frozenset({10, 13, 14})  # SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+
+
+def _is_storage_fault(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _STORAGE_CODES
+
+
 class Journal:
     """The write side of the journal. Not thread-safe: one writer thread calls it."""
 
@@ -237,6 +247,14 @@ class Journal:
             self._streams[(node_id, boot_id)] = state
         for node_id, boot_id in db.execute("SELECT node_id, boot_id FROM nodes"):
             self._current_boot[node_id] = boot_id
+
+    def _reload_state(self) -> None:
+        self._streams.clear()
+        self._current_boot.clear()
+        self._channel_sets.clear()
+        self._last_channels = (None, 0)
+        self._closed = []
+        self._load_state()
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:
@@ -304,8 +322,16 @@ class Journal:
             self._save_streams(db, touched)
             self._save_nodes(db, node_updates)
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            # SQLite may already have rolled back (SQLITE_FULL does): a failing ROLLBACK
+            # must not hide the cause.
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            # The in-memory stream state ran ahead of what is committed: go back to the
+            # file, so no ack is ever computed from a transaction that did not happen.
+            self._reload_state()
+            if isinstance(exc, sqlite3.Error) and _is_storage_fault(exc):
+                raise StorageFault(f"journal {self.path}: {exc}") from exc
             raise
         for (node_id, boot_id), env in touched.items():
             state = self._streams[(node_id, boot_id)]
