@@ -21,6 +21,7 @@ from gateway.alerts.runner import AlertRunner
 from gateway.alerts.system import SystemAlert
 from gateway.config import GatewayConfig
 from gateway.downlink import Downlinks
+from gateway.events import Severity
 from gateway.ingest import IngestQueue
 from gateway.metrics import Metrics, serve_metrics
 from gateway.outputs.bus import AlertBus
@@ -184,6 +185,12 @@ class Gateway:
             tg.create_task(self.outputs.run(), name="alerts:outputs")
             tg.create_task(self.pipeline.run(), name="pipeline:scoring")
             await self.writer.ready.wait()
+            if self.journal.set_aside is not None:
+                SystemAlert("journal_set_aside", self.outputs.deliver, Severity.WARNING).raise_(
+                    f"the journal was damaged ({self.journal.set_aside_reason}) and moved to "
+                    f"{self.journal.set_aside}; a new one was started. Salvage it with "
+                    f"`fieldgate journal recover {self.journal.set_aside}`"
+                )
             # After the journal is open: the engine seeds "node silent" from its node registry.
             tg.create_task(self.alerts.run(), name="alerts:engine")
             for source in self.sources:

@@ -157,6 +157,9 @@ def _register_subcommands() -> None:
     from gateway.demo import demo
 
     app.command(name="demo")(demo)
+    from gateway.store.journal_cli import journal_app
+
+    app.add_typer(journal_app, name="journal")
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from gateway.errors import StorageFault, StoreError
 from gateway.ingest import Envelope
 from gateway.models import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
 from gateway.store.clock import NodeClock
+from gateway.store.recovery import journal_problem, set_aside
 from gateway.store.sequence import StreamState
 
 _LOGGER = logging.getLogger(__name__)
@@ -205,11 +206,28 @@ class Journal:
         self._channel_sets: dict[str, int] = {}
         self._last_channels: tuple[tuple[Channel, ...] | None, int] = (None, 0)
         self._closed: list[tuple[str, int]] = []
+        # Where a damaged journal found at open was moved, and why (None: it was sound).
+        self.set_aside: Path | None = None
+        self.set_aside_reason: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        problem = journal_problem(self.path)
+        if problem is not None:
+            # Never silently replaced: moved aside for `fieldgate journal recover`.
+            self.set_aside = set_aside(self.path)
+            self.set_aside_reason = problem
+            _LOGGER.error(
+                "journal %s is damaged (%s): moved to %s and a new journal started; nodes "
+                "resend what was never acknowledged. Salvage the rest with: fieldgate journal "
+                "recover %s",
+                self.path,
+                problem,
+                self.set_aside,
+                self.set_aside,
+            )
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
