@@ -21,12 +21,38 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 
+OTHER_NODES = "_other"
+
+
+class BoundedCounter(Counter[tuple[str, str]]):
+    """A (transport, node id) counter with at most ``max_ids`` distinct node ids per
+    transport: ids after that are counted together as ``_other``, so made-up ids cannot
+    grow memory or the /metrics page without bound."""
+
+    def __init__(self, max_ids: int = 100) -> None:
+        super().__init__()
+        self._max_ids = max_ids
+        self._ids: Counter[str] = Counter()  # distinct ids held, per transport
+
+    def __setitem__(self, key: tuple[str, str], value: int) -> None:
+        if key not in self:
+            transport = key[0]
+            if self._ids[transport] >= self._max_ids:
+                key = (transport, OTHER_NODES)
+                value += self.get(key, 0)  # the caller added to 0: add to _other instead
+                if key in self:
+                    super().__setitem__(key, value)
+                    return
+            self._ids[transport] += 1
+        super().__setitem__(key, value)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.readings_in: Counter[str] = Counter()  # committed messages' seqs, per transport
         self.duplicates: Counter[str] = Counter()
         self.malformed: Counter[tuple[str, str]] = Counter()  # (transport, reason)
-        self.rejected_nodes: Counter[tuple[str, str]] = Counter()  # (transport, node_id)
+        self.rejected_nodes = BoundedCounter()  # (transport, node_id)
         self.lost = 0
         self.seq_jumps = 0
         self._seq_jump_log = LimitedWarning(_LOGGER)

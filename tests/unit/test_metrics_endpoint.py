@@ -44,3 +44,17 @@ async def test_a_request_head_over_64_kib_is_dropped_quietly_and_the_next_scrape
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
+
+
+def test_fifty_thousand_made_up_ids_make_a_bounded_rejected_series() -> None:
+    metrics = Metrics()
+    for i in range(50_000):
+        metrics.rejected_nodes[("mqtt", f"fake-{i}")] += 1
+    metrics.rejected_nodes[("mqtt", "fake-3")] += 1  # an id already counted keeps its series
+    assert len(metrics.rejected_nodes) == 101
+    assert metrics.rejected_nodes[("mqtt", "_other")] == 49_900
+    assert metrics.rejected_nodes[("mqtt", "fake-3")] == 2
+    assert sum(metrics.rejected_nodes.values()) == 50_001
+    page = metrics.render()
+    assert page.count("fieldgate_rejected_total{") == 101
+    assert len(page) < 20_000
