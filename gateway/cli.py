@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from gateway.errors import ConfigError, FieldgateError
 from gateway.log_format import LogFormat, setup_logging
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 app = typer.Typer(
     name="fieldgate",
@@ -146,6 +149,63 @@ def doctor(
         _err.print(f"[red]{failed} problem(s) to fix[/red]")
         raise typer.Exit(1)
     out.print("[green]no problems found[/green]")
+
+
+def _load_or_exit(config: Path | None) -> GatewayConfig:
+    from gateway.config import load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        _err.print(f"[red]invalid configuration[/red]: {exc}")
+        raise typer.Exit(2) from None
+
+
+_CONFIG_OPTION = typer.Option("--config", "-c", help="The gateway's TOML config file.")
+
+
+@app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(help="A new directory to write the backup into.")],
+    config: Annotated[Path | None, _CONFIG_OPTION] = None,
+) -> None:
+    """Back up the journal, alert history, baselines and outboxes; safe while running.
+
+    Uses SQLite's online backup API: each file is a consistent snapshot even while the
+    gateway writes it. Restore with `fieldgate restore DEST` (gateway stopped).
+    """
+    from gateway.backup import backup as run_backup
+
+    cfg = _load_or_exit(config)
+    try:
+        copied = run_backup(cfg, dest)
+    except FileExistsError:
+        _err.print(f"[red]{dest} exists[/red]: give a new directory")
+        raise typer.Exit(2) from None
+    for item in copied:
+        Console().print(f"{item.name:<24} {item.bytes / 1e6:10.2f} MB", highlight=False)
+    Console().print(f"[green]backed up {len(copied)} file(s) to {dest}[/green]")
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="A directory written by `fieldgate backup`.")],
+    config: Annotated[Path | None, _CONFIG_OPTION] = None,
+) -> None:
+    """Put a backup in place of the gateway's state. The gateway must be stopped."""
+    from gateway.backup import GatewayRunning
+    from gateway.backup import restore as run_restore
+
+    cfg = _load_or_exit(config)
+    try:
+        copied = run_restore(cfg, source)
+    except GatewayRunning as exc:
+        _err.print(f"[red]refused[/red]: {exc}")
+        raise typer.Exit(1) from None
+    except FileNotFoundError as exc:
+        _err.print(f"[red]not a fieldgate backup[/red]: {exc}")
+        raise typer.Exit(2) from None
+    Console().print(f"[green]restored {len(copied)} file(s) from {source}[/green]")
 
 
 def _register_subcommands() -> None:

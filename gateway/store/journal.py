@@ -29,13 +29,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from gateway.errors import StorageFault, StoreError
 from gateway.ingest import Envelope
 from gateway.models import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
 from gateway.store.clock import NodeClock
-from gateway.store.recovery import journal_problem, set_aside
+from gateway.store.recovery import hold_lock, journal_problem, set_aside
 from gateway.store.sequence import StreamState
 
 _LOGGER = logging.getLogger(__name__)
@@ -208,12 +208,14 @@ class Journal:
         self._closed: list[tuple[str, int]] = []
         # Where a damaged journal found at open was moved, and why (None: it was sound).
         self.set_aside: Path | None = None
+        self._lock: IO[bytes] | None = None
         self.set_aside_reason: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = hold_lock(self.path)
         problem = journal_problem(self.path)
         if problem is not None:
             # Never silently replaced: moved aside for `fieldgate journal recover`.
@@ -243,6 +245,9 @@ class Journal:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _load_state(self) -> None:
         db = self._require()

@@ -10,14 +10,52 @@ new journal, which an operator can inspect or put back.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
+
+from gateway.errors import StoreError
 
 _LOGGER = logging.getLogger(__name__)
 _SIDE_FILES = ("-wal", "-shm")
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def hold_lock(path: Path) -> IO[bytes]:
+    """Take the journal's lock for as long as the returned file stays open.
+
+    Two gateways writing one journal would each believe their own stream state; a restore
+    under a running gateway would swap the file beneath its writer. Both are refused.
+    """
+    lock = lock_path(path).open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StoreError(
+            f"{path} is in use by another gateway (lock {lock_path(path)}); stop it first"
+        ) from None
+    return lock
+
+
+def is_locked(path: Path) -> bool:
+    lock = lock_path(path)
+    if not lock.exists():
+        return False
+    with lock.open("ab") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 def journal_problem(path: Path) -> str | None:
