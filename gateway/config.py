@@ -134,10 +134,28 @@ class SerialConfig(_Section):
 class BleConfig(_Section):
     enabled: bool = False
     """ingest from BLE nodes"""
-    # Bumble transport of the host controller: "usb:0" for a dongle, "tcp-client:host:port"
-    # for a virtual controller exposed by another process.
-    transport: str = "usb:0"
-    """Bumble HCI transport of the controller: usb:0 for a dongle, tcp-client:host:port for a virtual one"""
+    transport: str = "bluez:hci0"
+    """which Bluetooth stack and controller: bluez:hci0 shares the system's adapter through
+    BlueZ (what a Raspberry Pi runs, beside other Bluetooth users); usb:0 takes a USB dongle
+    over with the Bumble stack; tcp-client:host:port reaches a Bumble virtual controller"""
+
+    @field_validator("transport")
+    @classmethod
+    def _ble_transport(cls, value: str) -> str:
+        kind, _, rest = value.partition(":")
+        if kind == "bluez" and not rest:
+            raise ValueError("give the adapter: bluez:hci0")
+        # Any other "<kind>:<spec>" is a Bumble transport (usb, tcp-client, hci-socket, ...).
+        if not kind or not rest:
+            raise ValueError("must be bluez:<adapter>, usb:<n> or tcp-client:<host>:<port>")
+        return value
+
+    @property
+    def bluez_adapter(self) -> str | None:
+        """The BlueZ adapter when the system stack is used; None for a Bumble transport."""
+        kind, _, rest = self.transport.partition(":")
+        return rest if kind == "bluez" else None
+
     nodes: tuple[str, ...] = Field((), description="node ids to connect to (by advertised name)")
     max_connections: int = Field(4, ge=1)
     """simultaneous BLE connections"""

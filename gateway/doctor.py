@@ -271,6 +271,16 @@ def check_ble(cfg: GatewayConfig, timeout_s: float = 3.0) -> Finding:
         return _ok("ble", "BLE disabled")
     transport = cfg.ble.transport
     kind, _, rest = transport.partition(":")
+    if kind == "bluez":
+        adapter = Path("/sys/class/bluetooth") / rest
+        if not adapter.exists():
+            return Finding(
+                "ble",
+                "fail",
+                f"no Bluetooth adapter {rest} (nothing in /sys/class/bluetooth)",
+                "check `bluetoothctl list`; or use a USB dongle with ble.transport = usb:0",
+            )
+        return _ok("ble", f"BlueZ adapter {rest} present")
     if kind == "tcp-client":
         host, _, port = rest.rpartition(":")
         try:

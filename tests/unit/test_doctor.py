@@ -207,3 +207,10 @@ def test_the_command_exits_nonzero_and_prints_the_fix(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout
     assert "no problems found" in done.stdout
+
+
+def test_a_missing_bluez_adapter_fails(tmp_path: Path) -> None:
+    cfg = config(tmp_path, ble={"enabled": True, "transport": "bluez:hci97"})
+    finding = check_ble(cfg)
+    assert finding.status == "fail"
+    assert "hci97" in finding.message
