@@ -52,12 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app import Gateway
-from gateway.codecs.framing import encode_frame
-from gateway.codecs.payload import encode_message
 from gateway.config import GatewayConfig, load_config
 from gateway.events import AlertEvent, AlertEventKind
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase
 from gateway.outputs.bus import Subscription
+from gateway.protocol.framing import encode_frame
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.payload import encode_message
 from gateway.store.journal import CommitResult
 from tests.fixtures.servers import Mosquitto
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from firmware_tools.signing import SignedManifest
 from gateway.errors import FlashError
-from gateway.models import SlotInfo
+from gateway.protocol.messages import SlotInfo
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(bytes_done, bytes_total)``; called from the event loop, must not block."""

@@ -91,7 +91,7 @@ class Verdict:
 
 
 def model_hash(manifest: ModelManifest) -> bytes:
-    """The 8-byte hash prefix nodes report in :class:`~gateway.models.SlotInfo`."""
+    """The 8-byte hash prefix nodes report in :class:`~gateway.protocol.messages.SlotInfo`."""
     return bytes.fromhex(manifest.sha256)[:8]
 
 

@@ -19,7 +19,7 @@ import serial_asyncio
 from firmware_tools.flash import xfer
 from firmware_tools.flash.api import NodeUnreachable
 from firmware_tools.flash.xfer_session import XferFlasher, XferSession
-from gateway.codecs.framing import FrameDecoder, encode_frame
+from gateway.protocol.framing import FrameDecoder, encode_frame
 
 _LOGGER = logging.getLogger(__name__)
 _READ_BYTES = 4096

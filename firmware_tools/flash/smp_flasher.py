@@ -65,7 +65,7 @@ from firmware_tools.sim.smp_server import (
     REFUSAL_CODES_V1,
 )
 from gateway.errors import FlashError
-from gateway.models import SlotInfo
+from gateway.protocol.messages import SlotInfo
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from typing import Final
 
 from firmware_tools.flash.api import NodeInfo, RefusalReason
 from gateway.errors import PayloadError
-from gateway.models import SlotInfo
+from gateway.protocol.messages import SlotInfo
 
 MAGIC: Final = 0xFC
 MAX_CHUNK_BYTES: Final = 3072  # fits a 4096-byte serial frame with headers and COBS overhead

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Protocol
 
-from gateway.models import DownlinkMessage, UplinkMessage
+from gateway.protocol.messages import DownlinkMessage, UplinkMessage
 
 DownlinkHandler = Callable[[DownlinkMessage], None]
 

@@ -23,15 +23,15 @@ from firmware_tools.flash.xfer import is_xfer_payload
 from firmware_tools.sim.links import Backoff, DownlinkHandler, LinkStats, Outbox
 from firmware_tools.sim.xfer_node import XferNode
 from gateway.aio_compat import being_cancelled, checkpoint
-from gateway.codecs.mqtt_topics import (
+from gateway.errors import CodecError
+from gateway.protocol.messages import Ack, Command, UplinkMessage
+from gateway.protocol.mqtt_topics import (
     decode_mqtt_payload,
     downlink_filters,
     encode_mqtt_payload,
     parse_topic,
     topic_for,
 )
-from gateway.errors import CodecError
-from gateway.models import Ack, Command, UplinkMessage
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The node owns the pty master; the gateway opens the slave (``/dev/pts/N``, or a
 stable symlink to it) like any USB serial adapter. Frames are COBS+CRC
-(:mod:`gateway.codecs.framing`) around the CBOR messages.
+(:mod:`gateway.protocol.framing`) around the CBOR messages.
 
 Ptys move bytes as fast as memory does and ignore the baud rate, so both
 directions are paced here. Writes: at most ``chunk_bytes`` at a time, each
@@ -36,10 +36,10 @@ from pathlib import Path
 from firmware_tools.flash.xfer import is_xfer_payload
 from firmware_tools.sim.links import DownlinkHandler, LinkStats, Outbox
 from firmware_tools.sim.xfer_node import XferNode
-from gateway.codecs.framing import FrameDecoder, encode_frame
-from gateway.codecs.payload import decode_message, encode_message
 from gateway.errors import CodecError
-from gateway.models import Ack, Command, UplinkMessage
+from gateway.protocol.framing import FrameDecoder, encode_frame
+from gateway.protocol.messages import Ack, Command, UplinkMessage
+from gateway.protocol.payload import decode_message, encode_message
 
 _LOGGER = logging.getLogger(__name__)
 _BITS_PER_BYTE = 10

@@ -47,7 +47,7 @@ from firmware_tools.flash.api import RefusalReason
 from firmware_tools.manifest import ModelManifest
 from firmware_tools.signing import SignedManifest, VerificationError, key_id, verify_signed
 from gateway.errors import FlashError, ModelError
-from gateway.models import SlotInfo
+from gateway.protocol.messages import SlotInfo
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -43,7 +43,6 @@ from gateway.events import (
     NodeHealth,
     Observation,
 )
-from gateway.models import Channel, NodeInference, ReadingBatch, Status
 from gateway.pipeline.config import ScoringConfig
 from gateway.pipeline.fusion import Fusion
 from gateway.pipeline.hotswap import (
@@ -55,6 +54,7 @@ from gateway.pipeline.hotswap import (
 )
 from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
 from gateway.pipeline.windows import ChannelMapper, Row
+from gateway.protocol.messages import Channel, NodeInference, ReadingBatch, Status
 from gateway.store.baselines import BaselineStore
 from gateway.store.journal import CommitResult
 from tinymodels.runtime import GatewayModel

@@ -7,10 +7,10 @@ import logging
 import random
 import time
 
-from gateway.codecs.payload import decode_message
 from gateway.errors import CodecError
 from gateway.metrics import Metrics
-from gateway.models import Ack, Command, Transport, UplinkMessage
+from gateway.protocol.messages import Ack, Command, Transport, UplinkMessage
+from gateway.protocol.payload import decode_message
 
 _LOGGER = logging.getLogger(__name__)
 

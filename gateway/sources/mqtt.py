@@ -23,19 +23,19 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from gateway.aio_compat import being_cancelled, checkpoint
-from gateway.codecs.mqtt_topics import (
-    decode_mqtt_payload,
-    format_topic,
-    parse_topic,
-    uplink_filters,
-)
-from gateway.codecs.payload import encode_message
 from gateway.config import MqttConfig
 from gateway.downlink import Downlinks, LinkReach
 from gateway.errors import CodecError, TopicError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import Ack, Command, Transport
+from gateway.protocol.messages import Ack, Command, Transport
+from gateway.protocol.mqtt_topics import (
+    decode_mqtt_payload,
+    format_topic,
+    parse_topic,
+    uplink_filters,
+)
+from gateway.protocol.payload import encode_message
 from gateway.sources.common import AckMailbox, Admission, Backoff, CommandOutbox, now_ms
 from gateway.sources.mqtt_socket import ReadControl, install_socket_buffering
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.models import TimeBase
+from gateway.protocol.messages import TimeBase
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Final
 
 from gateway.errors import StoreError
 from gateway.ingest import Envelope
-from gateway.models import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
+from gateway.protocol.messages import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
 from gateway.store.clock import NodeClock
 from gateway.store.sequence import StreamState
 

@@ -258,7 +258,7 @@ async def test_a_model_failing_its_self_test_is_rolled_back_by_the_node(
 async def test_the_emulated_serial_line_paces_what_the_host_writes_to_the_node() -> None:
     """The node takes bytes no faster than 115200 baud (10 bits a byte) allows."""
     from firmware_tools.flash.xfer import ChunkAck, encode
-    from gateway.codecs.framing import encode_frame
+    from gateway.protocol.framing import encode_frame
 
     link = PtySerialLink("pace-01", baud=115_200)
     frame = encode_frame(encode(ChunkAck(0)))  # a transfer frame the node ignores (no slots)

@@ -14,10 +14,10 @@ from bleak.backends.scanner import AdvertisementData
 from firmware_tools.sim.fleet import SimConfig, Simulator
 from gateway.ble import BumbleClient, BumbleScanner, close_adapters
 from gateway.ble.radio import LocalRadio
-from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
-from gateway.codecs.ble_layout import DOWNLINK_CHAR_UUID, STATUS_CHAR_UUID, UPLINK_CHAR_UUID
-from gateway.codecs.payload import decode_message, encode_message
-from gateway.models import Ack, ReadingBatch, Status, UplinkMessage
+from gateway.protocol.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
+from gateway.protocol.ble_layout import DOWNLINK_CHAR_UUID, STATUS_CHAR_UUID, UPLINK_CHAR_UUID
+from gateway.protocol.messages import Ack, ReadingBatch, Status, UplinkMessage
+from gateway.protocol.payload import decode_message, encode_message
 
 pytestmark = pytest.mark.timeout(60)
 WAIT_S = 10.0

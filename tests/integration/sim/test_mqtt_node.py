@@ -9,9 +9,9 @@ from collections import defaultdict
 import aiomqtt
 
 from firmware_tools.sim.fleet import SimConfig, Simulator
-from gateway.codecs.mqtt_topics import decode_mqtt_payload, format_topic, parse_topic
-from gateway.codecs.payload import encode_message
-from gateway.models import Ack, Command, CommandKind, ReadingBatch, Status, UplinkMessage
+from gateway.protocol.messages import Ack, Command, CommandKind, ReadingBatch, Status, UplinkMessage
+from gateway.protocol.mqtt_topics import decode_mqtt_payload, format_topic, parse_topic
+from gateway.protocol.payload import encode_message
 from tests.fixtures.servers import Mosquitto
 
 

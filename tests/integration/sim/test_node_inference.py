@@ -14,7 +14,7 @@ import pytest
 from firmware_tools.sim.node import NodeConfig, NodeLogic
 from firmware_tools.sim.signals import PUMP_CHANNELS, Fault, FaultKind, PumpSignal
 from firmware_tools.sim.tflm import TflmModel
-from gateway.models import NodeInference, Status
+from gateway.protocol.messages import NodeInference, Status
 
 WINDOW = 8
 N_CH = len(PUMP_CHANNELS)

@@ -14,9 +14,9 @@ from firmware_tools.sim.fleet import SimConfig, Simulator
 from firmware_tools.sim.node import NodeConfig, NodeLogic
 from firmware_tools.sim.serial_link import PtySerialLink
 from firmware_tools.sim.signals import PUMP_CHANNELS
-from gateway.codecs.framing import FrameDecoder, encode_frame
-from gateway.codecs.payload import decode_message, encode_message
-from gateway.models import Ack, DownlinkMessage, ReadingBatch, Status, UplinkMessage
+from gateway.protocol.framing import FrameDecoder, encode_frame
+from gateway.protocol.messages import Ack, DownlinkMessage, ReadingBatch, Status, UplinkMessage
+from gateway.protocol.payload import decode_message, encode_message
 
 
 class GatewayPort:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from gateway.models import (
+from gateway.protocol.messages import (
     Ack,
     Channel,
     Command,

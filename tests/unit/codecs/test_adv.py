@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codecs.adv import (
+from gateway.errors import PayloadError
+from gateway.protocol.adv import (
     ADV_CHANNEL_TYPES,
     LEGACY_ADV_MAX,
     adv_raw_value,
@@ -20,10 +21,9 @@ from gateway.codecs.adv import (
     encode_ess_pressure,
     encode_ess_temperature,
 )
-from gateway.codecs.ble_layout import ADV_COMPANY_ID
-from gateway.codecs.payload import encode_message
-from gateway.errors import PayloadError
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.ble_layout import ADV_COMPANY_ID
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.payload import encode_message
 from tests.unit.codecs import strategies as sts
 
 

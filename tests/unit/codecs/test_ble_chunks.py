@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codecs.ble_chunks import (
+from gateway.errors import FrameError
+from gateway.protocol.ble_chunks import (
     FIRST,
     LAST,
     ChunkDecoder,
     ChunkEncoder,
     max_chunk_for_mtu,
 )
-from gateway.errors import FrameError
 
 
 def test_a_message_that_fits_is_one_first_and_last_chunk() -> None:

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codecs.framing import (
+from gateway.errors import FrameError
+from gateway.protocol.framing import (
     CRC_LEN,
     FrameDecoder,
     cobs_decode,
@@ -16,7 +17,6 @@ from gateway.codecs.framing import (
     encode_frame,
     max_encoded_len,
 )
-from gateway.errors import FrameError
 
 payloads = st.binary(min_size=1, max_size=600)
 

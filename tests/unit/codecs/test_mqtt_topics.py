@@ -8,8 +8,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codecs.json_payload import decode_json_message, encode_json_message
-from gateway.codecs.mqtt_topics import (
+from gateway.errors import PayloadError, TopicError
+from gateway.protocol.json_payload import decode_json_message, encode_json_message
+from gateway.protocol.messages import (
+    Ack,
+    Channel,
+    Command,
+    CommandKind,
+    Message,
+    ReadingBatch,
+    Sample,
+    Status,
+    TimeBase,
+)
+from gateway.protocol.mqtt_topics import (
     TopicKind,
     TopicParts,
     decode_mqtt_payload,
@@ -21,19 +33,7 @@ from gateway.codecs.mqtt_topics import (
     topic_for,
     uplink_filters,
 )
-from gateway.codecs.payload import encode_message
-from gateway.errors import PayloadError, TopicError
-from gateway.models import (
-    Ack,
-    Channel,
-    Command,
-    CommandKind,
-    Message,
-    ReadingBatch,
-    Sample,
-    Status,
-    TimeBase,
-)
+from gateway.protocol.payload import encode_message
 from tests.unit.codecs import strategies as sts
 
 BATCH = ReadingBatch(

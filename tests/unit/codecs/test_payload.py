@@ -8,16 +8,8 @@ import cbor2
 import pytest
 from hypothesis import given, settings
 
-from gateway.codecs.payload import (
-    MAX_MESSAGE_BYTES,
-    MAX_SAMPLES,
-    Key,
-    MessageType,
-    decode_message,
-    encode_message,
-)
 from gateway.errors import CodecError, PayloadError
-from gateway.models import (
+from gateway.protocol.messages import (
     Ack,
     Channel,
     Command,
@@ -28,6 +20,14 @@ from gateway.models import (
     Sample,
     Status,
     TimeBase,
+)
+from gateway.protocol.payload import (
+    MAX_MESSAGE_BYTES,
+    MAX_SAMPLES,
+    Key,
+    MessageType,
+    decode_message,
+    encode_message,
 )
 from tests.unit.codecs import strategies as sts
 

@@ -9,10 +9,9 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codecs import payload
-from gateway.codecs.payload import encode_message, message_from_map
 from gateway.errors import PayloadError
-from gateway.models import ReadingBatch
+from gateway.protocol.messages import ReadingBatch
+from gateway.protocol.payload import decode, encode_message, fast, message_from_map
 from tests.unit.codecs.strategies import reading_batches
 
 # Replacement values that are wrong in ways a fast path could miss: bools alias ints,
@@ -24,7 +23,7 @@ _ODD_VALUES: st.SearchStrategy[object] = st.sampled_from(
 
 def _full(obj: Any) -> Any:
     try:
-        return payload._full_message_from_map(copy.deepcopy(obj), json=False)
+        return decode.full_message_from_map(copy.deepcopy(obj), json=False)
     except PayloadError as exc:
         return exc.reason
 
@@ -77,7 +76,7 @@ def test_the_fast_path_and_the_full_path_agree_on_valid_and_mutated_batches(
 
 def test_a_batch_whose_channel_list_was_never_validated_takes_the_full_path() -> None:
     obj = {0: 1, 1: 1, 2: "n1", 3: 1, 4: 1, 5: 0, 7: [["a", "A"], ["a", "A"]], 8: [[1, [1.0, 2.0]]]}
-    assert payload._fast_reading_batch(obj) is None
+    assert fast.fast_reading_batch(obj) is None
     reason = _through_public_path(obj)
     assert isinstance(reason, str)
     assert "appears twice" in reason

@@ -16,9 +16,9 @@ from firmware_tools.flash.api import NodeInfo, RefusalReason
 from firmware_tools.sim.selftest import node_self_test
 from firmware_tools.sim.slots import SlotStore
 from firmware_tools.sim.xfer_node import XferNode
-from gateway.codecs.payload import decode_message
 from gateway.errors import PayloadError
-from gateway.models import SlotInfo
+from gateway.protocol.messages import SlotInfo
+from gateway.protocol.payload import decode_message
 from tests.unit.flash.models import RAM_BYTES, SLOT_BYTES, TARGET, artifact, padded, signed_model
 
 INFO = NodeInfo(

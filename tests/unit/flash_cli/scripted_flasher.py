@@ -20,7 +20,7 @@ from firmware_tools.flash.api import (
 )
 from firmware_tools.signing import SignedManifest
 from gateway.errors import FlashError
-from gateway.models import SlotInfo
+from gateway.protocol.messages import SlotInfo
 
 CHUNK = 64
 

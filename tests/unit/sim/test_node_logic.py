@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from firmware_tools.sim.node import NodeConfig, NodeLogic
-from gateway.models import (
+from gateway.protocol.messages import (
     Ack,
     Channel,
     Command,

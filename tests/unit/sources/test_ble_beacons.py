@@ -7,10 +7,10 @@ import asyncio
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from gateway.codecs.adv import ADV_COMPANY_ID, encode_adv
 from gateway.config import BleConfig
 from gateway.ingest import IngestQueue
 from gateway.metrics import Metrics
+from gateway.protocol.adv import ADV_COMPANY_ID, encode_adv
 from gateway.sources import ble
 from gateway.sources.ble import BleSource
 

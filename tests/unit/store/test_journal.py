@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from gateway.ingest import Envelope
-from gateway.models import Ack, Channel, ReadingBatch, Sample, Status, TimeBase, Transport
+from gateway.protocol.messages import (
+    Ack,
+    Channel,
+    ReadingBatch,
+    Sample,
+    Status,
+    TimeBase,
+    Transport,
+)
 from gateway.store.journal import Journal, JournalReader
 
 CHANNELS = (Channel("current", "A"), Channel("pressure", "bar"))

@@ -2,7 +2,7 @@
 
 A beacon has no connection and no acks: it puts its latest reading in the
 manufacturer-specific data of a legacy (31-byte) advertisement under
-:data:`~gateway.codecs.ble_layout.ADV_COMPANY_ID`, and its node id in the local name.
+:data:`~gateway.protocol.ble_layout.ADV_COMPANY_ID`, and its node id in the local name.
 Layout (docs/protocol.md, "Beacon advertisements"), all little-endian::
 
     0  u8    bits 7..5 version (1), bits 4..3 reserved (0), bits 2..0 channel count n (1..4)
@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
-from gateway.codecs.ble_layout import ADV_COMPANY_ID
 from gateway.errors import PayloadError
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase, is_valid_node_id
+from gateway.protocol.ble_layout import ADV_COMPANY_ID
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase, is_valid_node_id
 
 ADV_VERSION: Final = 1
 ADV_HEADER_LEN: Final = 8

@@ -3,17 +3,17 @@
 Every decoder here raises only :class:`gateway.errors.CodecError` subclasses.
 """
 
-from gateway.codecs.adv import advertising_data, decode_adv, encode_adv
-from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
-from gateway.codecs.framing import (
+from gateway.protocol.adv import advertising_data, decode_adv, encode_adv
+from gateway.protocol.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
+from gateway.protocol.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     FrameDecoder,
     cobs_decode,
     cobs_encode,
     encode_frame,
 )
-from gateway.codecs.json_payload import decode_json_message, encode_json_message
-from gateway.codecs.mqtt_topics import (
+from gateway.protocol.json_payload import decode_json_message, encode_json_message
+from gateway.protocol.mqtt_topics import (
     TopicKind,
     TopicParts,
     decode_mqtt_payload,
@@ -24,7 +24,7 @@ from gateway.codecs.mqtt_topics import (
     topic_for,
     uplink_filters,
 )
-from gateway.codecs.payload import (
+from gateway.protocol.payload import (
     MAX_MESSAGE_BYTES,
     Key,
     MessageType,

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from gateway.codecs.payload import MAX_MESSAGE_BYTES
 from gateway.errors import FrameError
+from gateway.protocol.payload import MAX_MESSAGE_BYTES
 
 FIRST: Final = 0x80
 LAST: Final = 0x40

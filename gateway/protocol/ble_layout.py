@@ -2,7 +2,7 @@
 
 Shared by the gateway's BLE source, the node simulator and docs/protocol.md.
 Readings and inference results travel as the same CBOR payloads as on serial and
-MQTT (gateway.codecs.payload); the standard Environmental Sensing Service is
+MQTT (gateway.protocol.payload); the standard Environmental Sensing Service is
 exposed alongside for generic BLE tools.
 """
 

@@ -1,6 +1,6 @@
 """The JSON form of the messages, for hand-made nodes that have no CBOR library.
 
-Same fields, limits and rules as the CBOR form (gateway.codecs.payload); names instead of
+Same fields, limits and rules as the CBOR form (gateway.protocol.payload); names instead of
 integer keys, the message type and command kind as lowercase names, hashes as hex. Only
 MQTT carries it (docs/protocol.md, "JSON form"). Decoding raises only PayloadError.
 """
@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any, Final, NoReturn
 
-from gateway.codecs.payload import (
-    _FIELD_NAMES,
+from gateway.errors import PayloadError
+from gateway.protocol.messages import CommandKind, Message, TimeBase
+from gateway.protocol.payload import (
+    FIELD_NAMES,
     MAX_MESSAGE_BYTES,
     Key,
     MessageType,
@@ -19,8 +21,6 @@ from gateway.codecs.payload import (
     message_to_map,
     validate_message,
 )
-from gateway.errors import PayloadError
-from gateway.models import CommandKind, Message, TimeBase
 
 # JSON spends more bytes on the same content than CBOR does.
 MAX_JSON_BYTES: Final = 4 * MAX_MESSAGE_BYTES
@@ -35,7 +35,7 @@ TYPE_NAMES: Final[dict[MessageType, str]] = {
 _TYPES_BY_NAME: Final = {name: mtype for mtype, name in TYPE_NAMES.items()}
 _TIME_BASES: Final = {tb.name.lower(): tb for tb in TimeBase}
 _KINDS: Final = {kind.name.lower(): kind for kind in CommandKind}
-_KEYS_BY_NAME: Final = {name: key for key, name in _FIELD_NAMES.items()}
+_KEYS_BY_NAME: Final = {name: key for key, name in FIELD_NAMES.items()}
 _SLOT_FIELDS: Final = (
     "slot",
     "model_id",
@@ -75,7 +75,7 @@ def encode_json_message(msg: Message) -> bytes:
     out: dict[str, Any] = {}
     for key, value in message_to_map(msg).items():
         k = Key(key)
-        out[_FIELD_NAMES[k]] = _to_json_value(k, value)
+        out[FIELD_NAMES[k]] = _to_json_value(k, value)
     return json.dumps(out, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 

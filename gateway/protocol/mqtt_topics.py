@@ -4,7 +4,7 @@ Uplink kinds (node → gateway): ``readings``, ``inference``, ``status``.
 Downlink kinds (gateway → node): ``ack``, ``cmd``.
 
 A payload is a CBOR message (as on serial) or, when its first byte is ``{``, the JSON form
-(gateway.codecs.json_payload). A CBOR message always starts with a map header
+(gateway.protocol.json_payload). A CBOR message always starts with a map header
 (0xa0..0xbf), so the two never collide.
 """
 
@@ -14,10 +14,9 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.codecs.json_payload import decode_json_message, encode_json_message
-from gateway.codecs.payload import decode_message, encode_message
 from gateway.errors import PayloadError, TopicError
-from gateway.models import (
+from gateway.protocol.json_payload import decode_json_message, encode_json_message
+from gateway.protocol.messages import (
     Ack,
     Command,
     Message,
@@ -26,6 +25,7 @@ from gateway.models import (
     Status,
     is_valid_node_id,
 )
+from gateway.protocol.payload import decode_message, encode_message
 
 TOPIC_ROOT: Final = "fieldgate"
 
