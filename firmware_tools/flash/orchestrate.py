@@ -25,19 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from firmware_tools.flash.api import (
-    FlashResult,
-    NodeFlasher,
-    NodeInfo,
-    NodeRefused,
-    NodeUnreachable,
-    Outcome,
-    RefusalReason,
-)
+from firmware_tools.flash.api import FlashResult, NodeFlasher, NodeRefused, NodeUnreachable, Outcome
 from firmware_tools.flash.inventory import Transport
-from firmware_tools.manifest import TARGET_CLASSES, ModelManifest
-from firmware_tools.signing import SignedManifest
 from gateway.errors import FlashError
+from gateway.protocol.manifest import TARGET_CLASSES, ModelManifest
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import NodeInfo, RefusalReason
+from gateway.retry import Backoff
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -173,8 +167,7 @@ def backoff_delay(attempt: int, options: FlashOptions, rng: random.Random | None
     Jitter (50-100 % of the step) keeps nodes that failed together (a broker restart) from
     retrying in lockstep.
     """
-    step = min(options.backoff_max_s, options.backoff_initial_s * 2 ** (attempt - 1))
-    return step * (rng or random).uniform(0.5, 1.0)
+    return Backoff(options.backoff_initial_s, options.backoff_max_s, rng=rng).delay(attempt - 1)
 
 
 # -- one node -----------------------------------------------------------------------------

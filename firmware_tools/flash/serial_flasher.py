@@ -16,9 +16,9 @@ from collections import deque
 import serial
 import serial_asyncio
 
-from firmware_tools.flash import xfer
 from firmware_tools.flash.api import NodeUnreachable
 from firmware_tools.flash.xfer_session import XferFlasher, XferSession
+from gateway.protocol import xfer
 from gateway.protocol.framing import FrameDecoder, encode_frame
 
 _LOGGER = logging.getLogger(__name__)

@@ -49,23 +49,18 @@ from smpclient.transport.ble import (
 )
 from smpclient.transport.serial import BufferSize, SMPSerialTransport
 
-from firmware_tools.flash.api import (
-    NodeInfo,
-    NodeRefused,
-    NodeUnreachable,
-    ProgressCallback,
-    RefusalReason,
-)
-from firmware_tools.signing import SignedManifest
-from firmware_tools.sim.smp_server import (
+from firmware_tools.flash.api import NodeRefused, NodeUnreachable, ProgressCallback
+from gateway.errors import FlashError
+from gateway.protocol.messages import SlotInfo
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import NodeInfo, RefusalReason
+from gateway.protocol.smp_profile import (
     INFO_PATH,
     MANIFEST_PATH,
     MODEL_IMAGE,
     REFUSAL_CODES,
     REFUSAL_CODES_V1,
 )
-from gateway.errors import FlashError
-from gateway.protocol.messages import SlotInfo
 
 _LOGGER = logging.getLogger(__name__)
 

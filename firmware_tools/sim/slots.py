@@ -20,7 +20,7 @@ instant and calling :meth:`SlotStore.open` again leaves the node with the old mo
 new one, never neither; an unconfirmed test boot found at start-up is reverted, as MCUboot
 reverts an image that was not confirmed before the next reset.
 
-Checks, and the :class:`~firmware_tools.flash.api.RefusalReason` each failure gives:
+Checks, and the :class:`~gateway.protocol.slots.RefusalReason` each failure gives:
 
 * at :meth:`SlotStore.begin` (before any byte is written): the envelope parses (UNSIGNED), its
   Ed25519 signature verifies against the fleet public key (BAD_SIGNATURE), the target class is
@@ -43,11 +43,16 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_tools.flash.api import RefusalReason
-from firmware_tools.manifest import ModelManifest
-from firmware_tools.signing import SignedManifest, VerificationError, key_id, verify_signed
 from gateway.errors import FlashError, ModelError
+from gateway.protocol.manifest import ModelManifest
 from gateway.protocol.messages import SlotInfo
+from gateway.protocol.signed_manifest import (
+    SignedManifest,
+    VerificationError,
+    key_id,
+    verify_signed,
+)
+from gateway.protocol.slots import RefusalReason
 
 _LOGGER = logging.getLogger(__name__)
 

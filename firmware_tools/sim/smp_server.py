@@ -29,7 +29,7 @@ The profile (also in docs/flash-model.md, "SMP (MCUmgr)"):
   :func:`encode_info`).
 
 Refusals are group errors ``{"err": {"group": 1, "rc": <IMG_MGMT_ERR>}}`` for SMP v2
-requests, one code per :class:`~firmware_tools.flash.api.RefusalReason`
+requests, one code per :class:`~gateway.protocol.slots.RefusalReason`
 (:data:`REFUSAL_CODES`); SMP v1 requests get ``{"rc": <MGMT_ERR>, "rsn": "<text>"}``
 (:data:`REFUSAL_CODES_V1`). Requests the node cannot parse or does not support are answered
 ``{"rc": MGMT_ERR, "rsn": ...}`` whatever the version, as Zephyr's verbose error responses do.
@@ -51,45 +51,25 @@ from smp import image_management as smpimg
 from smp import os_management as smpos
 from smp.error import MGMT_ERR
 
-from firmware_tools.flash.api import RefusalReason
-from firmware_tools.signing import SignedManifest
 from firmware_tools.sim.slots import SelfTest, SlotRefused, SlotStateError, SlotStore
 from gateway.errors import ModelError
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import RefusalReason
+from gateway.protocol.smp_profile import (
+    DEFAULT_BUF_COUNT,
+    DEFAULT_BUF_SIZE,
+    FIRMWARE_IMAGE,
+    INFO_PATH,
+    MANIFEST_PATH,
+    MAX_MANIFEST_BYTES,
+    MODEL_IMAGE,
+    REFUSAL_CODES,
+    REFUSAL_CODES_V1,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
-FIRMWARE_IMAGE = 0
-MODEL_IMAGE = 1
-MANIFEST_PATH = "/model/manifest.cbor"
-INFO_PATH = "/model/info.cbor"
-MAX_MANIFEST_BYTES = 8192
-DEFAULT_BUF_SIZE = 2048  # the node's SMP reassembly buffer (CONFIG_MCUMGR_TRANSPORT_NETBUF_SIZE)
-DEFAULT_BUF_COUNT = 2
-
 _IMG = smpimg.IMG_MGMT_ERR
-REFUSAL_CODES: dict[RefusalReason, smpimg.IMG_MGMT_ERR] = {
-    RefusalReason.UNSIGNED: _IMG.NO_TLVS,  # no signed manifest, as an image without TLVs
-    RefusalReason.BAD_SIGNATURE: _IMG.INVALID_TLV,  # the signature "TLV" does not verify
-    RefusalReason.BAD_HASH: _IMG.INVALID_HASH,
-    RefusalReason.OLD_SEQUENCE: _IMG.CURRENT_VERSION_IS_NEWER,
-    RefusalReason.WRONG_TARGET: _IMG.INVALID_FLASH_ADDRESS,  # built for another memory map
-    RefusalReason.NO_SPACE: _IMG.INVALID_IMAGE_TOO_LARGE,
-    RefusalReason.BUSY: _IMG.IMAGE_ALREADY_PENDING,  # the store is self-testing a model
-    RefusalReason.SELF_TEST_FAILED: _IMG.IMAGE_CONFIRMATION_DENIED,
-}
-"""SMP v2 image-group code for each refusal; one-to-one, so a host maps it back."""
-
-REFUSAL_CODES_V1: dict[RefusalReason, MGMT_ERR] = {
-    RefusalReason.UNSIGNED: MGMT_ERR.ENOENT,
-    RefusalReason.BAD_SIGNATURE: MGMT_ERR.EACCESSDENIED,
-    RefusalReason.BAD_HASH: MGMT_ERR.ECORRUPT,
-    RefusalReason.OLD_SEQUENCE: MGMT_ERR.EBADSTATE,
-    RefusalReason.WRONG_TARGET: MGMT_ERR.ENOTSUP,
-    RefusalReason.NO_SPACE: MGMT_ERR.ENOMEM,
-    RefusalReason.BUSY: MGMT_ERR.EBUSY,
-    RefusalReason.SELF_TEST_FAILED: MGMT_ERR.EUNKNOWN,
-}
-"""SMP v1 (``rc`` + ``rsn``) code for each refusal, for v1-only tools such as old mcumgr."""
 
 _READ, _WRITE = smphdr.OP.READ, smphdr.OP.WRITE
 _G_OS, _G_IMG, _G_FS = (

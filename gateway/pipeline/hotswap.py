@@ -29,9 +29,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_tools.signing import find_signed, load_public_key, read_signed, verify_signed
 from gateway.errors import ModelError
 from gateway.events import AnomalyScore
+from gateway.protocol.signed_manifest import (
+    find_signed,
+    load_public_key,
+    read_signed,
+    verify_signed,
+)
 from tinymodels.runtime import (
     DEFAULT_GATEWAY_MODEL,
     GatewayModel,

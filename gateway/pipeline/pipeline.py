@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from firmware_tools.signing import load_public_key
 from gateway.errors import ModelError
 from gateway.events import (
     AnomalyScore,
@@ -55,6 +54,7 @@ from gateway.pipeline.hotswap import (
 from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
 from gateway.pipeline.windows import ChannelMapper, Row
 from gateway.protocol.messages import Channel, NodeInference, ReadingBatch, Status
+from gateway.protocol.signed_manifest import load_public_key
 from gateway.store.baselines import BaselineStore
 from gateway.store.journal import CommitResult
 from tinymodels.runtime import GatewayModel

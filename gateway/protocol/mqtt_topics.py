@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 from gateway.errors import PayloadError, TopicError
 from gateway.protocol.json_payload import decode_json_message, encode_json_message
@@ -101,6 +102,25 @@ def uplink_filters(site: str = "+") -> list[str]:
 def downlink_filters(site: str, node_id: str) -> list[str]:
     """Subscription filters a node uses for its acks and commands."""
     return [format_topic(site, node_id, kind) for kind in TopicKind if not kind.is_uplink]
+
+
+def node_filter(site: str, node_id: str) -> str:
+    """The filter that matches every topic of one node (data and firmware)."""
+    return f"{TOPIC_ROOT}/{site}/{node_id}/#"
+
+
+def fw_topics(site: str, node_id: str) -> tuple[str, str]:
+    """``(down, up)``: the model-transfer topics of one node (docs/protocol.md, "MQTT")."""
+    base = f"{TOPIC_ROOT}/{site}/{node_id}/fw"
+    return f"{base}/down", f"{base}/up"
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """``mqtt://host:port`` (port defaults to 1883) -> (host, port)."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "tcp"):
+        raise ValueError(f"broker URL {url!r}: use mqtt://host:port")
+    return parts.hostname or "127.0.0.1", parts.port or 1883
 
 
 # Topics repeat per node and kind: remember the parsed form of valid ones (bounded).

@@ -46,7 +46,8 @@ from gateway.protocol.ble_layout import (
 )
 from gateway.protocol.messages import Command, Message, Transport
 from gateway.protocol.payload import encode_message
-from gateway.sources.common import AckMailbox, Admission, Backoff, CommandOutbox, now_ms
+from gateway.retry import Backoff
+from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
 
 _LOGGER = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 10.0

@@ -36,7 +36,8 @@ from gateway.protocol.mqtt_topics import (
     uplink_filters,
 )
 from gateway.protocol.payload import encode_message
-from gateway.sources.common import AckMailbox, Admission, Backoff, CommandOutbox, now_ms
+from gateway.retry import Backoff
+from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
 from gateway.sources.mqtt_socket import ReadControl, install_socket_buffering
 
 _LOGGER = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import Scenario, run_demo
+from gateway.demo.run import run_demo
+from gateway.demo.scenario import Scenario
 from gateway.events import AlertEventKind
 from gateway.store.baselines import BaselineStore, baselines_path_for
 from gateway.store.journal import JournalReader

@@ -239,83 +239,100 @@ def full_message_from_map(obj: object, *, json: bool) -> Message:
             "update the gateway or build the node for version 1"
         )
     mtype_raw = top.get(Key.TYPE)
-    if type(mtype_raw) is not int or mtype_raw not in MessageType._value2member_map_:
+    if type(mtype_raw) is not int or mtype_raw not in _BUILDERS:
         fail(f"{top.label(Key.TYPE)}: unknown message type {show(mtype_raw)}")
-    mtype = MessageType(mtype_raw)
-    msg: Message
-    if mtype is MessageType.READINGS:
-        f = _Fields(m, "ReadingBatch", json=json)
-        channels = _validated_channels(f.array(Key.CHANNELS), f.label(Key.CHANNELS))
-        samples = _samples_from(f.array(Key.SAMPLES), len(channels), f.label(Key.SAMPLES))
-        batch = ReadingBatch(
-            node_id=f.get(Key.NODE_ID),
-            boot_id=f.get(Key.BOOT_ID),
-            seq=f.get(Key.SEQ),
-            time_base=f.time_base(),
-            channels=channels,
-            samples=samples,
-        )
-        check_reading_batch(batch, samples_checked=True, channels_checked=True)
-        return batch
-    if mtype is MessageType.INFERENCE:
-        f = _Fields(m, "NodeInference", json=json)
-        msg = NodeInference(
-            node_id=f.get(Key.NODE_ID),
-            boot_id=f.get(Key.BOOT_ID),
-            seq=f.get(Key.SEQ),
-            time_base=f.time_base(),
-            t=f.get(Key.T),
-            model_id=f.get(Key.MODEL_ID),
-            model_version=f.get(Key.MODEL_VERSION),
-            model_hash=f.bytes(Key.MODEL_HASH),
-            score=f.number(Key.SCORE),
-            label=f.get(Key.LABEL),
-            latency_us=f.get(Key.LATENCY_US),
-        )
-    elif mtype is MessageType.STATUS:
-        f = _Fields(m, "Status", json=json)
-        raw_slots = f.optional(Key.SLOTS)
-        if raw_slots is None:
-            raw_slots = []
-        elif not isinstance(raw_slots, list):
-            fail(f"{f.label(Key.SLOTS)}: expected an array, got {type_name(raw_slots)}")
-        msg = Status(
-            node_id=f.get(Key.NODE_ID),
-            boot_id=f.get(Key.BOOT_ID),
-            seq=f.get(Key.SEQ),
-            time_base=f.time_base(),
-            t=f.get(Key.T),
-            uptime_ms=f.get(Key.UPTIME_MS),
-            battery_mv=f.opt_int(Key.BATTERY_MV, 0, U16_MAX),
-            rssi_dbm=f.opt_int(Key.RSSI_DBM, -128, 127),
-            free_ram_bytes=f.opt_int(Key.FREE_RAM_BYTES, 0, U32_MAX),
-            firmware_version=f.get(Key.FIRMWARE_VERSION),
-            oldest_unacked_seq=f.get(Key.OLDEST_UNACKED_SEQ),
-            slots=_slots_from(raw_slots, f.label(Key.SLOTS)),
-        )
-    elif mtype is MessageType.ACK:
-        f = _Fields(m, "Ack", json=json)
-        msg = Ack(
-            node_id=f.get(Key.NODE_ID), boot_id=f.get(Key.BOOT_ID), up_to_seq=f.get(Key.UP_TO_SEQ)
-        )
-    else:
-        f = _Fields(m, "Command", json=json)
-        kind = f.uint(Key.KIND, 0, U32_MAX)
-        if kind not in CommandKind._value2member_map_:
-            fail(f"{f.label(Key.KIND)}: unknown command kind {kind}")
-        raw_args = f.optional(Key.ARGS)
-        if raw_args is None:
-            raw_args = []
-        elif not isinstance(raw_args, list):
-            fail(f"{f.label(Key.ARGS)}: expected an array, got {type_name(raw_args)}")
-        msg = Command(
-            node_id=f.get(Key.NODE_ID),
-            cmd_id=f.get(Key.CMD_ID),
-            kind=CommandKind(kind),
-            args=_args_from(raw_args, f.label(Key.ARGS)),
-        )
-    validate_message(msg)
+    name, build = _BUILDERS[mtype_raw]
+    msg = build(_Fields(m, name, json=json))
+    if not isinstance(msg, ReadingBatch):  # a batch's builder has checked it already
+        validate_message(msg)
     return msg
+
+
+def _reading_batch_from(f: _Fields) -> Message:
+    channels = _validated_channels(f.array(Key.CHANNELS), f.label(Key.CHANNELS))
+    samples = _samples_from(f.array(Key.SAMPLES), len(channels), f.label(Key.SAMPLES))
+    batch = ReadingBatch(
+        node_id=f.get(Key.NODE_ID),
+        boot_id=f.get(Key.BOOT_ID),
+        seq=f.get(Key.SEQ),
+        time_base=f.time_base(),
+        channels=channels,
+        samples=samples,
+    )
+    check_reading_batch(batch, samples_checked=True, channels_checked=True)
+    return batch
+
+
+def _inference_from(f: _Fields) -> Message:
+    return NodeInference(
+        node_id=f.get(Key.NODE_ID),
+        boot_id=f.get(Key.BOOT_ID),
+        seq=f.get(Key.SEQ),
+        time_base=f.time_base(),
+        t=f.get(Key.T),
+        model_id=f.get(Key.MODEL_ID),
+        model_version=f.get(Key.MODEL_VERSION),
+        model_hash=f.bytes(Key.MODEL_HASH),
+        score=f.number(Key.SCORE),
+        label=f.get(Key.LABEL),
+        latency_us=f.get(Key.LATENCY_US),
+    )
+
+
+def _status_from(f: _Fields) -> Message:
+    raw_slots = f.optional(Key.SLOTS)
+    if raw_slots is None:
+        raw_slots = []
+    elif not isinstance(raw_slots, list):
+        fail(f"{f.label(Key.SLOTS)}: expected an array, got {type_name(raw_slots)}")
+    return Status(
+        node_id=f.get(Key.NODE_ID),
+        boot_id=f.get(Key.BOOT_ID),
+        seq=f.get(Key.SEQ),
+        time_base=f.time_base(),
+        t=f.get(Key.T),
+        uptime_ms=f.get(Key.UPTIME_MS),
+        battery_mv=f.opt_int(Key.BATTERY_MV, 0, U16_MAX),
+        rssi_dbm=f.opt_int(Key.RSSI_DBM, -128, 127),
+        free_ram_bytes=f.opt_int(Key.FREE_RAM_BYTES, 0, U32_MAX),
+        firmware_version=f.get(Key.FIRMWARE_VERSION),
+        oldest_unacked_seq=f.get(Key.OLDEST_UNACKED_SEQ),
+        slots=_slots_from(raw_slots, f.label(Key.SLOTS)),
+    )
+
+
+def _ack_from(f: _Fields) -> Message:
+    return Ack(
+        node_id=f.get(Key.NODE_ID), boot_id=f.get(Key.BOOT_ID), up_to_seq=f.get(Key.UP_TO_SEQ)
+    )
+
+
+def _command_from(f: _Fields) -> Message:
+    kind = f.uint(Key.KIND, 0, U32_MAX)
+    if kind not in _COMMAND_KINDS:
+        fail(f"{f.label(Key.KIND)}: unknown command kind {kind}")
+    raw_args = f.optional(Key.ARGS)
+    if raw_args is None:
+        raw_args = []
+    elif not isinstance(raw_args, list):
+        fail(f"{f.label(Key.ARGS)}: expected an array, got {type_name(raw_args)}")
+    return Command(
+        node_id=f.get(Key.NODE_ID),
+        cmd_id=f.get(Key.CMD_ID),
+        kind=_COMMAND_KINDS[kind],
+        args=_args_from(raw_args, f.label(Key.ARGS)),
+    )
+
+
+# Message type -> (name in errors, builder).
+_BUILDERS: Final[dict[int, tuple[str, Callable[[_Fields], Message]]]] = {
+    MessageType.READINGS: ("ReadingBatch", _reading_batch_from),
+    MessageType.INFERENCE: ("NodeInference", _inference_from),
+    MessageType.STATUS: ("Status", _status_from),
+    MessageType.ACK: ("Ack", _ack_from),
+    MessageType.COMMAND: ("Command", _command_from),
+}
+_COMMAND_KINDS: Final = {int(k): k for k in CommandKind}
 
 
 def decode_message(data: bytes | bytearray | memoryview) -> Message:

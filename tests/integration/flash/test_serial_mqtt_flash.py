@@ -17,14 +17,15 @@ from typing import Any, cast
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.flash.api import NodeFlasher, NodeInfo, NodeRefused, RefusalReason
+from firmware_tools.flash.api import NodeFlasher, NodeRefused
 from firmware_tools.flash.mqtt_flasher import MqttFlasher
 from firmware_tools.flash.serial_flasher import SerialFlasher
-from firmware_tools.manifest import sha256_hex
-from firmware_tools.signing import SignedManifest
 from firmware_tools.sim.fleet import SimConfig, Simulator
 from firmware_tools.sim.serial_link import PtySerialLink
 from firmware_tools.sim.slots import SlotStore
+from gateway.protocol.manifest import sha256_hex
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import NodeInfo, RefusalReason
 from tests.fixtures.servers import Mosquitto
 from tests.unit.flash.models import Model, raw_public_key, signed_model
 
@@ -257,8 +258,8 @@ async def test_a_model_failing_its_self_test_is_rolled_back_by_the_node(
 
 async def test_the_emulated_serial_line_paces_what_the_host_writes_to_the_node() -> None:
     """The node takes bytes no faster than 115200 baud (10 bits a byte) allows."""
-    from firmware_tools.flash.xfer import ChunkAck, encode
     from gateway.protocol.framing import encode_frame
+    from gateway.protocol.xfer import ChunkAck, encode
 
     link = PtySerialLink("pace-01", baud=115_200)
     frame = encode_frame(encode(ChunkAck(0)))  # a transfer frame the node ignores (no slots)

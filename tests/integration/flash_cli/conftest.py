@@ -23,14 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_tools.manifest import DEFAULT_TARGET, TARGET_CLASSES, build_manifest
-from firmware_tools.signing import (
-    generate_keypair,
-    load_private_key,
-    load_public_key,
-    sign_manifest,
-    write_signed,
-)
+from firmware_tools.describe import build_manifest
+from firmware_tools.signing import generate_keypair, load_private_key, sign_manifest, write_signed
 from firmware_tools.sim.fleet import SimConfig, Simulator
 from firmware_tools.sim.selftest import node_self_test
 from firmware_tools.sim.slots import SlotStore
@@ -39,6 +33,8 @@ from firmware_tools.sim.smp_serial_link import SmpSerialLink
 from firmware_tools.sim.smp_server import SmpServer
 from gateway.ble import close_adapters
 from gateway.ble.radio import LocalRadio
+from gateway.protocol.manifest import DEFAULT_TARGET, TARGET_CLASSES
+from gateway.protocol.signed_manifest import load_public_key
 from tests.fixtures.servers import Mosquitto
 
 REPO = Path(__file__).resolve().parents[3]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_tools.manifest import DEFAULT_TARGET
 from firmware_tools.sim.fleet import SimConfig, Simulator
+from gateway.protocol.manifest import DEFAULT_TARGET
 from tests.integration.flash_cli.conftest import BAUD, read_report, run_cli, write_model
 
 pytestmark = pytest.mark.timeout(60)

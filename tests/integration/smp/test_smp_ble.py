@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.flash.api import NodeRefused, RefusalReason
+from firmware_tools.flash.api import NodeRefused
 from firmware_tools.flash.smp_flasher import SmpBleFlasher
 from firmware_tools.sim.smp_ble import SmpBleLink
 from firmware_tools.sim.smp_server import SmpServer
 from gateway.ble import close_adapters
 from gateway.ble.radio import LocalRadio
+from gateway.protocol.slots import RefusalReason
 from tests.unit.smp.support import make_model, make_server
 
 pytestmark = pytest.mark.timeout(60)

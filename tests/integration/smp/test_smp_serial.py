@@ -15,10 +15,12 @@ from smpclient import SMPClient
 from smpclient.exceptions import SMPUploadError
 from smpclient.transport.serial import SMPSerialTransport
 
-from firmware_tools.flash.api import NodeRefused, RefusalReason
+from firmware_tools.flash.api import NodeRefused
 from firmware_tools.flash.smp_flasher import SmpSerialFlasher
 from firmware_tools.sim.smp_serial_link import SmpSerialLink
-from firmware_tools.sim.smp_server import MODEL_IMAGE, REFUSAL_CODES, SmpServer
+from firmware_tools.sim.smp_server import SmpServer
+from gateway.protocol.slots import RefusalReason
+from gateway.protocol.smp_profile import MODEL_IMAGE, REFUSAL_CODES
 from tests.unit.smp.support import Model, make_model, make_server
 
 pytestmark = pytest.mark.timeout(60)

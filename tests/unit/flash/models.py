@@ -12,8 +12,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.manifest import DEFAULT_TARGET, TARGET_CLASSES, ModelManifest, build_manifest
-from firmware_tools.signing import SignedManifest, sign_manifest
+from firmware_tools.describe import build_manifest
+from firmware_tools.signing import sign_manifest
+from gateway.protocol.manifest import DEFAULT_TARGET, TARGET_CLASSES, ModelManifest
+from gateway.protocol.signed_manifest import SignedManifest
 
 NODE_MODEL = Path(__file__).resolve().parents[3] / "tinymodels" / "artifacts" / "node_model.tflite"
 ARENA_BYTES = 3136  # measured for node_model (tinymodels/artifacts/node_model.json)

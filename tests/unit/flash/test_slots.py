@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.flash.api import RefusalReason
-from firmware_tools.manifest import ModelManifest, sha256_hex
 from firmware_tools.sim.selftest import node_self_test
 from firmware_tools.sim.slots import (
     FaultHook,
@@ -18,6 +16,8 @@ from firmware_tools.sim.slots import (
     SlotStateError,
     SlotStore,
 )
+from gateway.protocol.manifest import ModelManifest, sha256_hex
+from gateway.protocol.slots import RefusalReason
 from tests.unit.flash.models import (
     RAM_BYTES,
     SLOT_BYTES,

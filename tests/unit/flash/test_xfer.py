@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_tools.flash import xfer
-from firmware_tools.flash.api import NodeInfo, RefusalReason
 from firmware_tools.sim.selftest import node_self_test
 from firmware_tools.sim.slots import SlotStore
 from firmware_tools.sim.xfer_node import XferNode
 from gateway.errors import PayloadError
+from gateway.protocol import xfer
 from gateway.protocol.messages import SlotInfo
 from gateway.protocol.payload import decode_message
+from gateway.protocol.slots import NodeInfo, RefusalReason
 from tests.unit.flash.models import RAM_BYTES, SLOT_BYTES, TARGET, artifact, padded, signed_model
 
 INFO = NodeInfo(

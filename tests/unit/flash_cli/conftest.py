@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.manifest import build_manifest
-from firmware_tools.signing import SignedManifest, sign_manifest
+from firmware_tools.describe import build_manifest
+from firmware_tools.signing import sign_manifest
+from gateway.protocol.signed_manifest import SignedManifest
 from tests.unit.firmware_tools.conftest import build_fc_tflite
 
 

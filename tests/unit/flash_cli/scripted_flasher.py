@@ -11,16 +11,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from firmware_tools.flash.api import (
-    NodeInfo,
-    NodeRefused,
-    NodeUnreachable,
-    ProgressCallback,
-    RefusalReason,
-)
-from firmware_tools.signing import SignedManifest
+from firmware_tools.flash.api import NodeRefused, NodeUnreachable, ProgressCallback
 from gateway.errors import FlashError
 from gateway.protocol.messages import SlotInfo
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import NodeInfo, RefusalReason
 
 CHUNK = 64
 

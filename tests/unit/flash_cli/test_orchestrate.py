@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from firmware_tools.flash.api import FlashResult, Outcome, RefusalReason
+from firmware_tools.flash.api import FlashResult, Outcome
 from firmware_tools.flash.orchestrate import (
     FlashOptions,
     all_ok,
@@ -22,7 +22,8 @@ from firmware_tools.flash.orchestrate import (
     nominal_rate,
     report_json,
 )
-from firmware_tools.signing import SignedManifest
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import RefusalReason
 from tests.unit.flash_cli.scripted_flasher import CHUNK, Script, ScriptedFlasher, running_slot
 
 FAST = FlashOptions(retries=3, backoff_initial_s=0.001, backoff_max_s=0.004)

@@ -13,7 +13,7 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.manifest import build_manifest
+from firmware_tools.describe import build_manifest
 from firmware_tools.signing import sign_manifest, write_signed
 from gateway.ingest import Envelope
 from gateway.pipeline.pipeline import ScoringPipeline

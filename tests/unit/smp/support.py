@@ -13,11 +13,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.manifest import TARGET_CLASSES, build_manifest
-from firmware_tools.signing import SignedManifest, sign_manifest
+from firmware_tools.describe import build_manifest
+from firmware_tools.signing import sign_manifest
 from firmware_tools.sim.selftest import node_self_test
 from firmware_tools.sim.slots import SlotStore
 from firmware_tools.sim.smp_server import SmpServer
+from gateway.protocol.manifest import TARGET_CLASSES
+from gateway.protocol.signed_manifest import SignedManifest
 
 REPO = Path(__file__).resolve().parents[3]
 BASE_MODEL = (REPO / "tinymodels" / "artifacts" / "node_model.tflite").read_bytes()

@@ -14,14 +14,14 @@ from smp import header as smphdr
 from smp import image_management as smpimg
 from smp import os_management as smpos
 
-from firmware_tools.flash.api import RefusalReason
-from firmware_tools.sim.smp_server import (
+from firmware_tools.sim.smp_server import SmpServer
+from gateway.protocol.slots import RefusalReason
+from gateway.protocol.smp_profile import (
     INFO_PATH,
     MANIFEST_PATH,
     MODEL_IMAGE,
     REFUSAL_CODES,
     REFUSAL_CODES_V1,
-    SmpServer,
 )
 from tests.unit.smp.support import Model, make_model, make_server
 

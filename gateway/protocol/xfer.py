@@ -36,9 +36,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
-from firmware_tools.flash.api import NodeInfo, RefusalReason
 from gateway.errors import PayloadError
 from gateway.protocol.messages import SlotInfo
+from gateway.protocol.slots import NodeInfo, RefusalReason
 
 MAGIC: Final = 0xFC
 MAX_CHUNK_BYTES: Final = 3072  # fits a 4096-byte serial frame with headers and COBS overhead

@@ -2,7 +2,7 @@
 
 A manifest names one ``.tflite`` artifact by content (sha256 and size) and records what the
 node must provide to run it (input/output quantisation, ops, arena bytes, target class). It is
-signed where models are built (:mod:`firmware_tools.signing`); the signature covers
+signed where models are built (:mod:`gateway.protocol.signed_manifest`); the signature covers
 :meth:`ModelManifest.to_cbor`, the canonical CBOR encoding (RFC 8949 §4.2.1: shortest integer
 and float forms, map keys sorted), so any party that decodes and re-encodes it gets the same
 bytes. JSON is the human-facing twin of the same fields.
@@ -208,45 +208,3 @@ def sha256_hex(data: bytes) -> str:
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def build_manifest(
-    artifact: bytes,
-    *,
-    name: str,
-    version: str,
-    sequence: int,
-    target: str = DEFAULT_TARGET,
-    arena_bytes: int | None = None,
-    created_at: str | None = None,
-) -> ModelManifest:
-    """Describe a ``.tflite`` artifact: hash it, read its tensors and ops from the flatbuffer.
-
-    When ``arena_bytes`` is None it is measured by loading the model in TFLite Micro (needs the
-    ``tflite-micro`` wheel). Raises :class:`ModelError` for an unknown target or a file that is
-    not a TFLite model.
-    """
-    from firmware_tools.report import analyse_tflite
-
-    if target not in TARGET_CLASSES:
-        raise ModelError(
-            f"unknown target class {target!r}; choose one of {', '.join(sorted(TARGET_CLASSES))}"
-        )
-    analysis = analyse_tflite(artifact)
-    if arena_bytes is None:
-        from firmware_tools.tflm_check import check_tflm
-
-        arena_bytes = check_tflm(artifact).arena_bytes
-    return ModelManifest(
-        name=name,
-        version=version,
-        sequence=sequence,
-        sha256=sha256_hex(artifact),
-        size_bytes=len(artifact),
-        inputs=analysis.inputs,
-        outputs=analysis.outputs,
-        ops=tuple(sorted({op.name for op in analysis.ops})),
-        arena_bytes=arena_bytes,
-        target=target,
-        created_at=created_at or utc_now_iso(),
-    )
