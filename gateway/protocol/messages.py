@@ -1,9 +1,9 @@
 """The typed messages that travel between sensor nodes and the gateway.
 
-These are plain frozen dataclasses (and one named tuple, :class:`Sample`) with no I/O: codecs turn bytes into them,
-adapters stamp them with a receive time, the journal stores them. Every uplink
-message carries its identity ``(node_id, boot_id, seq)`` (architecture
-invariant 1).
+These are plain frozen dataclasses (and one named tuple, :class:`Sample`) with no I/O:
+codecs turn bytes into them, adapters stamp them with a receive time, the journal stores
+them. Every uplink message carries its identity ``(node_id, boot_id, seq)`` (invariant
+"Identity of data").
 
 Sequence numbers: one counter per ``(node_id, boot_id)``, starting at 1, shared
 by every uplink data message. A :class:`ReadingBatch` of ``k`` samples occupies

@@ -90,7 +90,7 @@ class MqttSource:
                 username=self._config.username,
                 password=self._config.password,
             )
-            paho = client._client  # see module docstring
+            paho = client._client  # noqa: SLF001 - replaced by the mqtt public-API rework
             paho.manual_ack_set(True)
             reads = install_socket_buffering(paho)
             # Before connecting: a persistent session's backlog arrives right after CONNACK.

@@ -5,7 +5,7 @@ One writer thread owns the write connection (``commit`` is called through
 (dashboard, pipeline, tests) open their own read-only connections: WAL lets them
 read while the writer commits.
 
-Identity is ``(node_id, boot_id, seq)`` (architecture invariant 1): a second copy
+Identity is ``(node_id, boot_id, seq)`` (invariant "Identity of data"): a second copy
 of a message inserts nothing and is counted as a duplicate. Sequence accounting
 (what may be acknowledged, what is lost) is in gateway.store.sequence; the
 bookkeeping is written in the same transaction as the data, so a ``kill -9``
@@ -34,82 +34,10 @@ from gateway.errors import StoreError
 from gateway.ingest import Envelope
 from gateway.protocol.messages import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
 from gateway.store.clock import NodeClock
+from gateway.store.journal_schema import SCHEMA
 from gateway.store.sequence import StreamState
 
 _LOGGER = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS channel_sets (
-    id INTEGER PRIMARY KEY,
-    spec TEXT NOT NULL UNIQUE               -- "name:unit,name:unit"
-);
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY,                 -- insertion order: retention evicts lowest first
-    node_id TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,                 -- wall time (node time mapped, invariant 6)
-    rx_ms INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    channel_set INTEGER NOT NULL REFERENCES channel_sets(id),
-    vals BLOB NOT NULL,                     -- little-endian float64 per channel
-    UNIQUE (node_id, boot_id, seq)
-);
-CREATE TABLE IF NOT EXISTS inferences (
-    node_id TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    rx_ms INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    model_hash BLOB NOT NULL,
-    score REAL NOT NULL,
-    label INTEGER NOT NULL,
-    latency_us INTEGER NOT NULL,
-    PRIMARY KEY (node_id, boot_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS statuses (
-    node_id TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    rx_ms INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    body TEXT NOT NULL,                     -- JSON of the Status fields
-    PRIMARY KEY (node_id, boot_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS streams (
-    node_id TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    acked INTEGER NOT NULL,
-    highest_seen INTEGER NOT NULL,
-    received INTEGER NOT NULL,
-    duplicates INTEGER NOT NULL,
-    lost INTEGER NOT NULL,
-    first_rx_ms INTEGER NOT NULL,
-    PRIMARY KEY (node_id, boot_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nodes (
-    node_id TEXT PRIMARY KEY,
-    transport TEXT NOT NULL,
-    first_seen_ms INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    boot_id INTEGER NOT NULL,
-    reboots INTEGER NOT NULL DEFAULT 0,
-    rssi_dbm INTEGER,
-    battery_mv INTEGER,
-    free_ram_bytes INTEGER,
-    firmware_version TEXT,
-    model TEXT,                              -- JSON list of slots
-    clock_skewed INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS evictions (
-    kind TEXT PRIMARY KEY,
-    count INTEGER NOT NULL
-) WITHOUT ROWID;
-"""
 
 
 @dataclass
@@ -169,6 +97,14 @@ def _pack(values: tuple[float, ...]) -> bytes:
 
 def unpack_values(blob: bytes) -> tuple[float, ...]:
     return struct.unpack(f"<{len(blob) // 8}d", blob)
+
+
+def _size_bytes(db: sqlite3.Connection) -> int:
+    """Bytes the database's used pages take (free pages excluded)."""
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    (free,) = db.execute("PRAGMA freelist_count").fetchone()
+    (size,) = db.execute("PRAGMA page_size").fetchone()
+    return int((pages - free) * size)
 
 
 class Journal:
@@ -431,7 +367,7 @@ class Journal:
                      json.dumps([_slot_json(s) for s in msg.slots]), msg.rssi_dbm, node_id),
                 )  # fmt: skip
 
-    # -- retention (invariant 5: loss is explicit) --------------------------------------------
+    # -- retention (invariant "Loss is explicit") --------------------------------------------
 
     def enforce_budget(self, raw_budget_bytes: int, chunk_rows: int = 5000) -> int:
         """Evict the oldest raw readings until the file fits ``raw_budget_bytes``.
@@ -441,7 +377,7 @@ class Journal:
         """
         db = self._require()
         evicted = 0
-        while self._size_bytes(db) > raw_budget_bytes:
+        while _size_bytes(db) > raw_budget_bytes:
             db.execute("BEGIN IMMEDIATE")
             cur = db.execute(
                 "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
@@ -461,13 +397,6 @@ class Journal:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             _LOGGER.warning("journal over budget: evicted %d oldest raw readings", evicted)
         return evicted
-
-    @staticmethod
-    def _size_bytes(db: sqlite3.Connection) -> int:
-        (pages,) = db.execute("PRAGMA page_count").fetchone()
-        (free,) = db.execute("PRAGMA freelist_count").fetchone()
-        (size,) = db.execute("PRAGMA page_size").fetchone()
-        return int((pages - free) * size)
 
     def stream(self, node_id: str, boot_id: int) -> StreamState | None:
         return self._streams.get((node_id, boot_id))
@@ -520,7 +449,7 @@ class JournalReader:
         return dict(self._db.execute("SELECT kind, count FROM evictions").fetchall())
 
     def size_bytes(self) -> int:
-        return Journal._size_bytes(self._db)
+        return _size_bytes(self._db)
 
     def transports(self) -> dict[str, Transport]:
         rows = self._db.execute("SELECT node_id, transport FROM nodes")

@@ -262,3 +262,17 @@ def test_the_service_closure_follows_imports_to_a_forbidden_module() -> None:
     }
     reached = _closure(graph, ["gateway.app"])
     assert reached["amqtt.broker"] == "gateway.sources.mqtt"
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_longer_than_the_house_limit() -> None:
+    """Past ~500 lines a module does more than one job (docs/house-style.md): split it."""
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted(ROOT.rglob("*.py"))
+        if ".venv" not in path.parts
+        and (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}

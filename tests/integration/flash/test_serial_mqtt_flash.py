@@ -271,7 +271,7 @@ async def test_the_emulated_serial_line_paces_what_the_host_writes_to_the_node()
             await link.ready.wait()
             started = time.monotonic()
             for _ in range(count):
-                await flasher._send(encode(ChunkAck(0)))  # raw frames, on purpose
+                await flasher._send(encode(ChunkAck(0)))  # raw frames, on purpose  # noqa: SLF001 - raw frames: the public API sends only well-formed requests
             while link.stats.bad_in < count:
                 await asyncio.sleep(0.01)
             elapsed = time.monotonic() - started
