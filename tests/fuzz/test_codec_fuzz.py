@@ -35,7 +35,7 @@ from gateway.protocol.messages import (
 )
 from gateway.protocol.mqtt_topics import TopicKind, decode_mqtt_payload, parse_topic
 from gateway.protocol.payload import decode_message, encode_message
-from tests.unit.codecs import strategies as sts
+from tests.unit.protocol import strategies as sts
 
 # One slow call would be a hang in waiting; a decoder call is micro- to milliseconds.
 _MAX_CALL_S = 1.0

@@ -46,7 +46,7 @@ def fast_reading_batch(obj: dict[Any, Any]) -> ReadingBatch | None:  # noqa: C90
 
     Returns None at the first thing out of the ordinary; the full path then decides and
     names the problem. Anything accepted here is accepted, identically, by the full path
-    (tests/unit/codecs check both paths agree).
+    (tests/unit/protocol check both paths agree).
     """
     version, mtype = obj.get(0), obj.get(1)
     if type(version) is not int or version != PROTOCOL_VERSION or type(mtype) is not int:

@@ -18,7 +18,7 @@ from firmware_tools.sim.slots import (
 )
 from gateway.protocol.manifest import ModelManifest, sha256_hex
 from gateway.protocol.slots import RefusalReason
-from tests.unit.flash.models import (
+from tests.unit.firmware_tools.sim.models import (
     RAM_BYTES,
     SLOT_BYTES,
     TARGET,

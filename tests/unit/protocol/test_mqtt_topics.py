@@ -34,7 +34,7 @@ from gateway.protocol.mqtt_topics import (
     uplink_filters,
 )
 from gateway.protocol.payload import encode_message
-from tests.unit.codecs import strategies as sts
+from tests.unit.protocol import strategies as sts
 
 BATCH = ReadingBatch(
     "pump-07",

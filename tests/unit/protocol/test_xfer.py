@@ -19,7 +19,14 @@ from gateway.protocol import xfer
 from gateway.protocol.messages import SlotInfo
 from gateway.protocol.payload import decode_message
 from gateway.protocol.slots import NodeInfo, RefusalReason
-from tests.unit.flash.models import RAM_BYTES, SLOT_BYTES, TARGET, artifact, padded, signed_model
+from tests.unit.firmware_tools.sim.models import (
+    RAM_BYTES,
+    SLOT_BYTES,
+    TARGET,
+    artifact,
+    padded,
+    signed_model,
+)
 
 INFO = NodeInfo(
     "pump-01",

@@ -21,7 +21,7 @@ from firmware_tools.sim.smp_server import SmpServer
 from gateway.protocol.manifest import TARGET_CLASSES
 from gateway.protocol.signed_manifest import SignedManifest
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 BASE_MODEL = (REPO / "tinymodels" / "artifacts" / "node_model.tflite").read_bytes()
 TARGET = "cortex-m4-64k"
 ARENA_BYTES = 3136

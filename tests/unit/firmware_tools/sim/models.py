@@ -17,7 +17,7 @@ from firmware_tools.signing import sign_manifest
 from gateway.protocol.manifest import DEFAULT_TARGET, TARGET_CLASSES, ModelManifest
 from gateway.protocol.signed_manifest import SignedManifest
 
-NODE_MODEL = Path(__file__).resolve().parents[3] / "tinymodels" / "artifacts" / "node_model.tflite"
+NODE_MODEL = Path(__file__).resolve().parents[4] / "tinymodels" / "artifacts" / "node_model.tflite"
 ARENA_BYTES = 3136  # measured for node_model (tinymodels/artifacts/node_model.json)
 TARGET = DEFAULT_TARGET
 SLOT_BYTES = TARGET_CLASSES[TARGET].flash_bytes

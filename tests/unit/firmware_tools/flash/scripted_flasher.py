@@ -3,7 +3,7 @@
 This is a test double, not a simulation: it has no wire, no signature check and no TFLM. It
 keeps the two facts the orchestrator's logic depends on (the node's resume offset and which
 slot is active) and fails on a script. Everything user-facing is tested against the real
-simulator in tests/integration/flash_cli.
+simulator in tests/integration/firmware_tools/flash.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 
 from firmware_tools.sim.fleet import SimConfig, Simulator
 from gateway.protocol.manifest import DEFAULT_TARGET
-from tests.integration.flash_cli.conftest import BAUD, read_report, run_cli, write_model
+from tests.integration.firmware_tools.flash.conftest import BAUD, read_report, run_cli, write_model
 
 pytestmark = pytest.mark.timeout(60)
 

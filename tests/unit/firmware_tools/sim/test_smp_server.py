@@ -23,7 +23,7 @@ from gateway.protocol.smp_profile import (
     REFUSAL_CODES,
     REFUSAL_CODES_V1,
 )
-from tests.unit.smp.support import Model, make_model, make_server
+from tests.unit.firmware_tools.sim.support import Model, make_model, make_server
 
 
 @pytest.fixture

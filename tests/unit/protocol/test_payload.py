@@ -29,7 +29,7 @@ from gateway.protocol.payload import (
     decode_message,
     encode_message,
 )
-from tests.unit.codecs import strategies as sts
+from tests.unit.protocol import strategies as sts
 
 BATCH = ReadingBatch(
     node_id="pump-07",

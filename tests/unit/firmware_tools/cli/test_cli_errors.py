@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from firmware_tools.cli import app
 from firmware_tools.signing import generate_keypair, load_private_key, write_signed
-from tests.unit.flash_cli.conftest import signed_model
+from tests.unit.firmware_tools.flash.conftest import signed_model
 
 runner = CliRunner()
 

@@ -21,7 +21,7 @@ from firmware_tools.sim.smp_serial_link import SmpSerialLink
 from firmware_tools.sim.smp_server import SmpServer
 from gateway.protocol.slots import RefusalReason
 from gateway.protocol.smp_profile import MODEL_IMAGE, REFUSAL_CODES
-from tests.unit.smp.support import Model, make_model, make_server
+from tests.unit.firmware_tools.sim.support import Model, make_model, make_server
 
 pytestmark = pytest.mark.timeout(60)
 FAST_BAUD = 1_000_000  # paced like a wire, just a fast one: these tests are about behaviour

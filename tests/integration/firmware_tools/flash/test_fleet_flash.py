@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from firmware_tools.signing import generate_keypair
-from tests.integration.flash_cli.conftest import (
+from tests.integration.firmware_tools.flash.conftest import (
     Fleet,
     StartFleet,
     read_report,

@@ -27,7 +27,7 @@ from gateway.protocol.manifest import sha256_hex
 from gateway.protocol.signed_manifest import SignedManifest
 from gateway.protocol.slots import NodeInfo, RefusalReason
 from tests.fixtures.servers import Mosquitto
-from tests.unit.flash.models import Model, raw_public_key, signed_model
+from tests.unit.firmware_tools.sim.models import Model, raw_public_key, signed_model
 
 NODE = "pump-01"
 CHUNK = 1024

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.errors import PayloadError
 from gateway.protocol.messages import ReadingBatch
 from gateway.protocol.payload import decode, encode_message, fast, message_from_map
-from tests.unit.codecs.strategies import reading_batches
+from tests.unit.protocol.strategies import reading_batches
 
 # Replacement values that are wrong in ways a fast path could miss: bools alias ints,
 # floats equal ints, NaN, out-of-range, wrong containers.

@@ -24,7 +24,12 @@ from firmware_tools.flash.orchestrate import (
 )
 from gateway.protocol.signed_manifest import SignedManifest
 from gateway.protocol.slots import RefusalReason
-from tests.unit.flash_cli.scripted_flasher import CHUNK, Script, ScriptedFlasher, running_slot
+from tests.unit.firmware_tools.flash.scripted_flasher import (
+    CHUNK,
+    Script,
+    ScriptedFlasher,
+    running_slot,
+)
 
 FAST = FlashOptions(retries=3, backoff_initial_s=0.001, backoff_max_s=0.004)
 Model = tuple[bytes, SignedManifest]

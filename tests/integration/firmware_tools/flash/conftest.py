@@ -37,7 +37,7 @@ from gateway.protocol.manifest import DEFAULT_TARGET, TARGET_CLASSES
 from gateway.protocol.signed_manifest import load_public_key
 from tests.fixtures.servers import Mosquitto
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 BASE_MODEL = (REPO / "tinymodels" / "artifacts" / "node_model.tflite").read_bytes()
 ARENA_BYTES = 3136  # tinymodels/artifacts/node_model.json
 CLI = Path(sys.executable).parent / "flash-model"

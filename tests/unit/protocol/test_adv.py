@@ -24,7 +24,7 @@ from gateway.protocol.adv import (
 from gateway.protocol.ble_layout import ADV_COMPANY_ID
 from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase
 from gateway.protocol.payload import encode_message
-from tests.unit.codecs import strategies as sts
+from tests.unit.protocol import strategies as sts
 
 
 def test_documented_advert_example() -> None:

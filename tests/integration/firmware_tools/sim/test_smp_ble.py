@@ -18,7 +18,7 @@ from firmware_tools.sim.smp_server import SmpServer
 from gateway.ble import close_adapters
 from gateway.ble.radio import LocalRadio
 from gateway.protocol.slots import RefusalReason
-from tests.unit.smp.support import make_model, make_server
+from tests.unit.firmware_tools.sim.support import make_model, make_server
 
 pytestmark = pytest.mark.timeout(60)
 
