@@ -1,6 +1,13 @@
-"""Sans-IO wire formats between nodes and the gateway (docs/protocol.md).
+"""The wire protocol, sans-IO: what nodes, the gateway and flash-model say to each other.
 
-Every decoder here raises only :class:`gateway.errors.CodecError` subclasses.
+Specified in docs/protocol.md and docs/flash-model.md. This package imports nothing of ours
+but :mod:`gateway.errors` (tests/unit/test_layering.py), no sockets, no asyncio, no clock.
+Every message decoder raises only :class:`gateway.errors.CodecError` subclasses; signed
+manifests fail verification with :class:`~gateway.protocol.signed_manifest.VerificationError`.
+
+Re-exported here: the message codecs. Import the model-transfer side from its modules:
+:mod:`.xfer`, :mod:`.slots`, :mod:`.manifest`, :mod:`.signed_manifest` and
+:mod:`.smp_profile` (which needs the ``smp`` package of the ``sim`` extra).
 """
 
 from gateway.protocol.adv import advertising_data, decode_adv, encode_adv
