@@ -168,9 +168,6 @@ async def run_demo(
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(0.5):
                                 await stop.wait()
-                rows = reader.nodes()
-                result.readings = sum(row.received for row in rows)
-                result.nodes = len(rows)
                 result.seconds = time.monotonic() - started
             finally:
                 reader.close()
@@ -184,6 +181,15 @@ async def run_demo(
                     # Let it take what is queued, then it ends with the closed subscription.
                     await asyncio.wait({alert_task}, timeout=1.0)
                 alert_task.cancel()
+        # Counted once the gateway has stopped: until then it may still commit what the
+        # nodes sent, and the summary must match the journal it leaves behind.
+        final = JournalReader(cfg.journal_path)
+        try:
+            rows = final.nodes()
+        finally:
+            final.close()
+        result.readings = sum(row.received for row in rows)
+        result.nodes = len(rows)
     return result
 
 
