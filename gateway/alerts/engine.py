@@ -185,7 +185,7 @@ class AlertEngine:
             self._observe(obs, events)
         return self._emit(events)
 
-    def tick(self, now_ms: int) -> list[AlertEvent]:
+    def tick(self, now_ms: int) -> list[AlertEvent]:  # noqa: C901 - one pass per kind of timer; their order decides which event comes first and stays visible in one place
         """Advance the clock: silent nodes, minimum-duration timers, window expiry, the end of
         silence windows, re-notification and escalation. Call every ``tick_interval_s``."""
         events: list[AlertEvent] = []
@@ -274,7 +274,7 @@ class AlertEngine:
 
     # -- routing ------------------------------------------------------------------------------
 
-    def _observe(self, obs: Observation, events: list[AlertEvent]) -> None:
+    def _observe(self, obs: Observation, events: list[AlertEvent]) -> None:  # noqa: C901 - the routing table of one observation to every detector kind, read top to bottom
         node_id, t_ms = obs.node_id, obs.t_ms
         for key, det in self._silent_for(node_id):
             if det.seen(t_ms) is False:
