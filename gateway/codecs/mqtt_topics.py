@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.codecs.json_payload import decode_json_message, encode_json_message
+from gateway.codecs.json_payload import decode_json_message, encode_json_message, is_json_payload
 from gateway.codecs.payload import decode_message, encode_message
 from gateway.errors import PayloadError, TopicError
 from gateway.models import (
@@ -169,7 +169,7 @@ def decode_mqtt_payload(
     expected = _CLASS_OF_KIND.get(kind)
     if expected is None:
         raise PayloadError(f"unknown topic kind {kind!r}", raw, 0)
-    msg = decode_json_message(raw) if raw[:1] == b"{" else decode_message(raw)
+    msg = decode_json_message(raw) if is_json_payload(raw) else decode_message(raw)
     if type(msg) is not expected:
         raise PayloadError(
             f"a {type(msg).__name__} was published on a {str(kind)!r} topic, "
