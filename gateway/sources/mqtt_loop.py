@@ -119,13 +119,15 @@ class PahoConnection:
             None, client.connect, self._host, self._port, self._keepalive_s
         )
         try:
-            await connecting
+            # Shielded: cancelling cannot stop the thread, so wait for it and close what it
+            # opened (bounded by paho's connect timeout).
+            await asyncio.shield(connecting)
         except OSError as exc:
             raise TransportError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
         except asyncio.CancelledError:
-            # The thread goes on until paho's connect timeout; close what it opened.
-            with contextlib.suppress(OSError):
-                await asyncio.wait([connecting])
+            await asyncio.wait([connecting])
+            if not connecting.cancelled():
+                connecting.exception()  # retrieved: a failed connect needs no cleanup
             self.close()
             raise
         try:
