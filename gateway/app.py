@@ -20,6 +20,8 @@ from gateway.alerts.config import ThresholdRule
 from gateway.alerts.runner import AlertRunner
 from gateway.config import GatewayConfig
 from gateway.downlink import Downlinks
+from gateway.events import AlertEvent
+from gateway.forward.forwarder import Forwarder
 from gateway.ingest import IngestQueue
 from gateway.metrics import Metrics, serve_metrics
 from gateway.outputs.bus import AlertBus
@@ -64,7 +66,7 @@ class Gateway:
         self.alerts = AlertRunner(
             config.alerts,
             alerts_path_for(config.journal_path),
-            self.outputs.deliver,
+            self._deliver_alert,
             seen_nodes=self._last_seen,
         )
         # Always present: with scoring disabled it still turns commits into the readings,
@@ -81,10 +83,34 @@ class Gateway:
                 if isinstance(rule, ThresholdRule)
             )
         )
+        # Upstream (docs/forwarding.md): off unless [forward] is enabled; it only listens.
+        self.forwarder: Forwarder | None = None
+        if config.forward.enabled:
+            self.forwarder = Forwarder(
+                config.forward,
+                site=config.site,
+                journal_path=config.journal_path,
+                backlog_path=config.forward.backlog_path(config.data_dir),
+                alert_sink=self._deliver_alert,
+                gateway_model=self._gateway_model,
+            )
+            self.writer.add_listener(self.forwarder.on_commit)
+            self.pipeline.add_sink(self.forwarder.on_observations)
         self.metrics_ready = asyncio.Event()
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))
         self.metrics.gauges["journal_bytes"] = self._journal_bytes
+        if self.forwarder is not None:
+            self.metrics.gauges.update(self.forwarder.gauges())
+
+    def _deliver_alert(self, event: AlertEvent) -> None:
+        self.outputs.deliver(event)
+        if self.forwarder is not None:
+            self.forwarder.on_alert_event(event)
+
+    def _gateway_model(self) -> tuple[str, str]:
+        info = self.pipeline.model_info
+        return info.name, info.sha256[:16]
 
     def _journal_bytes(self) -> float:
         try:
@@ -152,10 +178,16 @@ class Gateway:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.writer.run(), name="journal:writer")
+            fwd = self.forwarder
             tg.create_task(
-                self.writer.run_retention(self.config.journal.raw_budget_bytes),
+                self.writer.run_retention(
+                    self.config.journal.raw_budget_bytes,
+                    before_evict=fwd.catch_up if fwd is not None else None,
+                ),
                 name="journal:retention",
             )
+            if fwd is not None:
+                tg.create_task(fwd.run(self.writer.ready), name="forward")
             if self.config.metrics.enabled:
                 m = self.config.metrics
                 tg.create_task(

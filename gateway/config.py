@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.alerts.config import AlertsConfig
 from gateway.errors import ConfigError
+from gateway.forward.config import ForwardConfig
 from gateway.outputs.config import OutputsConfig
 from gateway.pipeline.config import ScoringConfig
 
@@ -118,6 +119,7 @@ class GatewayConfig(BaseSettings):
     scoring: ScoringConfig = ScoringConfig()
     alerts: AlertsConfig = AlertsConfig()
     outputs: OutputsConfig = OutputsConfig()
+    forward: ForwardConfig = ForwardConfig()
 
     @property
     def journal_path(self) -> Path:
