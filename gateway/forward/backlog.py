@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS points (
     line BLOB NOT NULL,                    -- line protocol, ready to send
     doc TEXT                               -- summaries only: the point, for downsampling
 );
-CREATE INDEX IF NOT EXISTS points_cls ON points (cls, level, ts_ms);
+CREATE INDEX IF NOT EXISTS points_cls ON points (cls, ts_ms);
 CREATE TABLE IF NOT EXISTS checkpoints (
     dest TEXT PRIMARY KEY,
     through_id INTEGER NOT NULL,
@@ -375,7 +375,7 @@ class Backlog:
                 args += (before_ts,)
             rows = db.execute(
                 f"SELECT id, length(line) + coalesce(length(doc), 0) FROM points WHERE {where}"
-                " ORDER BY id LIMIT ?",
+                " ORDER BY ts_ms, id LIMIT ?",
                 (*args, chunk),
             ).fetchall()
             if not rows:

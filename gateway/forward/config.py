@@ -28,11 +28,11 @@ class ForwardBudgets(_Section):
 
     # raw + summaries + events together; over it the ladder runs: raw readings already
     # covered by summaries, then old summaries downsampled, then the oldest summaries.
-    total_bytes: int = Field(256 * _MIB, ge=64 * 1024)
+    total_bytes: int = Field(256 * _MIB, ge=4096)
     raw_bytes: int = Field(64 * _MIB, ge=0, description="raw readings alone (oldest go first)")
-    events_bytes: int = Field(32 * _MIB, ge=16 * 1024, description="node status events")
+    events_bytes: int = Field(32 * _MIB, ge=1024, description="node status events")
     # Alerts are never evicted; past this size the gateway warns (metric + log) only.
-    alerts_bytes: int = Field(32 * _MIB, ge=16 * 1024)
+    alerts_bytes: int = Field(32 * _MIB, ge=1024)
 
 
 class ForwardConfig(_Section):

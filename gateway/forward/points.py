@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -103,7 +104,9 @@ SCHEMA: Final[dict[str, Measurement]] = {
 }
 
 
-def point(m: Measurement, tags: dict[str, str], fields: dict[str, FieldValue], ts_ms: int) -> Point:
+def point(
+    m: Measurement, tags: Mapping[str, str], fields: Mapping[str, FieldValue], ts_ms: int
+) -> Point:
     """A point of ``m``; non-finite floats are dropped (line protocol cannot carry them)."""
     unknown = set(fields) - set(m.fields)
     if unknown or set(tags) - set(m.tags):
