@@ -75,6 +75,9 @@ def _register_subcommands() -> None:
     from gateway.demo import demo
 
     app.command(name="demo")(demo)
+    from gateway.forward.cli import forward_app
+
+    app.add_typer(forward_app, name="forward")
 
 
 def main() -> None:

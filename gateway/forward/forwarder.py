@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import functools
 import logging
+import os
 import random
 import time
 from collections import deque
@@ -93,6 +95,7 @@ class Forwarder:
         self._reported: dict[str, int] = {}
         self._late_seen = 0
         self.ready = asyncio.Event()
+        self.idle = asyncio.Event()  # set while nothing waits to be sent
         # What metrics and `forward status` show.
         self.delivered_points = 0
         self.quarantined_batches = 0
@@ -154,23 +157,30 @@ class Forwarder:
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def run(self, journal_ready: asyncio.Event | None = None) -> None:
+    async def run(
+        self, journal_ready: asyncio.Event | None = None, *, summarise: bool = True
+    ) -> None:
+        """Summarise and drain until cancelled (``summarise=False``: drain only, the CLI)."""
+        lock: int | None = None
         try:
+            lock = await self._lock()
             await self._call(self.backlog.open)
             state = await self._call(self.backlog.load_state)
             c = self.config
-            self._summariser = Summariser(
-                self.site,
-                round(c.interval_s * 1000),
-                round(c.late_grace_s * 1000),
-                raw_channels=c.raw_channels,
-                raw_every=c.raw_every,
-                state=state,
-            )
+            if summarise:
+                self._summariser = Summariser(
+                    self.site,
+                    round(c.interval_s * 1000),
+                    round(c.late_grace_s * 1000),
+                    raw_channels=c.raw_channels,
+                    raw_every=c.raw_every,
+                    state=state,
+                )
             self._reported = dict(state.get("reported", {}))  # type: ignore[call-overload]
             if journal_ready is not None:
                 await journal_ready.wait()
-            await self._call(self._open_tail)
+            if summarise:
+                await self._call(self._open_tail)
             await self._call(self._refresh)
             self.ready.set()
             _LOGGER.info(
@@ -178,11 +188,35 @@ class Forwarder:
                 c.url, c.bucket, self.backlog.stats().total_points,
             )  # fmt: skip
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._summarise_loop(), name="forward:summarise")
+                if summarise:
+                    tg.create_task(self._summarise_loop(), name="forward:summarise")
                 tg.create_task(self._drain_loop(), name="forward:drain")
         finally:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
             self._executor.shutdown(wait=True)
+            if lock is not None:
+                os.close(lock)  # releases the flock
+
+    async def _lock(self) -> int:
+        """One drainer per backlog: two would send every batch twice. Waits for the other."""
+        path = self.backlog.path.with_name(self.backlog.path.name + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if not told:
+                    _LOGGER.warning(
+                        "forward: %s is being drained by another process; waiting", path
+                    )
+                    told = True
+                await asyncio.sleep(1.0)
+            except BaseException:
+                os.close(fd)
+                raise
 
     def _open_tail(self) -> None:
         if self._journal_path.exists():
@@ -301,6 +335,7 @@ class Forwarder:
                     )
                 )
                 if batch is None:
+                    self.idle.set()
                     self._wake_drain.clear()
                     await self._wake_drain.wait()
                     continue
@@ -312,6 +347,7 @@ class Forwarder:
                     continue
                 if c.drain_max_points_per_s > 0 and next_send > loop.time():
                     await asyncio.sleep(next_send - loop.time())
+                self.idle.clear()
                 body = batch.body()
                 outcome = await sender.send(body)
                 now = loop.time()
