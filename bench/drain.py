@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import os
 import tempfile
@@ -83,10 +84,8 @@ async def drain_ours(vm: VictoriaMetrics, path: Path, n: int) -> float:
         elapsed = time.perf_counter() - started
     finally:
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
     assert fwd.delivered_points == n, (fwd.delivered_points, n, fwd.last_error)
     return elapsed
 
