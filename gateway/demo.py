@@ -44,6 +44,7 @@ from firmware_tools.sim.signals import Fault, parse_fault_spec
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.events import AlertEvent, AlertEventKind, Severity
+from gateway.forward.demo import demo_forward_config, upstream_status
 from gateway.outputs.bus import Gap, Subscription
 from gateway.store.journal import JournalReader
 
@@ -333,7 +334,7 @@ def render(
     alerts: AlertLog | None = None,
 ) -> Group:
     table = Table(
-        title="fieldgate — live node status",
+        title="fieldgate — live node status" + upstream_status(gateway.forwarder),
         caption=_SCORE_CAPTION.format(threshold=DEMO_ANOMALY_THRESHOLD),
         expand=True,
         box=box.SIMPLE_HEAD,
@@ -399,6 +400,7 @@ async def run_demo(
     stop: asyncio.Event | None = None,
     console: Console | None = None,
     seed: int = 0,
+    influx: str | None = None,
 ) -> DemoResult:
     """Run the demo until ``seconds`` pass or ``stop`` is set; everything started is stopped.
 
@@ -484,6 +486,7 @@ async def run_demo(
             metrics={"enabled": True, "port": 0},
             scoring=scenario.scoring_config(rate_hz),
             alerts=scenario.alerts_config(),
+            forward=demo_forward_config(influx),
         )
         gateway = Gateway(cfg)
         result = DemoResult(gateway, AlertLog(), sim_t0_ms=sim_t0_ms)
@@ -604,6 +607,13 @@ def demo(  # noqa: PLR0917 - Typer maps options to parameters
             "as real nodes boot with new boot ids; printed in the summary).",
         ),
     ] = None,
+    influx: Annotated[
+        str | None,
+        typer.Option(
+            help="Forward summaries to this InfluxDB v2 write API (e.g. a VictoriaMetrics at "
+            "http://127.0.0.1:8428); unreachable, the status shows the backlog growing.",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway with simulated nodes and show node status, scores and alerts live.
 
@@ -647,6 +657,7 @@ def demo(  # noqa: PLR0917 - Typer maps options to parameters
                     node_model=node_model,
                     console=console,
                     seed=seed,
+                    influx=influx,
                 )
             )
         if result is not None:
