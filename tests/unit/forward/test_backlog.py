@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.forward.backlog import Backlog, _doc
+from gateway.forward.backlog import Backlog
 from gateway.forward.config import ForwardBudgets
+from gateway.forward.ladder import _doc
 from gateway.forward.points import ALERT, RAW, SUMMARY, Point, PointClass, encode, point
 
 MIN = 60_000
