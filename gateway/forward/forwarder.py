@@ -53,6 +53,7 @@ T = TypeVar("T")
 # (counted). Alert events are never dropped: they are few and each one matters.
 MAX_PENDING_EVENTS = 10_000
 _RATE_WINDOW_S = 60.0
+BACKFILL_CHUNK = 20_000  # journal rows per read
 
 
 def _now_ms() -> int:
@@ -262,9 +263,16 @@ class Forwarder:
             return 0
         if self._tail is None:
             self._open_tail()
+        stored = 0
         if self._tail is not None:
-            while rows := self._tail.readings_after(s.cursor):
+            while rows := self._tail.readings_after(s.cursor, BACKFILL_CHUNK):
                 s.add_readings(rows)
+                if len(rows) == BACKFILL_CHUNK:
+                    # More is waiting (a backlog of journal history): close the intervals
+                    # this much data has passed, so memory holds one chunk, not the history.
+                    closed = s.close(min(now_ms, rows[-1].ts_ms))
+                    if closed is not None:
+                        stored += self.backlog.enqueue(*closed)
         for score in scores:
             name, digest = model if score.source.value != "node" else (score.model_version, "")
             s.add_score(score.node_id, score.t_ms, score.score, source=score.source.value,
@@ -281,7 +289,7 @@ class Forwarder:
             if report is not None:
                 points.append(report)
                 state["reported"] = self._reported
-        stored = self.backlog.enqueue(points, state) if points or state else 0
+        stored += self.backlog.enqueue(points, state) if points or state else 0
         self._refresh()
         return stored
 

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.forward.forwarder import Forwarder
 from gateway.store.journal import JournalReader
-from tests.fixtures.forward import Plant, fast_forward_config
+from tests.fixtures.forward import Plant, fast_forward_config, now_ms
 
 _COUNT = re.compile(rb"^fieldgate_summary,.*channel=current.* .*\bcount=(\d+)i")
 
@@ -51,6 +51,33 @@ async def test_summaries_count_every_reading_the_journal_evicts(tmp_path: Path, 
             assert _summarised(fwd) == committed
         else:
             assert _summarised(fwd) < committed, "evicting unsummarised readings loses them"
+    finally:
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        plant.close()
+
+
+async def test_forwarding_enabled_on_a_journal_with_history_summarises_all_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill in chunks (here 500 rows): every reading once, none counted late."""
+    monkeypatch.setattr("gateway.forward.forwarder.BACKFILL_CHUNK", 500)
+    plant = Plant(tmp_path / "journal.db")
+    start = now_ms() - 3_000_000
+    for i in range(3000):  # 50 minutes of history, one reading per node per second
+        plant.step(ts_ms=start + i * 1000)
+    cfg = fast_forward_config("http://127.0.0.1:9", interval_s=60.0, late_grace_s=10.0)
+    fwd = Forwarder(cfg, site="s", journal_path=plant.path, backlog_path=tmp_path / "forward.db")
+    run = asyncio.create_task(fwd.run(), name="test:forward")
+    try:
+        await fwd.ready.wait()
+        await fwd.summarise_now(start + 3_000_000 + 60_000 + 10_000)  # all history closed
+        assert _summarised(fwd) == sum(plant.committed.values()) == 9000
+        late = [
+            line for _, line in fwd.backlog.lines() if b"late=" in line and b"late=0i" not in line
+        ]
+        assert not late, late[:3]
     finally:
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
