@@ -119,6 +119,7 @@ class Backlog(EvictionLadder):
         self._bytes = dict.fromkeys(PointClass, 0)
         self.inflight_through = 0  # ids up to here are being sent: never evicted under it
         self.alerts_over_budget = False
+        self.enqueued_bytes = 0  # over this process's life, for the fill rate
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -190,6 +191,7 @@ class Backlog(EvictionLadder):
         for cls, _, _, _, line, doc in rows:
             self._count[PointClass(cls)] += 1
             self._bytes[PointClass(cls)] += len(line) + (len(doc) if doc else 0)
+            self.enqueued_bytes += len(line) + (len(doc) if doc else 0)
         if rows:
             self.enforce_budgets()
         return len(rows)

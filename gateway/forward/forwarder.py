@@ -15,7 +15,6 @@ to bounded lists; all I/O is on the forwarder's thread or the network.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fcntl
 import functools
 import logging
@@ -28,17 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.events import (
-    Alert,
-    AlertEvent,
-    AlertEventKind,
-    AlertState,
-    AnomalyScore,
-    Observation,
-    Severity,
-)
+from gateway.events import Alert, AlertEvent, AnomalyScore, Observation
 from gateway.forward.backlog import Backlog, Batch
 from gateway.forward.config import ForwardConfig
+from gateway.forward.operator import auth_accepted, auth_refused
 from gateway.forward.points import ALERT, FORWARD, NODE_STATUS, Point, PointClass, point
 from gateway.forward.sender import Outcome, Sender, Verdict
 from gateway.forward.summarise import Summariser
@@ -243,9 +235,11 @@ class Forwarder:
         counts, self._alert_counts = self._alert_counts, []
         scores, self._scores = self._scores, []
         model = self._gateway_model() if self._gateway_model is not None else ("", "")
+        before = self.backlog.enqueued_bytes
         stored = await self._call(
             lambda: self._tick(now_ms or _now_ms(), events + alerts, counts, scores, model)
         )
+        self._enqueued_log.append((time.monotonic(), self.backlog.enqueued_bytes - before))
         if stored:
             self._wake_drain.set()
         return stored
@@ -433,35 +427,17 @@ class Forwarder:
     def _raise_auth_alert(self, outcome: Outcome) -> None:
         if self.auth_alert is not None:
             return
-        now = _now_ms()
-        alert = Alert(
-            alert_id=f"forward-auth-{now}",
-            key="forward_auth:gateway",
-            rule="forward_auth",
-            node_id="gateway",
-            severity=Severity.CRITICAL,
-            state=AlertState.RAISED,
-            message=(
-                f"the time-series store {self.config.url} refuses the gateway's token"
-                f" (HTTP {outcome.status}: {outcome.reason[:200]}); nothing is sent or lost"
-                " until forward.token / forward.token_file is fixed"
-            ),
-            value=float(outcome.status or 0),
-            raised_at_ms=now,
-        )
-        self.auth_alert = alert
-        _LOGGER.error("forward: %s", alert.message)
-        self._emit(AlertEvent(f"{alert.alert_id}:raised", AlertEventKind.RAISED, now, alert))
+        event = auth_refused(self.config.url, outcome.status, outcome.reason, _now_ms())
+        self.auth_alert = event.alert
+        _LOGGER.error("forward: %s", event.alert.message)
+        self._emit(event)
 
     def _clear_auth_alert(self) -> None:
-        alert = self.auth_alert
-        if alert is None:
-            return
-        now = _now_ms()
-        cleared = dataclasses.replace(alert, state=AlertState.CLEARED, cleared_at_ms=now)
-        self.auth_alert = None
-        _LOGGER.warning("forward: the store accepts the token again")
-        self._emit(AlertEvent(f"{alert.alert_id}:cleared", AlertEventKind.CLEARED, now, cleared))
+        if self.auth_alert is not None:
+            event = auth_accepted(self.auth_alert, _now_ms())
+            self.auth_alert = None
+            _LOGGER.warning("forward: the store accepts the token again")
+            self._emit(event)
 
     def _emit(self, event: AlertEvent) -> None:
         if self._alert_sink is not None:

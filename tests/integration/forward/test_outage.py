@@ -38,6 +38,8 @@ async def test_store_restart_under_load_every_summary_arrives_exactly_once(
             if step == 200:
                 assert fwd.online is False
                 assert sum(fwd.backlog.counts()[0].values()) > 0, "nothing piled up"
+                assert fwd.oldest_age_s() > 0
+                assert fwd.time_to_full_s() > 0, "filling: a finite time to full"
                 own_victoria.start()
             await asyncio.sleep(0.02)
         await asyncio.sleep(cfg.interval_s + cfg.late_grace_s + 1.0)  # the last interval closes
