@@ -71,3 +71,43 @@ async def test_gateway_forwards_summaries_alerts_and_status(
         if name == "fieldgate_summary_count" and ("node", "pump-9") in labels
     )
     assert summary_total >= 2, "the readings span at least two one-second intervals"
+
+
+def _query(vm: VictoriaMetrics, expr: str) -> dict[str, object]:
+    """Run a dashboard expression (Grafana's variables as match-all) as an instant query."""
+    import json
+    import urllib.parse
+
+    grafana = {"$site": ".*", "$node": ".*", "$channel": ".*", "$__range": "1h"}
+    for var, value in grafana.items():
+        expr = expr.replace(var, value)
+    query = urllib.parse.urlencode({"query": expr})
+    return dict(json.loads(vm.get(f"/api/v1/query?{query}", 10)))
+
+
+async def test_every_dashboard_query_runs_on_forwarded_data(
+    tmp_path: Path, own_victoria: VictoriaMetrics
+) -> None:
+    """The Grafana dashboard's PromQL is valid, and its summary and quality panels find the
+    data a gateway forwarded."""
+    import json
+
+    await test_gateway_forwards_summaries_alerts_and_status(tmp_path, own_victoria)
+    own_victoria.flush()
+    dash = json.loads((Path(__file__).parents[3] / "dashboards/grafana/fieldgate.json").read_text())
+    found: dict[str, bool] = {}
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            answer = _query(own_victoria, target["expr"])
+            assert answer["status"] == "success", (panel["title"], answer)
+            data = answer["data"]
+            assert isinstance(data, dict)
+            found[panel["title"]] = found.get(panel["title"], False) or bool(data["result"])
+    for title in (
+        "Nodes reporting",
+        "Mean, min and max",
+        "Completeness",
+        "Alert timeline",
+        "Node health",
+    ):
+        assert found[title], f"{title}: no data"
