@@ -46,6 +46,7 @@ T = TypeVar("T")
 MAX_PENDING_EVENTS = 10_000
 _RATE_WINDOW_S = 60.0
 BACKFILL_CHUNK = 20_000  # journal rows per read
+_NARROW = (Verdict.REFUSED, Verdict.TOO_LARGE)  # answers about the batch itself
 
 
 def _now_ms() -> int:
@@ -326,6 +327,7 @@ class Forwarder:
         async with Sender(c) as sender:
             self.sender = sender
             max_points = c.batch_max_points
+            narrowing_through = 0  # ids up to here go in smaller batches (a refusal)
             backoff = c.retry_first_s
             next_send = 0.0
             last_send = 0.0
@@ -356,21 +358,19 @@ class Forwarder:
                 last_send = now
                 if c.drain_max_points_per_s > 0:
                     next_send = max(next_send, now) + batch.points / c.drain_max_points_per_s
-                wait = await self._handle(batch, outcome, len(body))
-                if outcome.verdict is Verdict.TOO_LARGE:
-                    if batch.points > 1:
-                        max_points = max(batch.points // 2, 1)
-                        continue
-                    await self._call(
-                        functools.partial(
-                            self.backlog.quarantine, self.dest, batch, 413, outcome.reason
-                        )
-                    )
+                if outcome.verdict in _NARROW and batch.points > 1:
+                    # Halve until what the store refuses stands alone, so a bad point costs
+                    # only itself (a store that wrote the good lines of a refused batch, as
+                    # InfluxDB does, overwrites them when they come again: same identity).
+                    max_points = max(batch.points // 2, 1)
+                    narrowing_through = max(narrowing_through, batch.last_id)
                     continue
+                wait = await self._handle(batch, outcome, len(body))
                 if wait is None:
                     backoff = c.retry_first_s
-                    if outcome.verdict is Verdict.DELIVERED:
-                        max_points = c.batch_max_points
+                    # Full batches again once the refused point is found or passed.
+                    if outcome.verdict in _NARROW or batch.last_id >= narrowing_through:
+                        max_points, narrowing_through = c.batch_max_points, 0
                     continue
                 self.retries += 1
                 delay = wait if wait > 0 else random.uniform(backoff / 2, backoff)
@@ -395,7 +395,7 @@ class Forwarder:
             self._set_online(True, "")
             self._clear_auth_alert()
             return None
-        if v is Verdict.REFUSED:
+        if v in _NARROW:  # one point (or a batch the store refuses as a whole)
             await self._call(
                 lambda: self.backlog.quarantine(
                     self.dest, batch, outcome.status or 0, outcome.reason
@@ -403,8 +403,6 @@ class Forwarder:
             )
             self.quarantined_batches += 1
             self._set_online(True, outcome.reason)
-            return None
-        if v is Verdict.TOO_LARGE:
             return None
         self._set_online(False, outcome.reason)
         if v is Verdict.AUTH:

@@ -78,7 +78,7 @@ async def _drained(fwd: Forwarder, timeout_s: float = 20) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_a_refused_batch_is_quarantined_with_its_reason_and_the_rest_arrives(
+async def test_a_refused_point_is_quarantined_with_its_reason_and_the_rest_arrives(
     tmp_path: Path, own_victoria: VictoriaMetrics, refusing_proxy: tuple[str, list[str]]
 ) -> None:
     url, encodings = refusing_proxy
@@ -92,16 +92,17 @@ async def test_a_refused_batch_is_quarantined_with_its_reason_and_the_rest_arriv
         quarantined = fwd.backlog.quarantined()
     assert len(quarantined) == 1
     status, points, reason, _ = quarantined[0]
-    assert (status, points) == (400, 10)
+    assert (status, points) == (400, 1), "narrowed down to the one refused point"
     assert "field type conflict" in reason
     arrived = sorted(
         (ts - BASE_MS) // 60_000
         for (name, labels, ts), n in samples_per_identity(own_victoria).items()
         if name == "fieldgate_summary_count" and n == 1
     )
-    assert arrived == [*range(1, 21), *range(31, 51)], "the batches after the refused one arrive"
+    assert arrived == [*range(1, 25), *range(26, 51)], "every other point arrives"
     assert fwd.quarantined_batches == 1
-    assert encodings == ["gzip"] * 5, "five batches, each gzipped on the wire"
+    assert set(encodings) == {"gzip"}, "every batch gzipped on the wire"
+    assert len(encodings) <= 12, "narrowing costs a few requests, not one per point"
 
 
 async def test_a_rejected_token_raises_an_operator_alert_and_loses_nothing(tmp_path: Path) -> None:
