@@ -329,6 +329,12 @@ class Backlog(EvictionLadder):
             .fetchall()
         )
 
+    def quarantined_lines(self) -> Iterator[tuple[int, bytes]]:
+        """(quarantine id, line) of every quarantined point, oldest first."""
+        for qid, body in self._require().execute("SELECT id, body FROM quarantine ORDER BY id"):
+            for line in bytes(body).splitlines():
+                yield qid, line
+
     def lines(self, after_id: int = 0) -> Iterator[tuple[int, bytes]]:
         """Every waiting point's (id, line) after ``after_id``, in order (for export)."""
         yield from self._require().execute(

@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, cast
 
@@ -18,7 +19,6 @@ from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
-    from gateway.forward.backlog import Backlog
 
 forward_app = typer.Typer(
     name="forward",
@@ -174,6 +174,12 @@ def export(
         bool,
         typer.Option("--mark-delivered", help="Advance the checkpoint past what was exported."),
     ] = False,
+    quarantined: Annotated[
+        bool,
+        typer.Option(
+            "--quarantined", help="Export the quarantined points (refused by the store) instead."
+        ),
+    ] = False,
 ) -> None:
     """Write the waiting points as line protocol, for an upload by hand (sneakernet).
 
@@ -192,24 +198,25 @@ def export(
     backlog = Backlog(path, fwd.budgets, precision=fwd.precision).open()
     try:
         after = backlog.checkpoint(fwd.destination)
+        lines = backlog.quarantined_lines() if quarantined else backlog.lines(after)
         if output.suffix == ".gz":
             with gzip.open(output, "wb") as gz:
-                n, first, last = _write_lines(backlog, after, cast("IO[bytes]", gz))
+                n, first, last = _write_lines(lines, cast("IO[bytes]", gz))
         else:
             with output.open("wb") as fh:
-                n, first, last = _write_lines(backlog, after, fh)
-        if mark_delivered and n:
+                n, first, last = _write_lines(lines, fh)
+        if mark_delivered and n and not quarantined:
             backlog.delivered(fwd.destination, Batch(first, last, []))
     finally:
         backlog.close()
-    note = "; checkpoint advanced" if mark_delivered and n else ""
+    note = "; checkpoint advanced" if mark_delivered and n and not quarantined else ""
     _out.print(f"exported {n} points ({fwd.precision} precision) to {output}{note}")
 
 
-def _write_lines(backlog: Backlog, after: int, sink: IO[bytes]) -> tuple[int, int, int]:
-    """(points written, first id, last id) of every waiting point after ``after``."""
+def _write_lines(lines: Iterator[tuple[int, bytes]], sink: IO[bytes]) -> tuple[int, int, int]:
+    """(points written, first id, last id) of ``lines``."""
     n, first, last = 0, 0, 0
-    for pid, line in backlog.lines(after):
+    for pid, line in lines:
         sink.write(line + b"\n")
         first = first or pid
         last, n = pid, n + 1

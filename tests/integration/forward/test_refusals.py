@@ -90,6 +90,11 @@ async def test_a_refused_point_is_quarantined_with_its_reason_and_the_rest_arriv
     async with in_background(fwd.run(), "test:forward"):
         await _drained(fwd)
         quarantined = fwd.backlog.quarantined()
+        kept = [
+            line for _, line in fwd.backlog.quarantined_lines()
+        ]  # `forward export --quarantined`
+    assert len(kept) == 1
+    assert b"node=poison" in kept[0]
     assert len(quarantined) == 1
     status, points, reason, _ = quarantined[0]
     assert (status, points) == (400, 1), "narrowed down to the one refused point"
