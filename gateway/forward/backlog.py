@@ -120,6 +120,7 @@ class Backlog(EvictionLadder):
         self.inflight_through = 0  # ids up to here are being sent: never evicted under it
         self.alerts_over_budget = False
         self.enqueued_bytes = 0  # over this process's life, for the fill rate
+        self._evicted = dict.fromkeys(EVICTION_KINDS, 0)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -148,6 +149,8 @@ class Backlog(EvictionLadder):
         return self._db
 
     def _recount(self) -> None:
+        done = dict(self._require().execute("SELECT kind, count FROM evictions").fetchall())
+        self._evicted = {k: int(done.get(k, 0)) for k in EVICTION_KINDS}
         self._count = dict.fromkeys(PointClass, 0)
         self._bytes = dict.fromkeys(PointClass, 0)
         rows = self._require().execute(
@@ -301,8 +304,8 @@ class Backlog(EvictionLadder):
     # -- what operators and metrics see -------------------------------------------------------
 
     def evictions(self) -> dict[str, int]:
-        rows = dict(self._require().execute("SELECT kind, count FROM evictions").fetchall())
-        return {k: int(rows.get(k, 0)) for k in EVICTION_KINDS}
+        """Points evicted so far, by kind (kept in memory: metrics read it from the loop)."""
+        return dict(self._evicted)
 
     def counts(self) -> tuple[dict[PointClass, int], dict[PointClass, int]]:
         return dict(self._count), dict(self._bytes)

@@ -30,6 +30,7 @@ from typing import TypeVar
 from gateway.events import Alert, AlertEvent, AnomalyScore, Observation
 from gateway.forward.backlog import Backlog, Batch
 from gateway.forward.config import ForwardConfig
+from gateway.forward.ladder import EVICTION_KINDS
 from gateway.forward.operator import auth_accepted, auth_refused
 from gateway.forward.points import ALERT, FORWARD, NODE_STATUS, Point, PointClass, point
 from gateway.forward.sender import Outcome, Sender, Verdict
@@ -456,7 +457,15 @@ class Forwarder:
             "forward_quarantined_batches": lambda: float(self.quarantined_batches),
             "forward_online": lambda: 1.0 if self.online else 0.0,
             "forward_auth_failed": lambda: 1.0 if self.auth_alert is not None else 0.0,
+            "forward_alerts_over_budget": lambda: float(self.backlog.alerts_over_budget),
+            **{
+                f"forward_evicted_{kind}": functools.partial(self._evicted, kind)
+                for kind in EVICTION_KINDS
+            },
         }
+
+    def _evicted(self, kind: str) -> float:
+        return float(self.backlog.evictions()[kind])
 
     def oldest_age_s(self) -> float:
         oldest = self._oldest_enq_ms

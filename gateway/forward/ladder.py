@@ -42,6 +42,7 @@ class EvictionLadder:
     alerts_over_budget: bool
     _count: dict[PointClass, int]
     _bytes: dict[PointClass, int]
+    _evicted: dict[str, int]
 
     def _require(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -237,6 +238,8 @@ class EvictionLadder:
             " ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count",
             rows,
         )
+        for kind, n in rows:
+            self._evicted[kind] += n
         _LOGGER.warning(
             "forward: backlog over budget; evicted %s",
             ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in rows),

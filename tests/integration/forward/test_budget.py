@@ -53,6 +53,9 @@ async def test_full_budget_evicts_by_the_ladder_keeps_alerts_and_reports_the_los
             await asyncio.sleep(cfg.interval_s + cfg.late_grace_s)
             await fwd.summarise_now()
         final = fwd.backlog.evictions()
+        gauges = fwd.gauges()
+        assert gauges["forward_evicted_raw"]() == final["raw"], "visible in /metrics"
+        assert gauges["forward_evicted_downsampled_summaries"]() == final["downsampled_summaries"]
     plant.close()
 
     counts = samples_per_identity(own_victoria)
