@@ -159,3 +159,26 @@ def test_per_class_raw_budget_drops_the_oldest_raw(tmp_path: Path, budget: int) 
     assert backlog.evictions()["raw"] == 100 - kept
     assert kept == budget // _size(_raw(0))
     backlog.close()
+
+
+def test_a_second_merge_of_a_delivered_coarse_interval_gets_its_own_identity(
+    tmp_path: Path,
+) -> None:
+    """Identity of a merged point = its earliest member: a later merge of the same coarse
+    interval never overwrites (and so erases) one the store already has."""
+    size = _size(_summary(0))
+    backlog = _open(tmp_path, total_bytes=3 * size)
+    backlog.enqueue([_summary(i) for i in range(4)])  # minutes 0-3: over, merged into one
+    first = backlog.next_batch("d", 10, 1 << 20)
+    assert first is not None
+    assert first.points == 1
+    backlog.delivered("d", first)
+    backlog.enqueue([_summary(i) for i in range(4, 8)])  # minutes 4-7 of the same 10
+    second = backlog.next_batch("d", 10, 1 << 20)
+    assert second is not None
+    stamps = [int(line.rsplit(b" ", 1)[1]) for line in first.lines + second.lines]
+    assert stamps == [T0, T0 + 4 * MIN]
+    assert all(
+        b"interval=600s" in line and b"count=240i" in line for line in first.lines + second.lines
+    )
+    backlog.close()
