@@ -42,9 +42,10 @@ from gateway.store.journal import CommitResult
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Bound on what waits on the loop between two ticks; past it the oldest status events go
-# (counted). Alert events are never dropped: they are few and each one matters.
+# Bounds on what waits on the loop between two ticks; past them the oldest status events and
+# scores go (counted). Alert events are never dropped: they are few and each one matters.
 MAX_PENDING_EVENTS = 10_000
+MAX_PENDING_SCORES = 200_000
 _RATE_WINDOW_S = 60.0
 BACKFILL_CHUNK = 20_000  # journal rows per read
 _NARROW = (Verdict.REFUSED, Verdict.TOO_LARGE)  # answers about the batch itself
@@ -95,6 +96,7 @@ class Forwarder:
         self.delivered_points = 0
         self.quarantined_batches = 0
         self.dropped_events = 0
+        self.dropped_scores = 0
         self.retries = 0
         self.online: bool | None = None  # None: nothing tried yet
         self.auth_alert: Alert | None = None
@@ -132,6 +134,10 @@ class Forwarder:
     def on_observations(self, observations: Sequence[Observation]) -> None:
         """Pipeline sink: anomaly scores for the per-interval score summaries."""
         self._scores.extend(o for o in observations if isinstance(o, AnomalyScore))
+        if len(self._scores) > MAX_PENDING_SCORES:  # only while the forwarder cannot keep up
+            excess = len(self._scores) - MAX_PENDING_SCORES
+            del self._scores[:excess]
+            self.dropped_scores += excess
 
     def on_alert_event(self, event: AlertEvent) -> None:
         """Every alert event the gateway delivers (raised, acknowledged, cleared...)."""
