@@ -20,6 +20,7 @@ from types import TracebackType
 
 import aiohttp
 
+from gateway.errors import ConfigError
 from gateway.forward.config import ForwardConfig
 
 _LOGGER = logging.getLogger(__name__)
@@ -101,7 +102,10 @@ class Sender:
         if self._session is None:
             raise RuntimeError("Sender used outside 'async with'")
         headers = {"Content-Type": "text/plain; charset=utf-8"}
-        auth = self._config.authorization()
+        try:
+            auth = self._config.authorization()
+        except ConfigError as exc:  # the token file went away: the operator must act
+            return Outcome(Verdict.AUTH, None, exc.reason)
         if auth is not None:
             headers["Authorization"] = auth
         if self._config.gzip:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,14 @@ def test_retry_after_is_honoured_on_429_and_503_only() -> None:
     assert classify(500, "", {"Retry-After": "7"}).retry_after_s is None
     assert retry_after("Thu, 01 Jan 1970 00:00:30 GMT", now=10.0) == 20.0
     assert retry_after("soon") is None
+
+
+async def test_an_unreadable_token_file_is_an_auth_failure_not_a_crash(tmp_path: Path) -> None:
+    from gateway.forward.config import ForwardConfig
+    from gateway.forward.sender import Sender
+
+    cfg = ForwardConfig(url="http://127.0.0.1:9", token_file=tmp_path / "missing")
+    async with Sender(cfg) as sender:
+        outcome = await sender.send(b"m f=1i 1\n")
+    assert outcome.verdict is Verdict.AUTH
+    assert "cannot read" in outcome.reason
