@@ -1,9 +1,10 @@
 """Merging old summary points into coarser ones (the eviction ladder's second step).
 
 Pure functions. Points of one series whose timestamps fall into one coarse interval
-(``factor`` × their own) merge into one point at the coarse interval's start, with the
-``interval`` tag naming the coarse length: a new, deterministic identity, so the merged
-point never overwrites a fine one already delivered. Counts add up, min/max/mean/std stay
+(``factor`` × their own) merge into one point, with the ``interval`` tag naming the coarse
+length, stamped with its earliest member's time: a new, deterministic identity, so the merged
+point never overwrites a fine one already delivered, nor an earlier merge of the same coarse
+interval that was delivered before the rest of that interval was downsampled. Counts add up, min/max/mean/std stay
 exact (pooled), ``last`` is the latest, ``p95`` becomes the largest p95 (an upper bound).
 """
 
@@ -42,10 +43,11 @@ def merge(points: Iterable[Point], factor: int) -> list[Point]:
         if key is None:
             raise ValueError(f"{p.series}: not a summary (no interval tag)")
         groups[key].append(p)
-    return [
-        Point(m, tags, _merge_fields(m, sorted(members, key=lambda p: p.ts_ms)), ts)
-        for (m, tags, ts), members in groups.items()
-    ]
+    out = []
+    for (m, tags, _), members in groups.items():
+        members.sort(key=lambda p: p.ts_ms)
+        out.append(Point(m, tags, _merge_fields(m, members), members[0].ts_ms))
+    return out
 
 
 def merge_into(existing: Point, fine: list[Point]) -> Point:

@@ -47,6 +47,7 @@ T = TypeVar("T")
 MAX_PENDING_EVENTS = 10_000
 MAX_PENDING_SCORES = 200_000
 _RATE_WINDOW_S = 60.0
+MAX_RETRY_AFTER_S = 3600.0  # a Retry-After beyond this is a misconfigured store, not advice
 BACKFILL_CHUNK = 20_000  # journal rows per read
 _NARROW = (Verdict.REFUSED, Verdict.TOO_LARGE)  # answers about the batch itself
 
@@ -380,10 +381,13 @@ class Forwarder:
                         max_points, narrowing_through = c.batch_max_points, 0
                     continue
                 self.retries += 1
-                delay = wait if wait > 0 else random.uniform(backoff / 2, backoff)
-                backoff = min(backoff * 2, c.retry_max_s)
+                if wait > 0:  # the store said when (Retry-After): its word, within an hour
+                    delay = min(wait, MAX_RETRY_AFTER_S)
+                else:
+                    delay = random.uniform(backoff / 2, backoff)
+                    backoff = min(backoff * 2, c.retry_max_s)
                 await self._release()
-                await asyncio.sleep(min(delay, c.retry_max_s))
+                await asyncio.sleep(delay)
 
     async def _release(self) -> None:
         def release() -> None:

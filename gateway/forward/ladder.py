@@ -15,7 +15,7 @@ from typing import Final
 
 from gateway.errors import StoreError
 from gateway.forward.config import ForwardBudgets
-from gateway.forward.downsample import coarse_key, merge, merge_into
+from gateway.forward.downsample import coarse_key, interval_ms_of, merge, merge_into
 from gateway.forward.points import Point, PointClass
 
 _LOGGER = logging.getLogger(__name__)
@@ -196,10 +196,13 @@ class EvictionLadder:
     def _coarse_point(
         self, key: tuple[str, tuple[tuple[str, str], ...], int]
     ) -> tuple[int, Point] | None:
+        """The waiting coarse point of ``key``'s series and coarse interval, if any."""
         m, tags, start = key
+        length = interval_ms_of(dict(tags)["interval"])
         for pid, doc in self._require().execute(
-            "SELECT id, doc FROM points WHERE cls = ? AND level = 1 AND ts_ms = ? AND id > ?",
-            (int(PointClass.SUMMARY), start, self.inflight_through),
+            "SELECT id, doc FROM points WHERE cls = ? AND level = 1 AND ts_ms >= ? AND ts_ms < ?"
+            " AND id > ?",
+            (int(PointClass.SUMMARY), start, start + length, self.inflight_through),
         ):
             p = _from_doc(doc)
             if p.measurement == m and p.tags == tags:

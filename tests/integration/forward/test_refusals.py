@@ -162,3 +162,41 @@ async def test_a_rejected_token_raises_an_operator_alert_and_loses_nothing(tmp_p
         )
     finally:
         vm.stop()
+
+
+async def test_retry_after_on_429_is_honoured_then_everything_arrives(
+    tmp_path: Path, own_victoria: VictoriaMetrics
+) -> None:
+    """VictoriaMetrics does not throttle on demand, so a local server answers the first
+    write with 429 and Retry-After: 1, then passes writes through to it."""
+    seen: list[float] = []
+
+    async def write(request: web.Request) -> web.Response:
+        seen.append(asyncio.get_running_loop().time())
+        body = await request.read()
+        if len(seen) == 1:
+            return web.Response(status=429, headers={"Retry-After": "1"}, text="slow down")
+        async with aiohttp.ClientSession() as session, session.post(
+            f"{own_victoria.url}/api/v2/write", params=request.query, data=body
+        ) as resp:  # fmt: skip
+            return web.Response(status=resp.status, body=await resp.read())
+
+    app = web.Application()
+    app.router.add_post("/api/v2/write", write)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        _fill(tmp_path / "forward.db", 20)
+        cfg = fast_forward_config(f"http://127.0.0.1:{port}", retry_first_s=0.05)
+        fwd = Forwarder(
+            cfg, site="r", journal_path=tmp_path / "none.db", backlog_path=tmp_path / "forward.db"
+        )
+        async with in_background(fwd.run(), "test:forward"):
+            await _drained(fwd)
+    finally:
+        await runner.cleanup()
+    assert seen[1] - seen[0] >= 0.95, "waited as told, not the 0.05 s backoff"
+    counts = samples_per_identity(own_victoria)
+    assert sorted(n for k, n in counts.items() if k[0] == "fieldgate_summary_count") == [1] * 20
