@@ -24,7 +24,7 @@ forward_app = typer.Typer(
     name="forward",
     help=(
         "The upstream backlog: summaries, alerts and events waiting for the time-series store "
-        "(config section [forward]; docs/forwarding.md)."
+        "(the forward section of the config; docs/forwarding.md)."
     ),
     no_args_is_help=True,
 )
