@@ -32,8 +32,9 @@ from gateway.forward.backlog import Backlog, Batch
 from gateway.forward.config import ForwardConfig
 from gateway.forward.ladder import EVICTION_KINDS
 from gateway.forward.operator import auth_accepted, auth_refused
-from gateway.forward.points import ALERT, FORWARD, NODE_STATUS, Point, PointClass, point
+from gateway.forward.points import ALERT, FORWARD, Point, PointClass, point
 from gateway.forward.sender import Outcome, Sender, Verdict
+from gateway.forward.status import StatusEvents
 from gateway.forward.summarise import Summariser
 from gateway.forward.tail import JournalTail
 from gateway.models import Status
@@ -85,6 +86,7 @@ class Forwarder:
         self._summariser: Summariser | None = None
         self._tail: JournalTail | None = None
         self._events: deque[Point] = deque()
+        self._status = StatusEvents(site)
         self._alerts: list[Point] = []
         self._alert_counts: list[tuple[str, int, str]] = []
         self._scores: list[AnomalyScore] = []
@@ -109,25 +111,16 @@ class Forwarder:
     # -- listeners (on the event loop; never block) -------------------------------------------
 
     def on_commit(self, result: CommitResult) -> None:
-        """Journal listener: node status messages become events (readings are read later)."""
+        """Journal listener: node status changes become events (readings are read later)."""
         for env, new, wall_ms in zip(
             result.envelopes, result.new_counts, result.wall_ms, strict=False
         ):
             msg = env.msg
             if not new or not isinstance(msg, Status):
                 continue
-            wall = wall_ms[0] if wall_ms else env.rx_ms
-            fields: dict[str, float | int | bool | str] = {
-                "uptime_s": msg.uptime_ms / 1000.0,
-                "boot_id": msg.boot_id,
-            }
-            for name in ("battery_mv", "rssi_dbm", "free_ram_bytes"):
-                value = getattr(msg, name)
-                if value is not None:
-                    fields[name] = value
-            self._events.append(
-                point(NODE_STATUS, {"site": self.site, "node": msg.node_id}, fields, wall)
-            )
+            event = self._status.offer(msg, wall_ms[0] if wall_ms else env.rx_ms, env.rssi_dbm)
+            if event is not None:
+                self._events.append(event)
             if len(self._events) > MAX_PENDING_EVENTS:
                 self._events.popleft()
                 self.dropped_events += 1

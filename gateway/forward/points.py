@@ -84,7 +84,7 @@ ALERT: Final = Measurement(
 NODE_STATUS: Final = Measurement(
     "fieldgate_node_status",
     PointClass.EVENT,
-    ("site", "node"),
+    ("site", "node", "firmware", "model"),
     {"battery_mv": "last", "rssi_dbm": "last", "free_ram_bytes": "last", "uptime_s": "last",
      "boot_id": "last"},
 )  # fmt: skip
