@@ -750,6 +750,9 @@ def _render_dry_run(console: Console, rows: list[DryRunRow], m: ModelManifest) -
             _outcome_text(r.verdict) if r.verdict in _OUTCOME_STYLE else f"[red]{r.verdict}[/]",
         )
     console.print(table)
+    for r in rows:  # issue 15: the path each MCUmgr node's capabilities chose
+        if r.path:
+            console.print(f"{r.node_id}: {r.path}", highlight=False)
     console.print(
         "zlib -9 size is informational: the transfers send the model uncompressed. Estimates "
         "use nominal rates (serial: baud/10 × 0.9; smp-serial: baud/10 × 0.65; smp-ble: "
@@ -761,6 +764,7 @@ def _render_dry_run(console: Console, rows: list[DryRunRow], m: ModelManifest) -
 def _node_info_dict(node_info: NodeInfo, transport: str) -> dict[str, object]:
     return {
         "node_id": node_info.node_id,
+        "path": node_info.path,  # issue 15: how flash-model reaches this node's model
         "transport": transport,
         "target": node_info.target,
         "slot_bytes": node_info.slot_bytes,
@@ -802,6 +806,8 @@ def _render_node_info(console: Console, node_info: NodeInfo, address: str) -> No
     if not node_info.slots:
         table.add_row("-", "(no model)", "", "", "", "", "")
     console.print(table)
+    if node_info.path:  # issue 15: which path the node's capabilities chose
+        console.print(f"path: {node_info.path}")
 
 
 def _read_artifact(path: Path) -> bytes:

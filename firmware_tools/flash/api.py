@@ -47,6 +47,9 @@ class NodeInfo:
     slot_bytes: int
     ram_bytes: int
     slots: tuple[SlotInfo, ...]
+    # issue 15: how flash-model reaches the model on this node (MCUmgr nodes: "stock fs group
+    # (sha256); groups ...; buf 1024 x 4"); empty for transports with one way only.
+    path: str = ""
 
     @property
     def active(self) -> SlotInfo | None:
