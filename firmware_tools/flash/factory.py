@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from firmware_tools.flash.api import NodeFlasher
 from firmware_tools.flash.inventory import NodeEntry, Transport
 from gateway.errors import ConfigError
@@ -27,7 +29,7 @@ class LinkOptions:
     baud: int = 115_200
     ble_hci: str | None = None  # Bumble HCI transport spec for smp-ble ("usb:0", "tcp-client:...")
     timeout_s: float = 5.0  # how long a node may stay silent before it counts as unreachable
-    fleet_key: object | None = None  # issue 15: Ed25519 private key for MCUboot image signatures
+    fleet_key: Ed25519PrivateKey | None = None  # issue 15: signs MCUboot images (image path)
 
 
 class FlasherFactory:

@@ -25,6 +25,7 @@ from typing import Final
 from smp.enumeration_management import ListOfGroupsRequest
 from smp.file_management import (
     FileDownloadRequest,
+    FileStatusRequest,
     SupportedFileHashChecksumTypesRequest,
 )
 from smp.image_management import ImageStatesReadRequest
@@ -133,7 +134,7 @@ async def probe(link: McuMgrLink, *, profile_file: str | None = None) -> Capabil
         state = await link.request(ImageStatesReadRequest(), "img state read", check=False)
         if state.rc == 0 and isinstance(state.body.get("images"), list):
             groups.add(IMAGE_GROUP)
-            images = tuple(_slot(i) for i in state.body["images"])
+            images = tuple(image_slot(i) for i in state.body["images"])
     hash_types: frozenset[str] = frozenset()
     if FS_GROUP in groups:
         types = await link.request(
@@ -143,10 +144,15 @@ async def probe(link: McuMgrLink, *, profile_file: str | None = None) -> Capabil
             hash_types = frozenset(str(t) for t in types.body["types"])
     has_profile = False
     if profile_file is not None and FS_GROUP in groups:
-        report = await link.request(
-            FileDownloadRequest(name=profile_file, off=0), "fs download", check=False
-        )
-        has_profile = report.rc == 0
+        # fs status first: a stock node's fs download of a missing file leaves its fs
+        # handle busy for seconds (requests stall meanwhile). Our profile's nodes lack
+        # status (v1 ENOTSUP); for them the download answers.
+        status = await link.request(FileStatusRequest(name=profile_file), "fs status", check=False)
+        if status.rc == _ENOTSUP and status.err_group is None:
+            status = await link.request(
+                FileDownloadRequest(name=profile_file, off=0), "fs download", check=False
+            )
+        has_profile = status.rc == 0
     return Capabilities(
         buf_size=buf_size,
         buf_count=buf_count,
@@ -159,7 +165,7 @@ async def probe(link: McuMgrLink, *, profile_file: str | None = None) -> Capabil
     )
 
 
-def _slot(raw: dict[str, object]) -> ImageSlot:
+def image_slot(raw: dict[str, object]) -> ImageSlot:
     digest = raw.get("hash", b"")
     return ImageSlot(
         image=int(str(raw.get("image", 0))),

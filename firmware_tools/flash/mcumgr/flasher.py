@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Final
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from smp.os_management import ResetWriteRequest
 
 from firmware_tools.flash.api import NodeFlasher, NodeInfo, NodeUnreachable, ProgressCallback
@@ -32,6 +33,7 @@ from firmware_tools.flash.mcumgr.capabilities import (
 )
 from firmware_tools.flash.mcumgr.errors import LinkLost
 from firmware_tools.flash.mcumgr.fs_path import FsLayout, FsPath
+from firmware_tools.flash.mcumgr.image_path import ImagePath
 from firmware_tools.flash.mcumgr.link import McuMgrLink
 from firmware_tools.flash.mcumgr.options import McuMgrOptions
 from firmware_tools.manifest import DEFAULT_TARGET, TARGET_CLASSES
@@ -68,7 +70,7 @@ class McuMgrFlasher:
         timeout_s: float = 5.0,
         options: McuMgrOptions | None = None,
         target: str | None = None,
-        fleet_key: object | None = None,
+        fleet_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self._node_id = node_id
         self.address = address
@@ -82,6 +84,7 @@ class McuMgrFlasher:
         self.choice: PathChoice | None = None
         self._profile: NodeFlasher | None = None
         self._uploaded: SignedManifest | None = None
+        self._image_path: ImagePath | None = None
 
     @property
     def node_id(self) -> str:
@@ -127,14 +130,15 @@ class McuMgrFlasher:
         assert self.caps is not None  # _path() ran first
         return FsPath(self.link, self.caps, FsLayout(self.options.model_dir))
 
-    def _image_path_missing(self) -> CannotTakeModel:
-        # Not built yet: wrapping the model as an MCUboot image (imgtool) and driving the
-        # img group (docs/flash-model.md, "Stock Zephyr nodes" says what is missing).
-        return CannotTakeModel(
-            self.node_id,
-            "its only path is an MCUboot image slot (img group), which this flash-model "
-            "cannot write yet; give the node an fs group (model file) instead",
-        )
+    def _image(self) -> ImagePath:
+        assert self.caps is not None  # _path() ran first
+        if self._image_path is None or self._image_path.caps is not self.caps:
+            wrapped = self._image_path.wrapped if self._image_path is not None else None
+            self._image_path = ImagePath(
+                self.link, self.caps, self.options.image_number, self.fleet_key
+            )
+            self._image_path.wrapped = wrapped
+        return self._image_path
 
     # -- NodeFlasher ---------------------------------------------------------------------
 
@@ -146,7 +150,7 @@ class McuMgrFlasher:
         if kind is NodeKind.FS:
             signed = await self._fs().current()
             return self._stock_info([] if signed is None else [_slot(signed, 0, True, True)])
-        raise self._image_path_missing()
+        return self._stock_info(await self._image().slots())
 
     async def upload(
         self, artifact: bytes, signed: SignedManifest, progress: ProgressCallback
@@ -157,7 +161,7 @@ class McuMgrFlasher:
         self._uploaded = signed
         if kind is NodeKind.FS:
             return await self._fs().upload(artifact, signed, progress)
-        raise self._image_path_missing()
+        return await self._image().upload(artifact, signed, progress)
 
     async def activate(self, timeout_s: float) -> NodeInfo:
         kind = await self._path()
@@ -169,7 +173,8 @@ class McuMgrFlasher:
             if self.options.fs_activate == "reset":
                 await self.reset_and_wait(timeout_s)
             return await self.info()
-        raise self._image_path_missing()
+        await self._image().activate(self, timeout_s, self._uploaded)
+        return await self.info()
 
     async def rollback(self) -> NodeInfo:
         kind = await self._path()
@@ -180,7 +185,8 @@ class McuMgrFlasher:
                 f"{self.node_id}: an fs-group node keeps one model file; flash the previous "
                 "model again (its manifest needs a higher sequence)"
             )
-        raise self._image_path_missing()
+        await self._image().rollback(self, timeout_s=self.timeout_s * 6)
+        return await self.info()
 
     async def aclose(self) -> None:
         await self.link.close()

@@ -60,6 +60,10 @@ class McuMgrLink:
         self._pump: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._lost: LinkLost | None = None
+        # An emulated UART behind a socket (QEMU's CMSDK UART) can hold a frame's last byte
+        # until more input comes; an empty line after each frame pushes it through (the
+        # node's console skips empty lines).
+        self._trailer = b"\n" if address.startswith("socket://") else b""
 
     @property
     def is_open(self) -> bool:
@@ -149,7 +153,7 @@ class McuMgrLink:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[request.header.sequence] = future
         try:
-            self._writer.write(encode(request.BYTES, self.line_length))
+            self._writer.write(encode(request.BYTES, self.line_length) + self._trailer)
         except (OSError, serial.SerialException) as exc:
             self._waiting.pop(request.header.sequence, None)
             raise self._lose(f"write failed: {exc}") from exc

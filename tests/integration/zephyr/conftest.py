@@ -53,6 +53,7 @@ class Model:
     artifact: bytes
     pubkey: Path
     version: str
+    private_key: Path
 
 
 MakeModel = Callable[..., Model]
@@ -81,6 +82,6 @@ def make_model(tmp_path: Path) -> MakeModel:
         path = tmp_path / f"model-{sequence}.tflite"
         path.write_bytes(artifact)
         write_signed(sign_manifest(manifest, load_private_key(priv)), path)
-        return Model(path, artifact, pub, manifest.version)
+        return Model(path, artifact, pub, manifest.version, priv)
 
     return make
