@@ -92,7 +92,14 @@ class Capabilities:
     @property
     def pipeline_depth(self) -> int:
         """Requests in flight: one per buffer, keeping one for the node's reply."""
-        return max(1, min(2, self.buf_count - 1))
+        return max(1, self.buf_count - 1)
+
+    @property
+    def pipeline_bytes(self) -> int:
+        """Message bytes in flight. A stock Zephyr serial node with four 1024-byte buffers
+        (native_sim) drops a third full request in flight, so full ones go two at a time;
+        small ones (hash checks, a manifest) may join them up to the request count."""
+        return 2 * self.max_message
 
     def describe(self) -> str:
         params = f"buf {self.buf_size} x {self.buf_count}" + ("" if self.params_known else " (?)")

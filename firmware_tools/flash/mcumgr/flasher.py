@@ -85,6 +85,7 @@ class McuMgrFlasher:
         self._profile: NodeFlasher | None = None
         self._uploaded: SignedManifest | None = None
         self._image_path: ImagePath | None = None
+        self._fs_path: FsPath | None = None
 
     @property
     def node_id(self) -> str:
@@ -128,7 +129,9 @@ class McuMgrFlasher:
 
     def _fs(self) -> FsPath:
         assert self.caps is not None  # _path() ran first
-        return FsPath(self.link, self.caps, FsLayout(self.options.model_dir))
+        if self._fs_path is None or self._fs_path.caps is not self.caps:
+            self._fs_path = FsPath(self.link, self.caps, FsLayout(self.options.model_dir))
+        return self._fs_path
 
     def _image(self) -> ImagePath:
         assert self.caps is not None  # _path() ran first

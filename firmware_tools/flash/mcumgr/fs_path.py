@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from smp.file_management import (
-    FileCloseRequest,
     FileDownloadRequest,
     FileHashChecksumRequest,
     FileStatusRequest,
@@ -35,6 +34,7 @@ MODEL_FILE = "model.tflite"
 MANIFEST_FILE = "manifest.cbor"
 _FILE_NOT_FOUND = 3
 _CBOR_BSTR_HEAD = 3  # a byte string's length prefix, for up to 65535 bytes
+_HASH_COMMAND = 2  # fs group: file hash/checksum
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +57,48 @@ class FsPath:
         self.link = link
         self.caps = caps
         self.layout = layout
+        # File sizes learnt on this link session (info() reads both before an upload): an
+        # upload right after needs no second look. Forgotten when the link reopens.
+        self._sizes: dict[str, int] = {}
+        self._sizes_generation = -1
 
     async def file_size(self, path: str) -> int | None:
         reply = await self.link.request(
             FileStatusRequest(name=path), f"fs status of {path}", check=False
         )
         if reply.rc == _FILE_NOT_FOUND and reply.err_group is not None:
+            self._remember(path, 0)
             return None
         if reply.rc != 0:
             raise SmpError(self.link.node_id, f"fs status of {path}", reply.rc, reply.err_group)
+        self._remember(path, int(reply.body.get("len", 0)))
         return int(reply.body.get("len", 0))
+
+    async def sizes(self) -> list[int]:
+        """Sizes of manifest and model (0 = missing), asked in one pipelined round trip."""
+        paths = (self.layout.manifest, self.layout.model)
+        requests = [(FileStatusRequest(name=p), f"fs status of {p}") for p in paths]
+        sizes: list[int] = []
+        async for reply in self.link.pipeline(requests, 2, check=False):
+            if reply.rc not in (0, _FILE_NOT_FOUND) or (reply.rc and reply.err_group is None):
+                raise SmpError(
+                    self.link.node_id, requests[len(sizes)][1], reply.rc, reply.err_group
+                )
+            sizes.append(int(reply.body.get("len", 0)) if reply.rc == 0 else 0)
+        for path, size in zip(paths, sizes, strict=True):
+            self._remember(path, size)
+        return sizes
+
+    def _remember(self, path: str, size: int) -> None:
+        if self._sizes_generation != self.link.generation:
+            self._sizes, self._sizes_generation = {}, self.link.generation
+        self._sizes[path] = size
+
+    def _known_sizes(self, *paths: str) -> list[int] | None:
+        if self._sizes_generation != self.link.generation:
+            return None
+        known = [self._sizes.get(p) for p in paths]
+        return None if None in known else [int(k or 0) for k in known]
 
     async def sha256(self, path: str, length: int | None = None) -> bytes | None:
         """The node's sha256 of ``path`` (its first ``length`` bytes); None without the command."""
@@ -106,7 +138,8 @@ class FsPath:
 
     async def current(self) -> SignedManifest | None:
         """The signed manifest of the model the node holds, if model and manifest agree."""
-        if not await self.file_size(self.layout.manifest):
+        manifest_size, size = await self.sizes()
+        if not manifest_size:
             return None
         try:
             signed = SignedManifest.from_cbor(await self.download(self.layout.manifest))
@@ -115,7 +148,6 @@ class FsPath:
                 "%s: %s is not a signed manifest (%s)", self.link.node_id, self.layout.manifest, exc
             )
             return None
-        size = await self.file_size(self.layout.model)
         if size != signed.manifest.size_bytes:
             return None
         digest = await self.sha256(self.layout.model)
@@ -126,34 +158,72 @@ class FsPath:
     async def upload(
         self, artifact: bytes, signed: SignedManifest, progress: ProgressCallback
     ) -> int:
-        """Write model then manifest; return the model bytes sent. Resumes a partial model."""
-        # The manifest goes first (emptied: the fs group has no delete), so the application
-        # never pairs the old manifest with a half-written model; emptying the old files also
-        # frees their blocks before the new ones are written, which a small littlefs needs.
-        if await self.file_size(self.layout.manifest):
-            await self._write(self.layout.manifest, b"", 0, lambda _d, _t: None)
-        start = await self._resume_offset(artifact)
+        """Write model then manifest; return the model bytes sent. Resumes a partial model.
+
+        Round trips decide the speed on a fast link, so after one pipelined look at both
+        files, everything else is one pipeline: the model's chunks, the node's sha256 of it,
+        the manifest, the node's sha256 of that. The node handles them in order, so the
+        manifest is written only after the model; a model hash that differs empties the
+        manifest again before the error is raised.
+        """
+        model, manifest_path = self.layout.model, self.layout.manifest
+        sizes = self._known_sizes(manifest_path, model) or await self.sizes()
+        if sizes[0]:
+            # Emptied first (the fs group has no delete): the application never pairs the
+            # old manifest with a half-written model.
+            await self._drain(self.chunks(manifest_path, b"", 0))
+        start = await self._resume_offset(artifact, int(sizes[1]))
         if start:
-            _LOGGER.info("%s: resuming %s at byte %d", self.link.node_id, self.layout.model, start)
-        elif await self.file_size(self.layout.model):
-            await self._write(self.layout.model, b"", 0, lambda _d, _t: None)
+            _LOGGER.info("%s: resuming %s at byte %d", self.link.node_id, model, start)
         progress(start, len(artifact))
-        sent = await self._write(self.layout.model, artifact, start, progress)
-        if not await self.is_stored(self.layout.model, artifact):
-            raise FlashError(
-                f"{self.link.node_id}: {self.layout.model} on the node does not hash to the "
-                "model's sha256 after the upload; run again"
-            )
+        self._sizes_generation = -1  # the files change from here on
         manifest = signed.to_cbor()
-        await self._write(self.layout.manifest, manifest, 0, lambda _d, _t: None)
-        if not await self.is_stored(self.layout.manifest, manifest):
-            raise FlashError(
-                f"{self.link.node_id}: {self.layout.manifest} did not verify; run again"
-            )
+        plan: list[tuple[FileUploadRequest | FileHashChecksumRequest, str]] = [
+            *self.chunks(model, artifact, start),
+            *self._hash_check(model),
+            *self.chunks(manifest_path, manifest, 0),
+            *self._hash_check(manifest_path),
+        ]
+        sent = 0
+        requests = iter(plan)
+        async for reply in self.link.pipeline(
+            plan, self.caps.pipeline_depth, max_bytes=self.caps.pipeline_bytes
+        ):
+            request, _what = next(requests)  # replies come in the order sent
+            if isinstance(request, FileHashChecksumRequest):
+                content = artifact if request.name == model else manifest
+                if bytes(reply.body.get("output", b"")) != hashlib.sha256(content).digest():
+                    if request.name == model:
+                        await self._drain(self.chunks(manifest_path, b"", 0))
+                    raise FlashError(
+                        f"{self.link.node_id}: {request.name} on the node does not hash to "
+                        "its sha256 after the upload; run again"
+                    )
+            elif request.name == model:
+                off = reply.body.get("off")
+                if not isinstance(off, int):
+                    raise FlashError(f"{self.link.node_id}: fs upload of {model}: no offset")
+                sent = off - start
+                progress(off, len(artifact))
+        # No hash command: read both back (slow, but the only proof there is).
+        if "sha256" not in self.caps.hash_types and not (
+            await self.is_stored(model, artifact) and await self.is_stored(manifest_path, manifest)
+        ):
+            raise FlashError(f"{self.link.node_id}: the files read back differ; run again")
         return sent
 
-    async def _resume_offset(self, artifact: bytes) -> int:
-        size = await self.file_size(self.layout.model)
+    def _hash_check(self, path: str) -> list[tuple[FileHashChecksumRequest, str]]:
+        if "sha256" not in self.caps.hash_types:
+            return []
+        return [(FileHashChecksumRequest(name=path, type="sha256"), f"fs sha256 of {path}")]
+
+    async def _drain(self, requests: Iterator[tuple[FileUploadRequest, str]]) -> None:
+        async for _reply in self.link.pipeline(
+            requests, self.caps.pipeline_depth, max_bytes=self.caps.pipeline_bytes
+        ):
+            pass
+
+    async def _resume_offset(self, artifact: bytes, size: int) -> int:
         if not size or size >= len(artifact):
             return 0
         digest = await self.sha256(self.layout.model, size)
@@ -179,19 +249,3 @@ class FsPath:
             off += len(chunk)
             if not data:
                 return
-
-    async def _write(self, path: str, data: bytes, start: int, progress: ProgressCallback) -> int:
-        sent = 0
-        async for reply in self.link.pipeline(
-            self.chunks(path, data, start), self.caps.pipeline_depth
-        ):
-            off = reply.body.get("off")
-            if not isinstance(off, int):
-                raise FlashError(
-                    f"{self.link.node_id}: fs upload of {path}: reply without an offset"
-                )
-            sent = off - start
-            progress(off, len(data))
-        # Close it now (fs close): littlefs frees a truncated file's old blocks only then.
-        await self.link.request(FileCloseRequest(), f"fs close of {path}", check=False)
-        return sent

@@ -64,6 +64,7 @@ class McuMgrLink:
         # until more input comes; an empty line after each frame pushes it through (the
         # node's console skips empty lines).
         self._trailer = b"\n" if address.startswith("socket://") else b""
+        self.generation = 0
 
     @property
     def is_open(self) -> bool:
@@ -83,6 +84,7 @@ class McuMgrLink:
         except (OSError, serial.SerialException, TimeoutError) as exc:
             raise LinkLost(self.node_id, f"cannot open {self.address}: {exc}") from exc
         self._lost = None
+        self.generation += 1  # what a caller learnt from the node before may be stale now
         # One reader per link, for the link's lifetime; close() cancels and awaits it.
         self._pump = asyncio.get_running_loop().create_task(
             self._read_loop(self._reader), name=f"mcumgr:read:{self.node_id}"
@@ -116,28 +118,37 @@ class McuMgrLink:
         return _checked(self.node_id, reply, what) if check else reply
 
     async def pipeline(
-        self, requests: Iterable[tuple[smpmsg.Request, str]], depth: int
+        self,
+        requests: Iterable[tuple[smpmsg.Request, str]],
+        depth: int,
+        *,
+        max_bytes: int | None = None,
+        check: bool = True,
     ) -> AsyncIterator[Reply]:
-        """Send ``requests`` keeping up to ``depth`` in flight; yield checked replies in order.
+        """Send ``requests`` keeping up to ``depth`` in flight (and, with ``max_bytes``, no
+        more message bytes than that, though always one); yield checked replies in order.
 
         Stops at the first error reply (raised as :class:`SmpError`); the replies to what was
         still in flight are then drained and dropped.
         """
         in_flight: list[tuple[asyncio.Future[Reply], smpmsg.Request, str]] = []
         it = iter(requests)
-        done = False
+        pending: tuple[smpmsg.Request, str] | None = next(it, None)
+        budget = max_bytes if max_bytes is not None else 1 << 30
         try:
             while True:
-                while not done and len(in_flight) < max(1, depth):
-                    nxt = next(it, None)
-                    if nxt is None:
-                        done = True
+                while pending is not None and len(in_flight) < max(1, depth):
+                    size = len(pending[0].BYTES)
+                    used = sum(len(r.BYTES) for _f, r, _w in in_flight)
+                    if in_flight and used + size > budget:
                         break
-                    in_flight.append((self._send(nxt[0]), nxt[0], nxt[1]))
+                    in_flight.append((self._send(pending[0]), pending[0], pending[1]))
+                    pending = next(it, None)
                 if not in_flight:
                     return
                 future, request, what = in_flight.pop(0)
-                yield _checked(self.node_id, await self._wait(future, request, None), what)
+                reply = await self._wait(future, request, None)
+                yield _checked(self.node_id, reply, what) if check else reply
         finally:
             for future, _request, _what in in_flight:
                 future.cancel()
