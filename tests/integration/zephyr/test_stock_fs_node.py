@@ -186,3 +186,25 @@ async def test_a_node_killed_mid_upload_fails_alone_and_a_rerun_completes(
         await node_sha256(fs_server.address, "/lfs1/model.tflite")
         == hashlib.sha256(model.artifact).digest()
     )
+
+
+async def test_an_error_code_is_named_and_a_permanent_one_is_not_retried(
+    fs_server: NativeSimServer, make_model: MakeModel, tmp_path: Path
+) -> None:
+    model = make_model(1)
+    inventory = tmp_path / "fleet.toml"
+    inventory.write_text(
+        f'[defaults]\nretries = 3\n[[node]]\nid = "fs-01"\ntransport = "smp-serial"\n'
+        f'address = "{fs_server.address}"\nmodel_dir = "/sd0/models"\n'
+    )
+    report = tmp_path / "report.json"
+    code, out = await run_cli(
+        "flash", str(model.path), "--fleet", str(inventory), "--report", str(report)
+    )
+    [row] = json.loads(report.read_text())
+    assert code == 3, out
+    assert row["outcome"] == "failed"
+    assert row["attempts"] == 1  # MOUNT_POINT_NOT_FOUND cannot change on a retry
+    assert "MOUNT_POINT_NOT_FOUND in fs upload of /sd0/models/model.tflite" in row["reason"]
+    assert "group 8" not in row["reason"]
+    assert "rc " not in row["reason"]
