@@ -408,6 +408,14 @@ def flash(
         float | None,
         typer.Option(help="Seconds to wait for a node's self-test verdict (default 60)."),
     ] = None,
+    image_key: Annotated[  # issue 15
+        Path | None,
+        typer.Option(
+            help="Fleet private key: signs the MCUboot image built for stock image-path "
+            "smp-serial nodes (their MCUboot checks it). Without it the image carries "
+            "MCUboot's SHA256 only.",
+        ),
+    ] = None,
 ) -> None:
     """Flash a signed model onto nodes, in parallel, with retries that resume.
 
@@ -428,8 +436,15 @@ def flash(
         raise _fail(console, exc) from exc
     from firmware_tools.flash.factory import LinkOptions
     from firmware_tools.flash.orchestrate import FlashOptions
+    from firmware_tools.signing import load_private_key
 
-    links = LinkOptions(baud=baud or defaults.baud, ble_hci=ble_hci or defaults.ble_hci)
+    try:  # issue 15: the key that signs MCUboot images (stock image path)
+        fleet_key = None if image_key is None else load_private_key(image_key)
+    except FieldgateError as exc:
+        raise _fail(console, exc) from exc
+    links = LinkOptions(
+        baud=baud or defaults.baud, ble_hci=ble_hci or defaults.ble_hci, fleet_key=fleet_key
+    )
     options = FlashOptions(
         retries=defaults.retries if retries is None else retries,
         parallel=parallel or defaults.parallel,
