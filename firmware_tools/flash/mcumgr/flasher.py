@@ -152,7 +152,10 @@ class McuMgrFlasher:
             return _with_path(info, self._path_text())
         if kind is NodeKind.FS:
             signed = await self._fs().current()
-            return self._stock_info([] if signed is None else [_slot(signed, 0, True, True)])
+            return self._stock_info(
+                [] if signed is None else [_slot(signed, 0, True, True)],
+                held_target=None if signed is None else signed.manifest.target,
+            )
         return self._stock_info(await self._image().slots())
 
     async def upload(
@@ -224,11 +227,10 @@ class McuMgrFlasher:
             return ""
         return f"{self.choice.reason}; {self.caps.describe()}"
 
-    def _stock_info(self, slots: list[SlotInfo]) -> NodeInfo:
-        # A stock node does not say its target class: the inventory's, else the default.
-        target = self.target or (
-            self._uploaded.manifest.target if self._uploaded else DEFAULT_TARGET
-        )
+    def _stock_info(self, slots: list[SlotInfo], held_target: str | None = None) -> NodeInfo:
+        # A stock node does not say its target class: the inventory's (set it for stock
+        # nodes), else that of the model it holds, else the default.
+        target = self.target or held_target or DEFAULT_TARGET
         tc = TARGET_CLASSES[target]
         return NodeInfo(
             node_id=self.node_id,
