@@ -17,7 +17,6 @@ reason; one that does not answer is unreachable. The two never look alike.
 
 from __future__ import annotations
 
-import enum
 import logging
 from dataclasses import dataclass, field
 from typing import Final
@@ -39,19 +38,13 @@ from firmware_tools.flash.mcumgr.errors import (
     OS_GROUP,
 )
 from firmware_tools.flash.mcumgr.link import McuMgrLink
+from firmware_tools.flash.mcumgr.options import NodeKind
 
 _LOGGER = logging.getLogger(__name__)
 # Zephyr's defaults when a node does not answer the params command.
 DEFAULT_BUF_SIZE: Final = 384
 DEFAULT_BUF_COUNT: Final = 1
 _ENOTSUP: Final = 8
-
-
-class NodeKind(enum.StrEnum):
-    PROFILE = "profile"  # our own node profile
-    FS = "fs"  # stock fs group: model file + manifest in a directory
-    IMAGE = "image"  # stock img group: MCUboot image slot
-    AUTO = "auto"  # inventory default: decide from the capabilities
 
 
 @dataclass(frozen=True, slots=True)

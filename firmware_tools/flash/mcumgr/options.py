@@ -10,16 +10,26 @@
     model_dir = "/lfs1"          # fs nodes: an existing directory for model.tflite + manifest.cbor
     fs_activate = "reset"        # fs nodes: reset (default) | none
     image_number = 0             # image nodes: the MCUboot image the model lives in
+
+Imported by the inventory for every transport: it imports nothing of smp or serial.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from firmware_tools.flash.mcumgr.capabilities import NodeKind
 from gateway.errors import ConfigError
+
+
+class NodeKind(enum.StrEnum):
+    PROFILE = "profile"  # our own node profile
+    FS = "fs"  # stock fs group: model file + manifest in a directory
+    IMAGE = "image"  # stock img group: MCUboot image slot
+    AUTO = "auto"  # inventory default: decide from the capabilities
+
 
 KEYS: Final = frozenset({"smp_kind", "model_dir", "fs_activate", "image_number"})
 DEFAULT_MODEL_DIR: Final = "/lfs1"
