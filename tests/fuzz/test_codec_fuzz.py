@@ -1,6 +1,7 @@
 """Hostile bytes into every decoder: only CodecError subclasses come out, and quickly.
 
-Each decoder gets at least 10,000 examples. Pure random bytes rarely get past a first
+Each decoder gets 1,000 examples in the default run and 10,000 under ``-m slow``
+(tests/fuzz/test_fuzz_long.py). Pure random bytes rarely get past a first
 check, so most tests also mutate valid encodings, which reaches the deeper code paths.
 """
 
@@ -35,12 +36,11 @@ from gateway.protocol.messages import (
 )
 from gateway.protocol.mqtt_topics import TopicKind, decode_mqtt_payload, parse_topic
 from gateway.protocol.payload import decode_message, encode_message
+from tests.fuzz.conftest import FUZZ_EXAMPLES, MAX_CALL_S
 from tests.unit.protocol import strategies as sts
 
-# One slow call would be a hang in waiting; a decoder call is micro- to milliseconds.
-_MAX_CALL_S = 1.0
 FUZZ = settings(
-    max_examples=10_000,
+    max_examples=FUZZ_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -53,7 +53,7 @@ def _call(fn: Callable[..., Any], *args: Any, expect: type[CodecError]) -> Any:
     except expect:
         return None
     finally:
-        assert time.perf_counter() - start < _MAX_CALL_S
+        assert time.perf_counter() - start < MAX_CALL_S
 
 
 def _seed_messages() -> list[Message]:

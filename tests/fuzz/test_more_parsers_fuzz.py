@@ -3,7 +3,7 @@
 The model-transfer codec, signed manifests (CBOR and JSON), the MCUmgr console codec and
 SMP replies, and the BLE environmental-sensing values: each may only raise its documented
 error, never crash or hang. Each runs a bounded number of examples by default and 10,000
-under ``-m slow`` (``make test`` runs the default; ``pytest -m slow tests/fuzz`` the long).
+under ``-m slow`` (tests/fuzz/test_fuzz_long.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,10 +28,9 @@ from gateway.errors import CodecError, ModelError
 from gateway.protocol import xfer
 from gateway.protocol.adv import decode_ess_humidity, decode_ess_pressure, decode_ess_temperature
 from gateway.protocol.signed_manifest import SignedManifest
+from tests.fuzz.conftest import FUZZ_EXAMPLES, MAX_CALL_S
 
 MODEL = Path(__file__).resolve().parents[2] / "tinymodels" / "artifacts" / "node_model.tflite"
-BUDGETS = [500, pytest.param(10_000, marks=pytest.mark.slow)]
-_MAX_CALL_S = 1.0
 
 
 def run(budget: int, strategy: st.SearchStrategy[Any], check: Callable[[Any], None]) -> None:
@@ -50,7 +48,7 @@ def only(expect: type[Exception] | tuple[type[Exception], ...], fn: Callable[[],
     except expect:
         return None
     finally:
-        assert time.perf_counter() - start < _MAX_CALL_S
+        assert time.perf_counter() - start < MAX_CALL_S
 
 
 def mutated(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
@@ -83,14 +81,13 @@ def _xfer_seeds() -> list[bytes]:
     ]
 
 
-@pytest.mark.parametrize("budget", BUDGETS)
-def test_xfer_decode_raises_only_codec_error(budget: int) -> None:
+def test_xfer_decode_raises_only_codec_error() -> None:
     def check(data: bytes) -> None:
         msg = only(CodecError, lambda: xfer.decode(data))
         if msg is not None:  # whatever decodes re-encodes
             assert xfer.decode(xfer.encode(msg)) == msg
 
-    run(budget, st.one_of(st.binary(max_size=300), mutated(_xfer_seeds())), check)
+    run(FUZZ_EXAMPLES, st.one_of(st.binary(max_size=300), mutated(_xfer_seeds())), check)
 
 
 def _signed_seeds() -> tuple[list[bytes], list[bytes]]:
@@ -100,8 +97,7 @@ def _signed_seeds() -> tuple[list[bytes], list[bytes]]:
     return [signed.to_cbor()], [signed.to_json().encode()]
 
 
-@pytest.mark.parametrize("budget", BUDGETS)
-def test_signed_manifest_parsers_raise_only_model_error(budget: int) -> None:
+def test_signed_manifest_parsers_raise_only_model_error() -> None:
     cbor_seeds, json_seeds = _signed_seeds()
 
     def check(data: bytes) -> None:
@@ -112,7 +108,7 @@ def test_signed_manifest_parsers_raise_only_model_error(budget: int) -> None:
         st.sampled_from(["alg", "key_id", "manifest", "signature", "x"]),
         st.one_of(st.binary(max_size=40), st.text(max_size=20), st.integers(), st.none()),
     ).map(cbor2.dumps)
-    run(budget, st.one_of(mutated(cbor_seeds), mutated(json_seeds), envelope), check)
+    run(FUZZ_EXAMPLES, st.one_of(mutated(cbor_seeds), mutated(json_seeds), envelope), check)
 
 
 def _smp_seed(body: dict[str, Any]) -> bytes:
@@ -121,8 +117,7 @@ def _smp_seed(body: dict[str, Any]) -> bytes:
     return struct.pack("!BBHHBB", 3, 0, len(payload), 8, 7, 0) + payload
 
 
-@pytest.mark.parametrize("budget", BUDGETS)
-def test_mcumgr_console_and_replies_never_crash(budget: int) -> None:
+def test_mcumgr_console_and_replies_never_crash() -> None:
     seeds = [
         _smp_seed({"off": 1024}),
         _smp_seed({"rc": 3}),
@@ -134,21 +129,20 @@ def test_mcumgr_console_and_replies_never_crash(budget: int) -> None:
         decoder = LineDecoder()
         start = time.perf_counter()
         messages = decoder.feed(data) + decoder.feed(b"\n")
-        assert time.perf_counter() - start < _MAX_CALL_S
+        assert time.perf_counter() - start < MAX_CALL_S
         for message in messages:
             only(CodecError, functools.partial(decode_reply, message))
         only(CodecError, lambda: decode_reply(data))
 
-    run(budget, st.one_of(st.binary(max_size=400), mutated(lines), mutated(seeds)), check)
+    run(FUZZ_EXAMPLES, st.one_of(st.binary(max_size=400), mutated(lines), mutated(seeds)), check)
 
 
-@pytest.mark.parametrize("budget", BUDGETS)
-def test_ess_values_decode_or_refuse(budget: int) -> None:
+def test_ess_values_decode_or_refuse() -> None:
     def check(data: bytes) -> None:
         for decoder in (decode_ess_temperature, decode_ess_humidity, decode_ess_pressure):
             only(CodecError, functools.partial(decoder, data))
 
-    run(budget, st.binary(max_size=8), check)
+    run(FUZZ_EXAMPLES, st.binary(max_size=8), check)
 
 
 def test_a_damaged_console_frame_is_skipped_and_the_next_one_decodes() -> None:
