@@ -41,6 +41,7 @@ from gateway.alerts.state import (
     WindowCounter,
     alert_key,
 )
+from gateway.alerts.text import level_message
 from gateway.events import (
     Alert,
     AlertEvent,
@@ -204,7 +205,7 @@ class AlertEngine:
                 rule_name, node_id = key.split(":", 1)
                 rule = self._rules[rule_name]
                 message = self._level_message(rule, level)
-                self._activate(rule, node_id, now_ms, events, value=level.last_value, message=message)  # fmt: skip
+                self._activate(rule, node_id, now_ms, events, value=level.reported, message=message)  # fmt: skip
         for key in list(self._windows):
             counter = self._detectors[key]
             assert isinstance(counter, WindowCounter)
@@ -366,7 +367,7 @@ class AlertEngine:
             self._pending.discard(key)
         if change is True:
             message = self._level_message(rule, det)
-            self._activate(rule, node_id, t_ms, events, value=value, message=message)
+            self._activate(rule, node_id, t_ms, events, value=det.reported, message=message)
         elif change is False:
             self._deactivate(key, t_ms, events)
 
@@ -401,14 +402,7 @@ class AlertEngine:
 
     @staticmethod
     def _level_message(rule: _Rule, det: LevelDetector) -> str:
-        cfg = rule.cfg
-        v = det.last_value
-        if isinstance(cfg, ThresholdRule):
-            op = ">=" if det.above else "<="
-            return f"{cfg.channel} {v:g} {op} {det.on:g}"
-        if isinstance(cfg, AnomalyRule):
-            return f"{cfg.source} anomaly score {v:.3g} >= {cfg.threshold:g}"
-        return f"battery {v:.0f} mV <= {det.on:.0f} mV"
+        return level_message(rule.cfg, det)
 
     def _activate(
         self,

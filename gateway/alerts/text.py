@@ -1,0 +1,44 @@
+"""What a level alert says: the value that was compared, the limit, and the limit's unit.
+
+A level detector raises once a value has crossed its limit and held past it (hysteresis,
+minimum duration), so the sample seen at the moment of raising may sit inside the
+hysteresis band, below the limit. The text therefore reports the most extreme value since
+the condition began (:attr:`~gateway.alerts.state.LevelDetector.reported`), which is the one
+compared with the limit, and prints it with enough digits that rounding never makes it look
+like it is on the wrong side (``0.9996`` is not shown as ``1`` next to ``< 1``, and a value
+just above a limit is not shown equal to a smaller one).
+"""
+
+from __future__ import annotations
+
+from gateway.alerts.config import AnomalyRule, Rule, ThresholdRule
+from gateway.alerts.state import LevelDetector
+
+ANOMALY_UNIT = "x model threshold"
+
+
+def shown(value: float, limit: float, *, digits: int = 3) -> str:
+    """``value`` with at least ``digits`` significant digits, and more if rounding would put
+    it on the other side of ``limit`` than it is (or make it equal when it is not)."""
+    for d in range(digits, 12):
+        text = f"{value:.{d}g}"
+        rounded = float(text)
+        if (rounded >= limit) == (value >= limit) and (rounded == limit) == (value == limit):
+            return text
+    return repr(value)
+
+
+def level_message(cfg: Rule, det: LevelDetector) -> str:
+    """``current 11 >= 10``, ``gateway anomaly score 4.31 >= 4 (x model threshold)``,
+    ``battery 3210 mV <= 3300 mV``."""
+    v = det.reported
+    if v is None:  # restored alert without a sample yet: say what the rule is
+        v = det.on
+    op = ">=" if det.above else "<="
+    if isinstance(cfg, ThresholdRule):
+        return f"{cfg.channel} {shown(v, det.on)} {op} {det.on:g}"
+    if isinstance(cfg, AnomalyRule):
+        return (
+            f"{cfg.source} anomaly score {shown(v, det.on)} >= {cfg.threshold:g} ({ANOMALY_UNIT})"
+        )
+    return f"battery {v:.0f} mV <= {det.on:.0f} mV"
