@@ -88,6 +88,21 @@ def load_pinned(data_dir: Path) -> tuple[SkabFile, list[SkabFile]]:
     return free, labelled
 
 
+def load_unpinned(data_dir: Path) -> tuple[SkabFile, list[SkabFile]]:
+    """Like :func:`load_pinned` for a SKAB-layout folder that is not pinned (tests, new data)."""
+    free: SkabFile | None = None
+    labelled: list[SkabFile] = []
+    for path in sorted(data_dir.rglob("*.csv")):
+        f = load_skab_csv(path, path.relative_to(data_dir).as_posix())
+        if f.anomaly is None:
+            free = f
+        else:
+            labelled.append(f)
+    if free is None:
+        raise SystemExit(f"{data_dir}: no anomaly-free file (a CSV without labels)")
+    return free, labelled
+
+
 def training_windows(
     free: SkabFile, labelled: list[SkabFile], cfg: FeatureConfig
 ) -> npt.NDArray[np.float32]:

@@ -51,7 +51,12 @@ DEFAULT_CHANNEL_MAP: dict[str, str] = {
 
 # The shipped node model's threshold (tinymodels/artifacts/node_model.json "threshold"): its raw
 # score is a reconstruction MSE, divided by this to be in threshold units like the gateway's.
-DEFAULT_NODE_THRESHOLDS: dict[str, float] = {"node_model": 1.056067}
+DEFAULT_NODE_THRESHOLDS: dict[str, float] = {
+    "node_model": 1.056067,
+    # tinymodels/artifacts/node_window_model.json "threshold": the node model over windows of
+    # vib_rms, current, pressure and flow (issue 16).
+    "node_window_model": 3.831099,
+}
 
 
 class _Section(BaseModel):
