@@ -29,14 +29,16 @@ from tinymodels.skab_data import SkabFile
 from tinymodels.skab_score import FileScore, Totals, summarise
 from tinymodels.tune_gateway import GROUPS, group_of, rank
 
-WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-FACTORS = (0.75, 0.9, 1.0, 1.25)
-HOLDS = ((5, 5), (5, 20), (10, 30))
+WEIGHTS = (0.0, 0.5, 0.75, 1.0)
+FACTORS = (0.9, 1.0, 1.1)
+HOLDS = ((5, 20), (10, 30))
+RELEASES = (0.0, 0.4, 0.5)
 
 
 def grid() -> list[FusionRule]:
     return [
-        FusionRule(w, f, on, off) for w, f, (on, off) in itertools.product(WEIGHTS, FACTORS, HOLDS)
+        FusionRule(w, f, on, off, release=rel)
+        for w, f, (on, off), rel in itertools.product(WEIGHTS, FACTORS, HOLDS, RELEASES)
     ]
 
 

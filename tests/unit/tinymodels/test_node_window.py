@@ -116,3 +116,23 @@ def test_the_gateway_puts_the_node_window_model_score_in_its_threshold_units() -
 
     manifest = json.loads(DEFAULT_NODE_MODEL.with_suffix(".json").read_text())
     assert DEFAULT_NODE_THRESHOLDS[manifest["name"]] == manifest["threshold"]
+
+
+def test_a_machine_that_settles_off_normal_after_an_alarm_stays_visible_but_not_alarmed() -> None:
+    from tinymodels.fusion_rule import ALARM, NORMAL, SETTLED
+
+    rule = FusionRule(weight=1.0, hold_on=2, hold_off=3, release=0.5, rearm=3.0, min_alarm_rows=5)
+    # normal, an anomaly peaking at 8, the process settling at 2.5 (above 1, below 0.5 x 8),
+    # a second rise to 9 (> 3 x 2.5), then back to normal.
+    score = [0.2] * 3 + [4.0, 8.0, 8.0, 6.0, 5.0, 4.0] + [2.5] * 6 + [9.0] * 3 + [0.3] * 5
+    states = rule.states(score, None).tolist()
+    assert states[:4] == [NORMAL] * 4
+    assert states[4:11] == [ALARM] * 7  # raised after 2 rows; 4.0 is not below 0.5 x 8
+    assert states[12:15] == [SETTLED] * 3  # 3 rows below half the peak: settled, still shown
+    assert states[15:18] == [ALARM] * 3  # a new rise past rearm x the settled level alarms
+    assert states[-1] == NORMAL
+    alarms = rule.predict(score, None).tolist()
+    assert alarms == [s == ALARM for s in states]
+    # Without settling the same scores keep one long alarm.
+    plain = FusionRule(weight=1.0, hold_on=2, hold_off=3)
+    assert all(plain.predict(score, None)[4:18])
