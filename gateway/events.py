@@ -54,6 +54,7 @@ class ScoreSource(enum.StrEnum):
     GATEWAY = "gateway"  # the gateway's model (LiteRT) over the node's readings
     NODE = "node"  # the node's own on-device model (NodeInference)
     SHADOW = "shadow"  # a candidate gateway model scored alongside, never alerts
+    FUSED = "fused"  # the fusion rule over the gateway's and the node's scores (issue 16)
 
 
 @dataclass(frozen=True, slots=True)

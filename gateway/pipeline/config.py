@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tinymodels.fusion_rule import DEFAULT_FUSION_RULE
 from tinymodels.runtime import DEFAULT_GATEWAY_MODEL
 
 # Node channel name -> model channel name (the shipped model's SKAB names).
@@ -117,6 +118,11 @@ class ScoringConfig(_Section):
         "baseline recorded under another channel layout or length is ignored)",
     )
     disagreement: DisagreementConfig = DisagreementConfig()
+    fusion_rule_path: Path | None = Field(
+        DEFAULT_FUSION_RULE,
+        description="fusion rule JSON (tinymodels.fusion_cv) for the fused score (AnomalyScore "
+        "source=fused); none: no fused score",
+    )
     shadow_model_path: Path | None = Field(
         None, description="candidate model scored alongside (AnomalyScore source=shadow)"
     )

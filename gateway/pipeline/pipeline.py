@@ -45,7 +45,7 @@ from gateway.events import (
 )
 from gateway.models import Channel, NodeInference, ReadingBatch, Status
 from gateway.pipeline.config import ScoringConfig
-from gateway.pipeline.fusion import Fusion
+from gateway.pipeline.fusion import Fusion, fusion_rule
 from gateway.pipeline.hotswap import (
     ModelInfo,
     ShadowSummary,
@@ -130,7 +130,7 @@ class ScoringPipeline:
             on_scores=self._on_scores,
             thread_name="scoring",
         )
-        self.fusion = Fusion(config.disagreement, config.node_thresholds)
+        self.fusion = Fusion(config.disagreement, config.node_thresholds, fusion_rule(config))
         self.stats = PipelineStats()
         self._sinks: list[ObservationSink] = []
         self._seen: dict[tuple[str, int], int] = {}  # (node, boot) -> highest seq observed
@@ -283,6 +283,9 @@ class ScoringPipeline:
 
     def _fuse(self, score: AnomalyScore, out: list[Observation]) -> None:
         disagreement = self.fusion.observe(score)
+        fused = self.fusion.fuse(score)  # issue 16: the fused score beside both
+        if fused is not None:
+            out.append(fused)
         if disagreement is not None:
             self.stats.disagreements += 1
             out.append(disagreement)
