@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/skab"))
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("artifacts"))
     ap.add_argument("--write-pins", action="store_true", help="re-pin the data files and stop")
+    ap.add_argument(
+        "--no-pins", action="store_true", help="skip the sha256 pin check (tests, other data)"
+    )
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--latent", type=int, default=2)
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(2)
 
     t0 = time.monotonic()
-    free, labelled = load_pinned(args.data)
+    free, labelled = load_unpinned(args.data) if args.no_pins else load_pinned(args.data)
     dropped = {c for c in args.drop_channels.split(",") if c}
     if dropped - set(CHANNELS):
         raise SystemExit(f"--drop-channels: unknown {sorted(dropped - set(CHANNELS))}")
