@@ -66,6 +66,9 @@ class AnomalyScore:
     source: ScoreSource
     score: float
     model_version: str
+    # The top contributing channels (display name, share 0..1) of a gateway score, largest
+    # first (tinymodels.attribution); empty when unknown.
+    channels: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from gateway.events import (
     ScoreSource,
 )
 from gateway.store.alerts import AlertStore
+from tinymodels.attribution import describe
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class AlertEngine:
                 self._pending.discard(key)
                 rule_name, node_id = key.split(":", 1)
                 rule = self._rules[rule_name]
-                message = self._level_message(rule, level)
+                message = level_message(rule.cfg, level)
                 self._activate(rule, node_id, now_ms, events, value=level.reported, message=message)  # fmt: skip
         for key in list(self._windows):
             counter = self._detectors[key]
@@ -285,8 +286,9 @@ class AlertEngine:
             for rule in rules:
                 self._level(rule, node_id, t_ms, obs.value, events)
         elif isinstance(obs, AnomalyScore):
+            note = describe(obs.channels)
             for rule in self._matching(obs.source, self._by_source.get(obs.source), node_id):
-                self._level(rule, node_id, t_ms, obs.score, events)
+                self._level(rule, node_id, t_ms, obs.score, events, note=note)
         elif isinstance(obs, NodeHealth):
             if obs.battery_mv is not None:
                 for rule in self._kind("battery", node_id):
@@ -355,18 +357,25 @@ class AlertEngine:
     # -- detectors to alerts -----------------------------------------------------------------
 
     def _level(
-        self, rule: _Rule, node_id: str, t_ms: int, value: float, events: list[AlertEvent]
+        self,
+        rule: _Rule,
+        node_id: str,
+        t_ms: int,
+        value: float,
+        events: list[AlertEvent],
+        *,
+        note: str = "",
     ) -> None:
         det = self._detector(rule, node_id)
         assert isinstance(det, LevelDetector)
-        change = det.update(t_ms, value)
+        change = det.update(t_ms, value, note)
         key = alert_key(rule.name, node_id)
         if det.pending:
             self._pending.add(key)
         else:
             self._pending.discard(key)
         if change is True:
-            message = self._level_message(rule, det)
+            message = level_message(rule.cfg, det)
             self._activate(rule, node_id, t_ms, events, value=det.reported, message=message)
         elif change is False:
             self._deactivate(key, t_ms, events)
@@ -399,10 +408,6 @@ class AlertEngine:
         what = "messages lost" if isinstance(cfg, GapRule) else "node/gateway disagreements"
         message = f"{det.total} {what} within {cfg.window_s:g} s"
         self._activate(rule, node_id, t_ms, events, value=float(det.total), message=message)
-
-    @staticmethod
-    def _level_message(rule: _Rule, det: LevelDetector) -> str:
-        return level_message(rule.cfg, det)
 
     def _activate(
         self,

@@ -65,8 +65,10 @@ class LevelDetector:
     # The most extreme value since the condition began to hold: what an alert reports, since
     # it was compared with ``on`` (the last value may sit inside the hysteresis band).
     peak: float | None = None
+    # What was known about the peak's sample (e.g. the channels behind an anomaly score).
+    peak_note: str = ""
 
-    def update(self, t_ms: int, value: float) -> bool | None:
+    def update(self, t_ms: int, value: float, note: str = "") -> bool | None:
         self.last_value = value
         level = self.off if self.holding else self.on
         holds = value >= level if self.above else value <= level
@@ -74,9 +76,9 @@ class LevelDetector:
             if not self.holding:
                 self.holding = True
                 self.since_ms = t_ms
-                self.peak = value
+                self.peak, self.peak_note = value, note
             elif self.peak is None or (value > self.peak if self.above else value < self.peak):
-                self.peak = value
+                self.peak, self.peak_note = value, note
             return self.poll(t_ms)
         self.holding = False
         if self.active:

@@ -29,8 +29,9 @@ def shown(value: float, limit: float, *, digits: int = 3) -> str:
 
 
 def level_message(cfg: Rule, det: LevelDetector) -> str:
-    """``current 11 >= 10``, ``gateway anomaly score 4.31 >= 4 (x model threshold)``,
-    ``battery 3210 mV <= 3300 mV``."""
+    """``current 11 >= 10``, ``gateway anomaly score 6.2 >= 1 (x model threshold; pressure
+    71 %, current 18 %)`` (the channels behind the peak score, when known), ``battery 3210 mV
+    <= 3300 mV``."""
     v = det.reported
     if v is None:  # restored alert without a sample yet: say what the rule is
         v = det.on
@@ -38,7 +39,7 @@ def level_message(cfg: Rule, det: LevelDetector) -> str:
     if isinstance(cfg, ThresholdRule):
         return f"{cfg.channel} {shown(v, det.on)} {op} {det.on:g}"
     if isinstance(cfg, AnomalyRule):
-        return (
-            f"{cfg.source} anomaly score {shown(v, det.on)} >= {cfg.threshold:g} ({ANOMALY_UNIT})"
-        )
+        why = f"; {det.peak_note}" if det.peak_note else ""
+        score = shown(v, det.on)
+        return f"{cfg.source} anomaly score {score} >= {cfg.threshold:g} ({ANOMALY_UNIT}{why})"
     return f"battery {v:.0f} mV <= {det.on:.0f} mV"

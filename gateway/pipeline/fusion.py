@@ -87,7 +87,12 @@ class Fusion:
                 state.tracker = StateTracker(self._rule)
             state.tracker.update(fused)
         return AnomalyScore(
-            score.node_id, score.t_ms, ScoreSource.FUSED, fused, score.model_version
+            score.node_id,
+            score.t_ms,
+            ScoreSource.FUSED,
+            fused,
+            score.model_version,
+            score.channels,  # the fused score is the gateway's channels' doing, as far as known
         )
 
     def state(self, node_id: str) -> str:

@@ -31,6 +31,7 @@ from gateway.events import AnomalyScore, ScoreSource
 from gateway.pipeline.hotswap import ModelInfo, ShadowStats
 from gateway.pipeline.windows import NodeStream, Prepared, Row
 from gateway.store.baselines import BaselineStore, StoredBaseline
+from tinymodels.attribution import top_channels
 from tinymodels.gateway_features import FeatureConfig, window_errors
 from tinymodels.runtime import GatewayModel
 
@@ -151,13 +152,14 @@ class BatchScorer:
             errors = [all_errors[a:b] for a, b in itertools.pairwise(bounds)]
         out: list[AnomalyScore] = []
         version = slot.info.version
+        names = cfg.model_channels if cfg.model_channels is not None else cfg.channels
         for p, err in zip(prepared, errors, strict=True):
             scores = p.stream.finish(p, err)
             node_id = p.stream.node_id
-            out.extend(
-                AnomalyScore(node_id, t, source, s, version)
-                for t, s in zip(p.t_ms, scores.tolist(), strict=True)
-            )
+            for i, (t, s) in enumerate(zip(p.t_ms, scores.tolist(), strict=True)):
+                # Which channels: only worth the work for a score that could alert.
+                top = top_channels(p.shares[i], names) if p.shares is not None and s >= 1 else ()
+                out.append(AnomalyScore(node_id, t, source, s, version, top))
         return out
 
     def _new_stream(
