@@ -37,7 +37,8 @@ def test_skab_files_are_read_with_their_labels_and_a_foreign_csv_is_refused(
     assert names == ["other/1.csv", "valve1/0.csv", "valve2/0.csv"]
     f = load_skab_csv(skab_dir / "valve1" / "0.csv", "valve1/0.csv")
     assert f.values.shape == (700, len(CHANNELS))
-    assert f.anomaly is not None and f.changepoint is not None
+    assert f.anomaly is not None
+    assert f.changepoint is not None
     assert int(f.anomaly.sum()) == 120
     assert int(f.changepoint.sum()) == 1
     assert np.all(np.diff(f.t_s) == 1)
@@ -87,5 +88,27 @@ def test_tune_gateway_prints_the_cv_and_the_all_files_choice(
 
 def test_train_gateway_refuses_data_that_differs_from_its_pins(tmp_path: Path) -> None:
     write_skab_like(tmp_path, seed=9)
-    with pytest.raises(SystemExit, match="pinned data file missing|sha256 differs"):
+    with pytest.raises(SystemExit, match=r"pinned data file missing|sha256 differs"):
         train_gateway.load_pinned(tmp_path)
+
+
+def test_the_attribution_report_names_the_channels_the_generated_anomaly_moved(
+    skab_dir: Path,
+) -> None:
+    from tinymodels.attribution_report import group, report
+
+    assert [group(n) for n in ("valve1/3.csv", "other/2.csv", "other/7.csv", "other/14.csv")] == [
+        "valve1",
+        "leaks",
+        "imbalance",
+        "temperature",
+    ]
+    lines = report(skab_dir)
+    assert lines[0].startswith("| experiments |")
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    assert set(rows) == {"valve1/*", "valve2/*", "other/1-3"}
+    for line in rows.values():
+        named = line.rsplit(" | ", 1)[1]
+        # The generated step moves flow (8 sd), pressure (6 sd) and current (4 sd) only.
+        top = named.split(",")[0].split()[0]
+        assert top in {"flow", "pressure", "current"}, line
