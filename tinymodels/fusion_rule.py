@@ -123,6 +123,13 @@ class StateTracker:
                 self._run = 0
         return self.state
 
+    @property
+    def level(self) -> float:
+        """The fused score that raises an alarm now: 1.0, or while settled the rearm level."""
+        if self.state == SETTLED:
+            return max(self.rule.rearm * self._floor, 1.0)
+        return 1.0
+
     def _alarm(self, fused: float) -> None:
         self.state, self._run, self._peak, self._rows = ALARM, 0, fused, 0
 

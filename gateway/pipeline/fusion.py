@@ -86,6 +86,10 @@ class Fusion:
             if state.tracker is None:
                 state.tracker = StateTracker(self._rule)
             state.tracker.update(fused)
+            # While settled the alarm level is the rearm level: the emitted score is in units
+            # of the level that raises an alarm now, so an alert on it clears once the machine
+            # has settled and raises again on a new rise (the state stays visible).
+            fused /= state.tracker.level
         return AnomalyScore(
             score.node_id,
             score.t_ms,
