@@ -41,7 +41,7 @@ from gateway.alerts.state import (
     WindowCounter,
     alert_key,
 )
-from gateway.alerts.text import level_message
+from gateway.alerts.text import level_message, score_note
 from gateway.events import (
     Alert,
     AlertEvent,
@@ -54,7 +54,6 @@ from gateway.events import (
     ScoreSource,
 )
 from gateway.store.alerts import AlertStore
-from tinymodels.attribution import describe
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -286,7 +285,7 @@ class AlertEngine:
             for rule in rules:
                 self._level(rule, node_id, t_ms, obs.value, events)
         elif isinstance(obs, AnomalyScore):
-            note = describe(obs.channels)
+            note = score_note(obs.channels, obs.model_version)
             for rule in self._matching(obs.source, self._by_source.get(obs.source), node_id):
                 self._level(rule, node_id, t_ms, obs.score, events, note=note)
         elif isinstance(obs, NodeHealth):

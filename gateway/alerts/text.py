@@ -13,8 +13,20 @@ from __future__ import annotations
 
 from gateway.alerts.config import AnomalyRule, Rule, ThresholdRule
 from gateway.alerts.state import LevelDetector
+from tinymodels.attribution import describe
 
 ANOMALY_UNIT = "x model threshold"
+# AnomalyScore.model_version of a node scored from its own baseline (gateway/pipeline/fallback.py).
+OWN_BASELINE_PREFIX = "own-baseline:"
+
+
+def score_note(channels: tuple[tuple[str, float], ...], model_version: str) -> str:
+    """What an anomaly alert adds: the channels behind the score, and the detector when it was
+    not the gateway model (``T2+MSET on its own baseline``)."""
+    parts = [describe(channels)] if channels else []
+    if model_version.startswith(OWN_BASELINE_PREFIX):
+        parts.append("T2+MSET on its own baseline")
+    return "; ".join(parts)
 
 
 def shown(value: float, limit: float, *, digits: int = 3) -> str:

@@ -117,6 +117,8 @@ class ScoringConfig(_Section):
         " so that after a restart the node is scored at once instead of recalibrating (a "
         "baseline recorded under another channel layout or length is ignored)",
     )
+    fallback: Literal["own_baseline", "off"] = "own_baseline"
+    """a node the gateway model cannot score (no channel maps, or skip and an input missing): own_baseline scores it by T2 + MSET over its own channels fitted on its own baseline (model_version own-baseline:t2+mset); off leaves it unscored"""
     disagreement: DisagreementConfig = DisagreementConfig()
     fusion_rule_path: Path | None = Field(
         DEFAULT_FUSION_RULE,

@@ -45,6 +45,7 @@ from gateway.events import (
 )
 from gateway.models import Channel, NodeInference, ReadingBatch, Status
 from gateway.pipeline.config import ScoringConfig
+from gateway.pipeline.fallback import FallbackScorer, own_layout
 from gateway.pipeline.fusion import Fusion, fusion_rule
 from gateway.pipeline.hotswap import (
     ModelInfo,
@@ -122,6 +123,7 @@ class ScoringPipeline:
             self.calibration_rows,
             config.batch_rows,
             baselines=store,
+            fallback=FallbackScorer(self.calibration_rows) if config.fallback != "off" else None,
         )
         self.worker = ScoringWorker(
             self.scorer,
@@ -160,6 +162,9 @@ class ScoringPipeline:
             ]
             plan = self._mapper.plan(channels) if self.config.enabled else None
             layout = self._mapper.layout(channels) if plan is not None else ""
+            if plan is None and self.config.enabled and self.config.fallback != "off" and channels:
+                # Issue 16: scored from its own baseline (gateway/pipeline/fallback.py).
+                plan, layout = tuple(range(len(channels))), own_layout(channels)
             use = _ChannelUse(picked, plan, layout)
             self._last_channels = (channels, use)
         return use
