@@ -19,7 +19,12 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
-from tinymodels.fusion_rule import DEFAULT_FUSION_RULE, FusionRule, load_rule
+from tinymodels.fusion_rule import (
+    DEFAULT_FUSION_RULE,
+    FusionRule,
+    load_changepoint_rule,
+    load_rule,
+)
 from tinymodels.node_eval import DEFAULT_NODE_MODEL, NodeModel, node_predictions, score_rows
 from tinymodels.runtime import DEFAULT_GATEWAY_MODEL, load_model
 from tinymodels.skab_data import SkabFile, labelled_files, load_skab_csv
@@ -47,16 +52,21 @@ def evaluate(
     model_path: Path = DEFAULT_GATEWAY_MODEL,
     node_model_path: Path = DEFAULT_NODE_MODEL,
     rule: FusionRule | None = None,
+    changepoint_rule: FusionRule | None = None,
 ) -> dict[str, list[FileScore]]:
-    """Per-file scores of the ``node``, ``gateway`` and ``fused`` detectors."""
+    """Per-file scores of the ``node``, ``gateway`` and ``fused`` detectors (the fused one:
+    pointwise counts from ``rule``, NAB from ``changepoint_rule``'s changepoints)."""
     rule = rule or load_rule()
+    cp_rule = changepoint_rule or rule
     gateway = load_model(model_path)
     files, g, n = all_scores(data_dir, model_path, node_model_path)
     out: dict[str, list[FileScore]] = {"node": [], "gateway": [], "fused": []}
     for f in files:
         out["node"].append(score_rows(f, node_predictions(n[f.name])))
         out["gateway"].append(score_rows(f, gateway.score_frame(f.values, FIT_ROWS).predictions))
-        out["fused"].append(score_rows(f, rule.predict(g[f.name], n[f.name])))
+        point = score_rows(f, rule.predict(g[f.name], n[f.name]))
+        cps = score_rows(f, cp_rule.predict(g[f.name], n[f.name]))
+        out["fused"].append(FileScore(point.name, point.counts, cps.nab))
     return out
 
 
@@ -94,10 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     if not labelled_files(args.data):
         raise SystemExit(f"{args.data}: no labelled SKAB CSV files found; pass --data DIR")
     rule = load_rule(args.rule)
-    per = evaluate(args.data, args.model, args.node_model, rule)
+    cp_rule = load_changepoint_rule(args.rule)
+    per = evaluate(args.data, args.model, args.node_model, rule, cp_rule)
     totals = {k: summarise(v) for k, v in per.items()}
     console = Console(width=110)
-    title = f"SKAB, fused detector ({rule.label()}), fit on rows 0..{FIT_ROWS - 1}"
+    title = (
+        f"SKAB, fused detector (pointwise {rule.label()}; changepoints {cp_rule.label()}), "
+        f"fit on rows 0..{FIT_ROWS - 1}"
+    )
     console.print(render(title, [(s.name, s) for s in per["fused"]]))
     rows: list[tuple[str, Totals | FileScore]] = [
         ("node (node_window_model)", totals["node"]),
@@ -109,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         cv = cross_validate(score_grid(files, g, n))
         rows.append(("fused, leave-one-group-out CV", cv.held_out))
         for group, r in cv.chosen.items():
-            print(f"CV: holding out {group}, the rule chosen on the other groups is {r.label()}")
+            print(
+                f"CV: holding out {group}, chosen on the other groups: pointwise {r.label()}; "
+                f"changepoints {cv.chosen_cp[group].label()}"
+            )
     console.print(render("SKAB totals (summed over files)", rows))
     for name, t in rows:
         print(

@@ -9,6 +9,12 @@ ties within 0.005 broken by NAB). Honesty check: for each experiment group (valv
 other) the rule is chosen on the other two groups and scored on the held-out one; the
 held-out files are pooled into one ``CV`` line. ``--write`` stores the choice on all files
 in ``tinymodels/artifacts/fusion.json`` together with the CV figures.
+
+Two outputs of the same scores, as SKAB allows ("changepoints and pointwise alarms may come
+from separate outputs"): the *pointwise* rule (alarms, F1/FAR/MAR) is chosen by the rule above;
+the *changepoint* rule (the rows where its alarm starts or ends are the predicted
+changepoints, which NAB scores) is chosen by the highest NAB standard score. Both choices are
+made on the fitting groups only.
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ from tinymodels.skab_score import FileScore, Totals, summarise
 from tinymodels.tune_gateway import GROUPS, group_of, rank
 
 WEIGHTS = (0.0, 0.5, 0.75, 1.0)
-FACTORS = (0.9, 1.0, 1.1)
-HOLDS = ((5, 20), (10, 30))
+FACTORS = (0.75, 0.9, 1.0, 1.25)
+HOLDS = ((3, 3), (5, 5), (5, 20), (10, 30))
 RELEASES = (0.0, 0.4, 0.5)
 
 
@@ -53,7 +59,19 @@ class Scored:
         return summarise(s for s in self.per[rule] if names is None or s.name in names)
 
     def pick(self, names: set[str]) -> FusionRule:
+        """The pointwise rule: :func:`tinymodels.tune_gateway.rank` on ``names``."""
         return max(self.per, key=lambda r: rank(self.totals(r, names)))
+
+    def pick_changepoints(self, names: set[str]) -> FusionRule:
+        """The changepoint rule: highest NAB standard on ``names``."""
+        return max(self.per, key=lambda r: self.totals(r, names).nab_score("standard"))
+
+    def combined(self, pointwise: FusionRule, changepoints: FusionRule) -> list[FileScore]:
+        """Per file: the pointwise rule's counts with the changepoint rule's NAB sums."""
+        return [
+            FileScore(p.name, p.counts, c.nab)
+            for p, c in zip(self.per[pointwise], self.per[changepoints], strict=True)
+        ]
 
 
 def score_grid(
@@ -70,22 +88,26 @@ def score_grid(
 
 @dataclass(frozen=True, slots=True)
 class CvResult:
-    chosen: dict[str, FusionRule]  # held-out group -> rule chosen on the other two
+    chosen: dict[str, FusionRule]  # held-out group -> pointwise rule chosen on the other two
+    chosen_cp: dict[str, FusionRule]  # held-out group -> changepoint rule chosen likewise
     held_out: Totals  # pooled over the held-out groups
-    final: FusionRule  # chosen on all files
+    final: FusionRule  # pointwise rule chosen on all files
+    final_cp: FusionRule  # changepoint rule chosen on all files
 
 
 def cross_validate(scored: Scored) -> CvResult:
     held: list[FileScore] = []
-    chosen = {}
+    chosen, chosen_cp = {}, {}
     names = {f.name for f in scored.files}
     for g in GROUPS:
         fit = {n for n in names if group_of(n) != g}
         if not fit or fit == names:
             continue
         rule = chosen[g] = scored.pick(fit)
-        held.extend(s for s in scored.per[rule] if group_of(s.name) == g)
-    return CvResult(chosen, summarise(held), scored.pick(names))
+        cp = chosen_cp[g] = scored.pick_changepoints(fit)
+        held.extend(s for s in scored.combined(rule, cp) if group_of(s.name) == g)
+    final, final_cp = scored.pick(names), scored.pick_changepoints(names)
+    return CvResult(chosen, chosen_cp, summarise(held), final, final_cp)
 
 
 def write_rule(cv: CvResult, path: Path = DEFAULT_FUSION_RULE) -> None:
@@ -99,10 +121,12 @@ def write_rule(cv: CvResult, path: Path = DEFAULT_FUSION_RULE) -> None:
 
     obj: dict[str, Any] = {
         "rule": cv.final.to_json(),
+        "changepoint_rule": cv.final_cp.to_json(),
         "chosen_on": "all labelled SKAB development files (tinymodels.fusion_cv)",
         "cv": {
             "method": "leave one experiment group out: choose on two groups, score the third",
             "chosen": {g: r.to_json() for g, r in cv.chosen.items()},
+            "chosen_changepoint": {g: r.to_json() for g, r in cv.chosen_cp.items()},
             "held_out_pooled": brief(cv.held_out),
         },
     }
@@ -121,9 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     files, gateway, node = all_scores(args.data)
     cv = cross_validate(score_grid(files, gateway, node))
     for g, r in cv.chosen.items():
-        print(f"hold out {g}: chose {r.label()}")
+        print(f"hold out {g}: chose {r.label()}; changepoints {cv.chosen_cp[g].label()}")
     print("CV (held-out groups pooled) " + cv.held_out.result_line().removeprefix("RESULT "))
-    print(f"all files: chose {cv.final.label()}")
+    print(f"all files: chose {cv.final.label()}; changepoints {cv.final_cp.label()}")
     if args.write:
         write_rule(cv)
         print(f"wrote {DEFAULT_FUSION_RULE}")

@@ -135,5 +135,13 @@ class StateTracker:
 
 
 def load_rule(path: Path = DEFAULT_FUSION_RULE) -> FusionRule:
+    """The pointwise rule (alarms): what the gateway runs."""
     obj = json.loads(path.read_text())
     return FusionRule(**obj["rule"])
+
+
+def load_changepoint_rule(path: Path = DEFAULT_FUSION_RULE) -> FusionRule:
+    """The changepoint rule (where its alarm starts and ends are the changepoints NAB scores);
+    the pointwise rule when the file has none."""
+    obj = json.loads(path.read_text())
+    return FusionRule(**obj.get("changepoint_rule", obj["rule"]))

@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.tinymodels.skab_synth import write_skab_like
 from tinymodels import evaluate, fusion_cv, train_node_window
-from tinymodels.fusion_rule import FusionRule, load_rule
+from tinymodels.fusion_rule import FusionRule, load_changepoint_rule, load_rule
 from tinymodels.node_eval import DEFAULT_NODE_MODEL, NodeModel, node_inputs
 from tinymodels.runtime import load_model
 from tinymodels.skab_data import labelled_files, load_skab_csv
@@ -80,6 +80,7 @@ def test_the_fusion_rule_is_in_threshold_units_and_falls_back_to_the_gateway() -
     with pytest.raises(ValueError):
         FusionRule(weight=1.5)
     assert isinstance(load_rule(), FusionRule)
+    assert isinstance(load_changepoint_rule(), FusionRule)
 
 
 def test_evaluate_prints_node_gateway_and_fused_rows_and_ends_with_the_result_line(
@@ -109,6 +110,19 @@ def test_the_fusion_cv_chooses_on_two_groups_and_scores_the_third(skab_dir: Path
     )
     assert cv.held_out.counts.tp == tp
     assert cv.held_out.f1 > 0.5
+    # Changepoints come from their own output: the held-out NAB sums are the changepoint
+    # rules', the counts the pointwise rules'.
+    assert set(cv.chosen_cp) == set(cv.chosen)
+    nab = sum(
+        s.nab["standard"].score
+        for grp, rule in cv.chosen_cp.items()
+        for s in scored.per[rule]
+        if s.name.startswith(grp + "/")
+    )
+    assert cv.held_out.nab["standard"].score == pytest.approx(nab)
+    both = scored.combined(cv.final, cv.final_cp)
+    assert [s.counts for s in both] == [s.counts for s in scored.per[cv.final]]
+    assert [s.nab for s in both] == [s.nab for s in scored.per[cv.final_cp]]
 
 
 def test_the_gateway_puts_the_node_window_model_score_in_its_threshold_units() -> None:
