@@ -112,3 +112,20 @@ def test_the_attribution_report_names_the_channels_the_generated_anomaly_moved(
         # The generated step moves flow (8 sd), pressure (6 sd) and current (4 sd) only.
         top = named.split(",")[0].split()[0]
         assert top in {"flow", "pressure", "current"}, line
+
+
+def test_train_node_builds_the_vibration_node_model_within_its_budget(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from tinymodels import train_node
+
+    train_node.main(["--out", str(tmp_path), "--frames", "300", "--epochs", "2"])
+    manifest = json.loads((tmp_path / "node_model.json").read_text())
+    blob = (tmp_path / "node_model.tflite").read_bytes()
+    assert len(blob) == manifest["size_bytes"] <= 32 * 1024
+    assert 0 < manifest["arena_bytes_measured"] <= 16 * 1024
+    assert set(manifest["evaluation"]["detection_rate"]) == {
+        "imbalance",
+        "bearing",
+        "cavitation",
+        "blockage",
+    }
