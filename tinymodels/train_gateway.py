@@ -168,8 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     import tensorflow as tf
 
     keras.utils.set_random_seed(SEED)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.threading.set_intra_op_parallelism_threads(2)
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+    except RuntimeError:
+        # TensorFlow was already initialised in this process (a test suite); its thread
+        # settings cannot change any more and the training does not depend on them.
+        _LOGGER.debug("TensorFlow already initialised: keeping its thread settings")
 
     t0 = time.monotonic()
     free, labelled = load_unpinned(args.data) if args.no_pins else load_pinned(args.data)
