@@ -6,6 +6,11 @@ the way a replaying node names them, so the default channel map is exercised), s
 pipeline's worker, and the observations go through :class:`~gateway.alerts.engine.AlertEngine`
 with the default anomaly-score rule (threshold 1.0, hysteresis 0.2, 5 s minimum duration).
 
+Two alert paths run side by side on the same observations (issue 16): the default rule on
+the gateway's score (``gateway``), and the same rule on the fused score (``fused``: the
+shipped fusion rule, ``tinymodels/artifacts/fusion.json``, with settling). Both report false
+alerts and the median detection delay; the RESULT line carries both.
+
 Per file it reports:
 
 * detection delay: first anomaly alert raised inside a labelled anomaly, minus its onset;
@@ -19,7 +24,8 @@ Per file it reports:
 The first ``calibration_rows`` rows (400, as in SKAB's protocol) are the baseline and are not
 scored. Run: ``python -m bench.alert_quality --data ../shared/data/skab [--quick]``.
 Last line: ``RESULT alert_quality files=<n> detected=<d>/<n_anomalies> median_delay_s=<x>
-false_alerts=<y>``.
+false_alerts=<y> fused_detected=<d>/<n> fused_median_delay_s=<x> fused_false_alerts=<y>``
+(the first three for the gateway's score, as before).
 """
 
 from __future__ import annotations
@@ -60,6 +66,9 @@ class FileResult:
     detected: int
     delays_s: list[float]
     false_alerts: int
+    fused_detected: int
+    fused_delays_s: list[float]
+    fused_false_alerts: int
     max_score_diff: float
     stream_counts: PointCounts
     batch_counts: PointCounts
@@ -80,14 +89,20 @@ def _segments(flags: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-async def replay_file(f: SkabFile, node_id: str) -> tuple[list[AnomalyScore], list[AlertEvent]]:
-    """Stream one file through a fresh pipeline and alert engine."""
+async def replay_file(
+    f: SkabFile, node_id: str, fused_events: list[AlertEvent] | None = None
+) -> tuple[list[AnomalyScore], list[AlertEvent]]:
+    """Stream one file through a fresh pipeline and alert engine (and a fused-score engine,
+    whose events go to ``fused_events``)."""
     pipeline = ScoringPipeline(ScoringConfig(calibration_rows=FIT_ROWS, max_batch_delay_ms=0))
     engine = AlertEngine(
         AlertsConfig(use_default_rules=False, rules={"anomaly": DEFAULT_RULES["anomaly"]})
     )
+    fused_rule = DEFAULT_RULES["anomaly"].model_copy(update={"source": "fused"})
+    fused_engine = AlertEngine(AlertsConfig(use_default_rules=False, rules={"fused": fused_rule}))
     scores: list[AnomalyScore] = []
     events: list[AlertEvent] = []
+    fused_out = fused_events if fused_events is not None else []
     expected = max(len(f.t_s) - FIT_ROWS, 0)
     done = asyncio.Event()
 
@@ -98,9 +113,11 @@ async def replay_file(f: SkabFile, node_id: str) -> tuple[list[AnomalyScore], li
             if isinstance(o, AnomalyScore) and o.source is ScoreSource.GATEWAY
         ]
         events.extend(engine.observe_many(observations))
+        fused_out.extend(fused_engine.observe_many(observations))
         if new:
             scores.extend(new)
             events.extend(engine.tick(new[-1].t_ms))
+            fused_out.extend(fused_engine.tick(new[-1].t_ms))
         if len(scores) >= expected:
             done.set()
 
@@ -127,22 +144,13 @@ async def replay_file(f: SkabFile, node_id: str) -> tuple[list[AnomalyScore], li
     return scores, events
 
 
-def assess(
-    f: SkabFile,
-    scores: list[AnomalyScore],
-    events: list[AlertEvent],
-    batch: FrameScores,
-    hold: tuple[int, int],
-) -> FileResult:
-    assert f.anomaly is not None
-    t_ms = f.t_s.astype(np.int64) * 1000
-    test = slice(FIT_ROWS, None)
-    segments = [
-        (int(t_ms[FIT_ROWS + a]), int(t_ms[FIT_ROWS + b])) for a, b in _segments(f.anomaly[test])
-    ]
+def _alerts(
+    segments: list[tuple[int, int]], events: list[AlertEvent]
+) -> tuple[set[int], list[float], int]:
+    """(detected segments, delays in s, false alerts) of one engine's raised alerts."""
     raised = [e.at_ms for e in events if e.kind is AlertEventKind.RAISED]
     delays, false_alerts = [], 0
-    detected_segments = set()
+    detected_segments: set[int] = set()
     for at in raised:
         inside = [k for k, (a, b) in enumerate(segments) if a <= at <= b]
         if not inside:
@@ -152,6 +160,26 @@ def assess(
         if k not in detected_segments:
             detected_segments.add(k)
             delays.append((at - segments[k][0]) / 1000)
+    return detected_segments, delays, false_alerts
+
+
+def assess(
+    f: SkabFile,
+    scores: list[AnomalyScore],
+    events: list[AlertEvent],
+    batch: FrameScores,
+    hold: tuple[int, int],
+    *,
+    fused_events: Sequence[AlertEvent] = (),
+) -> FileResult:
+    assert f.anomaly is not None
+    t_ms = f.t_s.astype(np.int64) * 1000
+    test = slice(FIT_ROWS, None)
+    segments = [
+        (int(t_ms[FIT_ROWS + a]), int(t_ms[FIT_ROWS + b])) for a, b in _segments(f.anomaly[test])
+    ]
+    detected_segments, delays, false_alerts = _alerts(segments, events)
+    fused_detected, fused_delays, fused_false = _alerts(segments, list(fused_events))
     stream = np.array([s.score for s in scores], dtype=np.float32)
     batch_scores = batch.scores[FIT_ROWS:] / batch.threshold
     stream_pred = debounce(stream > 1.0, *hold)
@@ -163,6 +191,9 @@ def assess(
         detected=len(detected_segments),
         delays_s=delays,
         false_alerts=false_alerts,
+        fused_detected=len(fused_detected),
+        fused_delays_s=fused_delays,
+        fused_false_alerts=fused_false,
         max_score_diff=float(np.max(np.abs(stream - batch_scores))) if stream.size else 0.0,
         stream_counts=point_counts(f.anomaly[test], stream_pred),
         batch_counts=point_counts(f.anomaly[test], batch_pred),
@@ -177,6 +208,9 @@ def render(results: list[FileResult]) -> Table:
         "detected",
         "delay s",
         "false alerts",
+        "fused: detected",
+        "delay s",
+        "false alerts",
         "max |Δscore|",
         "F1 stream",
         "F1 evaluate",
@@ -189,6 +223,9 @@ def render(results: list[FileResult]) -> Table:
             str(r.detected),
             ", ".join(f"{d:.0f}" for d in r.delays_s) or "-",
             str(r.false_alerts),
+            str(r.fused_detected),
+            ", ".join(f"{d:.0f}" for d in r.fused_delays_s) or "-",
+            str(r.fused_false_alerts),
             f"{r.max_score_diff:.2e}",
             f"{r.stream_counts.f1:.3f}",
             f"{r.batch_counts.f1:.3f}",
@@ -208,9 +245,11 @@ async def run(data: Path, quick: bool) -> list[FileResult]:
     for path in files:
         f = load_skab_csv(path, path.relative_to(data).as_posix())
         node_id = "skab-" + f.name.removesuffix(".csv").replace("/", "-")
-        scores, events = await replay_file(f, node_id)
+        fused_events: list[AlertEvent] = []
+        scores, events = await replay_file(f, node_id, fused_events)
         batch = model.score_frame(f.values, FIT_ROWS)
-        results.append(assess(f, scores, events, batch, (cfg.hold_on, cfg.hold_off)))
+        hold = (cfg.hold_on, cfg.hold_off)
+        results.append(assess(f, scores, events, batch, hold, fused_events=fused_events))
     return results
 
 
@@ -238,9 +277,15 @@ def main(argv: list[str] | None = None) -> None:
     delays = [d for r in results for d in r.delays_s]
     median = statistics.median(delays) if delays else float("nan")
     false_alerts = sum(r.false_alerts for r in results)
+    f_detected = sum(r.fused_detected for r in results)
+    f_delays = [d for r in results for d in r.fused_delays_s]
+    f_median = statistics.median(f_delays) if f_delays else float("nan")
+    f_false = sum(r.fused_false_alerts for r in results)
     print(
         f"RESULT alert_quality files={len(results)} detected={detected}/{anomalies} "
-        f"median_delay_s={median:.1f} false_alerts={false_alerts}"
+        f"median_delay_s={median:.1f} false_alerts={false_alerts} "
+        f"fused_detected={f_detected}/{anomalies} fused_median_delay_s={f_median:.1f} "
+        f"fused_false_alerts={f_false}"
     )
 
 

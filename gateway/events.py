@@ -55,6 +55,7 @@ class ScoreSource(enum.StrEnum):
     GATEWAY = "gateway"  # the gateway's model (LiteRT) over the node's readings
     NODE = "node"  # the node's own on-device model (NodeInference)
     SHADOW = "shadow"  # a candidate gateway model scored alongside, never alerts
+    FUSED = "fused"  # the fusion rule over the gateway's and the node's scores (issue 16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,9 @@ class AnomalyScore:
     source: ScoreSource
     score: float
     model_version: str
+    # The top contributing channels (display name, share 0..1) of a gateway score, largest
+    # first (tinymodels.attribution); empty when unknown.
+    channels: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,11 +250,15 @@ class MsetFit:
     def apply(self, rows: npt.ArrayLike) -> FloatArray:
         """Mean squared residual per row."""
         x = np.asarray(rows, dtype=np.float64)
+        return np.mean((x - self.estimate(x)) ** 2, axis=1).astype(np.float32)
+
+    def estimate(self, rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Each row rebuilt from the memory (kernel-weighted mean of memory rows)."""
+        x = np.asarray(rows, dtype=np.float64)
         d2 = self._sqdist(x)
         # Subtracting each row's nearest distance keeps exp() away from underflow far from normal.
         k = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / self.width)
-        estimate = (k @ self.memory) / k.sum(axis=1, keepdims=True)
-        return np.mean((x - estimate) ** 2, axis=1).astype(np.float32)
+        return np.asarray((k @ self.memory) / k.sum(axis=1, keepdims=True))
 
 
 def normalise_by_fit(scores: FloatArray, cfg: FeatureConfig, fit_rows: int) -> FloatArray:

@@ -113,7 +113,7 @@ class GatewayModel:
         feats = manifest.get("features")
         self.feature_config = (
             FeatureConfig.from_json(feats)
-            if isinstance(feats, dict) and "window" in feats
+            if isinstance(feats, dict) and "window" in feats and manifest.get("target") != "node"
             else None
         )
         cfg = self.feature_config

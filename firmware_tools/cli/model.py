@@ -280,12 +280,17 @@ def info_model(
         signed = read_signed(signed_path) if signed_path else None
     except FieldgateError as exc:
         raise fail(console, exc) from exc
+    from firmware_tools.model_quality import build_quality, quality_line
+
     if json_out:
         doc = report.to_dict()
         doc["manifest"] = signed.manifest.to_dict() if signed else None
+        doc["build_quality"] = build_quality(model)
         console.print_json(json.dumps(doc))
         return
     report.render(console)
+    if (line := quality_line(model)) is not None:
+        console.print(line, highlight=False)
     if signed is not None:
         m = signed.manifest
         console.print(

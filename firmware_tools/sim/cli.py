@@ -15,6 +15,7 @@ from rich.table import Table
 
 from firmware_tools.sim.fleet import SimConfig, Simulator
 from firmware_tools.sim.signals import FaultKind, parse_fault_spec
+from firmware_tools.sim.tflm import DEFAULT_NODE_MODEL
 
 _FAULT_KINDS = ", ".join(k.name.lower() for k in FaultKind if k is not FaultKind.NORMAL)
 _COLUMNS = (
@@ -84,9 +85,13 @@ def simulate(  # noqa: PLR0917 - Typer maps each option to a parameter
             exists=True,
             dir_okay=False,
             help="int8 .tflite run on each node by the TFLite Micro interpreter (manifest "
-            "<model>.json beside it, if any); nodes then send NodeInference messages.",
+            "<model>.json beside it, if any); nodes then send NodeInference messages. "
+            "Default: the shipped node model over vib_rms, current, pressure and flow.",
         ),
-    ] = None,
+    ] = DEFAULT_NODE_MODEL,
+    no_model: Annotated[
+        bool, typer.Option("--no-model", help="Nodes run no model (readings only).")
+    ] = False,
     duration: Annotated[
         float | None, typer.Option(min=0.0, help="Seconds to run (default: until Ctrl-C).")
     ] = None,
@@ -135,7 +140,7 @@ def simulate(  # noqa: PLR0917 - Typer maps each option to a parameter
             ble_beacon=ble_beacon,
             replay=replay,
             replay_speedup=speedup,
-            model=model,
+            model=None if no_model else model,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -215,7 +215,8 @@ class Simulator:
         n_channels = len(source.channels)
         store = self._slot_store(node_id)
         if store is None:
-            logic = NodeLogic(node_cfg, model=self._model(n_channels), now_ms=self.now_ms())
+            model = self._model(tuple(c.name for c in source.channels))
+            logic = NodeLogic(node_cfg, model=model, now_ms=self.now_ms())
             return SimNode(logic, source, self._link(index, node_id, None), clock_ms=self.now_ms)
         artifact, manifest = store.active_artifact(), store.active_manifest()
         model = None
@@ -263,12 +264,12 @@ class Simulator:
         faults = [f for who, f in cfg.faults if who is None or who == node_id]
         return PumpSignal(rate_hz=cfg.rate_hz, seed=cfg.seed * 1000 + index, faults=faults)
 
-    def _model(self, n_channels: int) -> Inferencer | None:
+    def _model(self, names: tuple[str, ...]) -> Inferencer | None:
         if self.config.model is None:
             return None
         from firmware_tools.sim.tflm import TflmModel
 
-        return TflmModel.from_file(self.config.model, n_channels=n_channels)
+        return TflmModel.from_file(self.config.model, n_channels=len(names), channel_names=names)
 
     def _link(self, index: int, node_id: str, xfer: XferNode | None) -> Link:
         cfg = self.config

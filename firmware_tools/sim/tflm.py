@@ -26,6 +26,12 @@ from firmware_tools.sim.node import InferenceResult
 
 _LOGGER = logging.getLogger(__name__)
 
+# The shipped node model over windows of vib_rms, current, pressure and flow (issue 16); the
+# simulator runs it unless told otherwise. Only its path: the simulator imports no tinymodels.
+DEFAULT_NODE_MODEL = (
+    Path(__file__).resolve().parents[2] / "tinymodels" / "artifacts" / "node_window_model.tflite"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class NodeFeatures:
@@ -40,7 +46,7 @@ class NodeFeatures:
     fit_rows: int = 60
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    std_floor: float = 1e-3
+    std_floor: float | tuple[float, ...] = 1e-3  # one for all channels, or one per channel
     clip: float = 8.0
     channels: tuple[int, ...] | None = None
 
@@ -95,12 +101,15 @@ class TflmModel:
         self._fixed = features is not None and features.mean is not None
 
     @classmethod
-    def from_file(cls, path: Path, *, n_channels: int) -> TflmModel:
+    def from_file(
+        cls, path: Path, *, n_channels: int, channel_names: tuple[str, ...] | None = None
+    ) -> TflmModel:
         """Load ``model.tflite`` and, if present, its manifest ``model.json`` beside it.
 
         Manifest keys used: ``name``/``model_id``, ``version``, ``sequence``,
         ``arena_bytes`` and ``features`` (``window``, ``fit_rows``, ``mean``,
-        ``std``, ``std_floor``, ``clip``, ``channel_indices``).
+        ``std``, ``std_floor``, ``clip``, ``channel_indices``, or ``node_channels``: per input
+        channel the node channel names that may feed it, resolved against ``channel_names``).
         """
         data = Path(path).read_bytes()
         manifest: dict[str, Any] = {}
@@ -118,14 +127,17 @@ class TflmModel:
             raise ValueError(msg)
         if isinstance(feats, dict) and "window" in feats:
             floor = feats.get("std_floor", 1e-3)
+            picked = _by_name(path, feats, channel_names)
+            if picked is None and "channel_indices" in feats:
+                picked = tuple(feats["channel_indices"])
             features = NodeFeatures(
                 window=int(feats["window"]),
                 fit_rows=int(feats.get("fit_rows", 60)),
                 mean=tuple(feats["mean"]) if "mean" in feats else None,
                 std=tuple(feats["std"]) if "std" in feats else None,
-                std_floor=float(min(floor) if isinstance(floor, list) else floor),
+                std_floor=tuple(floor) if isinstance(floor, list) else float(floor),
                 clip=float(feats.get("clip", 8.0)),
-                channels=tuple(feats["channel_indices"]) if "channel_indices" in feats else None,
+                channels=picked,
             )
         return cls(
             data,
@@ -165,7 +177,8 @@ class TflmModel:
             mean, std = np.asarray(feats.mean), np.asarray(feats.std)
         else:
             mean, std = self._mean, np.sqrt(self._m2 / max(1, self._n - 1))
-        z = np.clip((x - mean) / np.maximum(std, feats.std_floor), -feats.clip, feats.clip)
+        floor = np.asarray(feats.std_floor, dtype=np.float64)
+        z = np.clip((x - mean) / np.maximum(std, floor), -feats.clip, feats.clip)
         flat = z.astype(np.float32).reshape(self._in_shape)
         self._interp.set_input(_quantise(flat, self._in_dtype, self._in_quant), 0)
         started = time.perf_counter_ns()
@@ -177,6 +190,26 @@ class TflmModel:
         if self._out_size == 1:
             return InferenceResult(float(y[0]), None, latency_us)
         return InferenceResult(float(1.0 - y[0]), int(np.argmax(y)), latency_us)
+
+
+def _by_name(
+    path: Path, feats: dict[str, Any], names: tuple[str, ...] | None
+) -> tuple[int, ...] | None:
+    """Input channel -> index of the node channel that feeds it (manifest ``node_channels``)."""
+    wanted = feats.get("node_channels")
+    if not isinstance(wanted, dict) or names is None:
+        return None
+    picked = []
+    for model_channel, aliases in wanted.items():
+        found = next((names.index(a) for a in aliases if a in names), None)
+        if found is None:
+            msg = (
+                f"{path}: the model needs {model_channel} (one of {', '.join(aliases)}); "
+                f"this node has {', '.join(names)}"
+            )
+            raise ValueError(msg)
+        picked.append(found)
+    return tuple(picked)
 
 
 def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:

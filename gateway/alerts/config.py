@@ -118,8 +118,8 @@ class AnomalyRule(_RuleBase):
 
     kind: Literal["anomaly"]
     """rule kind"""
-    source: Literal["gateway", "node"] = "gateway"
-    """whose score: the gateway model's or the node's own model"""
+    source: Literal["gateway", "node", "fused"] = "gateway"
+    """whose score: the gateway model's, the node's own model's, or the fused score"""
     threshold: float = 1.0
     """raise at or above this score (threshold units: 1.0 is the model's own threshold)"""
     hysteresis: float = Field(0.2, ge=0)

@@ -41,6 +41,7 @@ from gateway.alerts.state import (
     WindowCounter,
     alert_key,
 )
+from gateway.alerts.text import level_message, score_note
 from gateway.events import (
     Alert,
     AlertEvent,
@@ -203,8 +204,8 @@ class AlertEngine:
                 self._pending.discard(key)
                 rule_name, node_id = key.split(":", 1)
                 rule = self._rules[rule_name]
-                message = self._level_message(rule, level)
-                self._activate(rule, node_id, now_ms, events, value=level.last_value, message=message)  # fmt: skip
+                message = level_message(rule.cfg, level)
+                self._activate(rule, node_id, now_ms, events, value=level.reported, message=message)  # fmt: skip
         for key in list(self._windows):
             counter = self._detectors[key]
             assert isinstance(counter, WindowCounter)
@@ -284,8 +285,9 @@ class AlertEngine:
             for rule in rules:
                 self._level(rule, node_id, t_ms, obs.value, events)
         elif isinstance(obs, AnomalyScore):
+            note = score_note(obs.channels, obs.model_version)
             for rule in self._matching(obs.source, self._by_source.get(obs.source), node_id):
-                self._level(rule, node_id, t_ms, obs.score, events)
+                self._level(rule, node_id, t_ms, obs.score, events, note=note)
         elif isinstance(obs, NodeHealth):
             if obs.battery_mv is not None:
                 for rule in self._kind("battery", node_id):
@@ -354,19 +356,26 @@ class AlertEngine:
     # -- detectors to alerts -----------------------------------------------------------------
 
     def _level(
-        self, rule: _Rule, node_id: str, t_ms: int, value: float, events: list[AlertEvent]
+        self,
+        rule: _Rule,
+        node_id: str,
+        t_ms: int,
+        value: float,
+        events: list[AlertEvent],
+        *,
+        note: str = "",
     ) -> None:
         det = self._detector(rule, node_id)
         assert isinstance(det, LevelDetector)
-        change = det.update(t_ms, value)
+        change = det.update(t_ms, value, note)
         key = alert_key(rule.name, node_id)
         if det.pending:
             self._pending.add(key)
         else:
             self._pending.discard(key)
         if change is True:
-            message = self._level_message(rule, det)
-            self._activate(rule, node_id, t_ms, events, value=value, message=message)
+            message = level_message(rule.cfg, det)
+            self._activate(rule, node_id, t_ms, events, value=det.reported, message=message)
         elif change is False:
             self._deactivate(key, t_ms, events)
 
@@ -398,17 +407,6 @@ class AlertEngine:
         what = "messages lost" if isinstance(cfg, GapRule) else "node/gateway disagreements"
         message = f"{det.total} {what} within {cfg.window_s:g} s"
         self._activate(rule, node_id, t_ms, events, value=float(det.total), message=message)
-
-    @staticmethod
-    def _level_message(rule: _Rule, det: LevelDetector) -> str:
-        cfg = rule.cfg
-        v = det.last_value
-        if isinstance(cfg, ThresholdRule):
-            op = ">=" if det.above else "<="
-            return f"{cfg.channel} {v:g} {op} {det.on:g}"
-        if isinstance(cfg, AnomalyRule):
-            return f"{cfg.source} anomaly score {v:.3g} >= {cfg.threshold:g}"
-        return f"battery {v:.0f} mV <= {det.on:.0f} mV"
 
     def _activate(
         self,

@@ -62,8 +62,13 @@ class LevelDetector:
     since_ms: int = 0
     active: bool = False
     last_value: float | None = None
+    # The most extreme value since the condition began to hold: what an alert reports, since
+    # it was compared with ``on`` (the last value may sit inside the hysteresis band).
+    peak: float | None = None
+    # What was known about the peak's sample (e.g. the channels behind an anomaly score).
+    peak_note: str = ""
 
-    def update(self, t_ms: int, value: float) -> bool | None:
+    def update(self, t_ms: int, value: float, note: str = "") -> bool | None:
         self.last_value = value
         level = self.off if self.holding else self.on
         holds = value >= level if self.above else value <= level
@@ -71,6 +76,9 @@ class LevelDetector:
             if not self.holding:
                 self.holding = True
                 self.since_ms = t_ms
+                self.peak, self.peak_note = value, note
+            elif self.peak is None or (value > self.peak if self.above else value < self.peak):
+                self.peak, self.peak_note = value, note
             return self.poll(t_ms)
         self.holding = False
         if self.active:
@@ -85,6 +93,11 @@ class LevelDetector:
         return None
 
     @property
+    def reported(self) -> float | None:
+        """The value an alert shows: the peak that crossed ``on``, else the last value."""
+        return self.peak if self.peak is not None else self.last_value
+
+    @property
     def pending(self) -> bool:
         """Holding but not yet for the minimum duration: a tick may activate it."""
         return self.holding and not self.active
@@ -92,6 +105,7 @@ class LevelDetector:
     def restore(self, since_ms: int) -> None:
         """Assume the condition of a reloaded open alert still holds until a sample says not."""
         self.holding = self.active = True
+        self.peak = None
         self.since_ms = since_ms
 
 
@@ -289,6 +303,9 @@ class AlertBook:
         if rec is None:
             return None
         del self._by_id[rec.alert.alert_id]
+        # An alert raised on a clock tick can be cleared by a sample stamped a little earlier
+        # (a node's own time); it cannot end before it began.
+        at_ms = max(at_ms, rec.alert.raised_at_ms)
         changes: dict[str, object] = {"state": AlertState.CLEARED, "cleared_at_ms": at_ms}
         if message is not None:
             changes["message"] = message

@@ -56,6 +56,7 @@ async def run_demo(
     takes everything for duplicates.
     """
     from firmware_tools.sim.fleet import SimConfig, Simulator
+    from firmware_tools.sim.tflm import DEFAULT_NODE_MODEL
     from gateway.ble.radio import LocalRadio
 
     if scenario is None:
@@ -68,7 +69,7 @@ async def run_demo(
             batch_size=5,
             site="demo",
             status_interval_ms=5000,
-            model=node_model,
+            model=node_model or DEFAULT_NODE_MODEL,  # nodes run the shipped node model
             **({"seed": seed} | kw),
         )
 

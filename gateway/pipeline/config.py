@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tinymodels.fusion_rule import DEFAULT_FUSION_RULE
 from tinymodels.runtime import DEFAULT_GATEWAY_MODEL
 
 # Node channel name -> model channel name (the shipped model's SKAB names).
@@ -51,7 +52,12 @@ DEFAULT_CHANNEL_MAP: dict[str, str] = {
 
 # The shipped node model's threshold (tinymodels/artifacts/node_model.json "threshold"): its raw
 # score is a reconstruction MSE, divided by this to be in threshold units like the gateway's.
-DEFAULT_NODE_THRESHOLDS: dict[str, float] = {"node_model": 1.056067}
+DEFAULT_NODE_THRESHOLDS: dict[str, float] = {
+    "node_model": 1.056067,
+    # tinymodels/artifacts/node_window_model.json "threshold": the node model over windows of
+    # vib_rms, current, pressure and flow (issue 16).
+    "node_window_model": 3.831099,
+}
 
 
 class _Section(BaseModel):
@@ -111,7 +117,14 @@ class ScoringConfig(_Section):
         " so that after a restart the node is scored at once instead of recalibrating (a "
         "baseline recorded under another channel layout or length is ignored)",
     )
+    fallback: Literal["own_baseline", "off"] = "own_baseline"
+    """a node the gateway model cannot score (no channel maps, or skip and an input missing): own_baseline scores it by T2 + MSET over its own channels fitted on its own baseline (model_version own-baseline:t2+mset); off leaves it unscored"""
     disagreement: DisagreementConfig = DisagreementConfig()
+    fusion_rule_path: Path | None = Field(
+        DEFAULT_FUSION_RULE,
+        description="fusion rule JSON (tinymodels.fusion_cv) for the fused score (AnomalyScore "
+        "source=fused); none: no fused score",
+    )
     shadow_model_path: Path | None = Field(
         None, description="candidate model scored alongside (AnomalyScore source=shadow)"
     )

@@ -21,8 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.events import AnomalyScore, Disagreement, ScoreSource
-from gateway.pipeline.config import DisagreementConfig
+from gateway.pipeline.config import DisagreementConfig, ScoringConfig
 from gateway.protocol.messages import NodeInference
+from tinymodels.fusion_rule import ALARM, SETTLED, FusionRule, StateTracker, load_rule
+
+STATE_NAMES = {ALARM: "alarm", SETTLED: "settled"}
+
+
+def fusion_rule(config: ScoringConfig) -> FusionRule | None:
+    """The configured fusion rule (``scoring.fusion_rule_path``), or None when unset."""
+    return None if config.fusion_rule_path is None else load_rule(config.fusion_rule_path)
 
 
 @dataclass(slots=True)
@@ -34,11 +42,18 @@ class NodeScores:
     disagreeing_since_ms: int | None = None
     last_emitted_ms: int | None = None
     disagreements: int = 0
+    tracker: StateTracker | None = None
 
 
 class Fusion:
-    def __init__(self, config: DisagreementConfig, node_thresholds: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        config: DisagreementConfig,
+        node_thresholds: Mapping[str, float],
+        rule: FusionRule | None = None,
+    ) -> None:
         self._config = config
+        self._rule = rule
         self._thresholds = dict(node_thresholds)
         self._min_ms = int(config.min_duration_s * 1000)
         self._max_age_ms = int(config.max_age_s * 1000)
@@ -58,9 +73,42 @@ class Fusion:
     def scores(self, node_id: str) -> NodeScores | None:
         return self._nodes.get(node_id)
 
+    def fuse(self, score: AnomalyScore) -> AnomalyScore | None:
+        """The fused score for a gateway ``score`` (call after :meth:`observe`); None for node
+        and shadow scores, or without a rule."""
+        if self._rule is None or score.source is not ScoreSource.GATEWAY:
+            return None
+        state = self._nodes.get(score.node_id)
+        node = state.node if state is not None else None
+        fresh = node is not None and abs(node.t_ms - score.t_ms) <= self._max_age_ms
+        fused = float(self._rule.fuse([score.score], [node.score] if fresh and node else None)[0])
+        if state is not None:
+            if state.tracker is None:
+                state.tracker = StateTracker(self._rule)
+            state.tracker.update(fused)
+            # While settled the alarm level is the rearm level: the emitted score is in units
+            # of the level that raises an alarm now, so an alert on it clears once the machine
+            # has settled and raises again on a new rise (the state stays visible).
+            fused /= state.tracker.level
+        return AnomalyScore(
+            score.node_id,
+            score.t_ms,
+            ScoreSource.FUSED,
+            fused,
+            score.model_version,
+            score.channels,  # the fused score is the gateway's channels' doing, as far as known
+        )
+
+    def state(self, node_id: str) -> str:
+        """``normal``, ``alarm`` or ``settled`` by the fusion rule's state machine."""
+        state = self._nodes.get(node_id)
+        if state is None or state.tracker is None:
+            return "normal"
+        return STATE_NAMES.get(state.tracker.state, "normal")
+
     def observe(self, score: AnomalyScore) -> Disagreement | None:
         """Record ``score`` (gateway or node); return a Disagreement when the rule fires."""
-        if score.source is ScoreSource.SHADOW:
+        if score.source in (ScoreSource.SHADOW, ScoreSource.FUSED):
             return None
         state = self._nodes.get(score.node_id)
         if state is None:

@@ -43,7 +43,8 @@ from gateway.events import (
     Observation,
 )
 from gateway.pipeline.config import ScoringConfig
-from gateway.pipeline.fusion import Fusion
+from gateway.pipeline.fallback import FallbackScorer, own_layout
+from gateway.pipeline.fusion import Fusion, fusion_rule
 from gateway.pipeline.hotswap import (
     ModelInfo,
     ShadowSummary,
@@ -122,6 +123,7 @@ class ScoringPipeline:
             self.calibration_rows,
             config.batch_rows,
             baselines=store,
+            fallback=FallbackScorer(self.calibration_rows) if config.fallback != "off" else None,
         )
         self.worker = ScoringWorker(
             self.scorer,
@@ -130,7 +132,7 @@ class ScoringPipeline:
             on_scores=self._on_scores,
             thread_name="scoring",
         )
-        self.fusion = Fusion(config.disagreement, config.node_thresholds)
+        self.fusion = Fusion(config.disagreement, config.node_thresholds, fusion_rule(config))
         self.stats = PipelineStats()
         self._sinks: list[ObservationSink] = []
         self._seen: dict[tuple[str, int], int] = {}  # (node, boot) -> highest seq observed
@@ -160,6 +162,9 @@ class ScoringPipeline:
             ]
             plan = self._mapper.plan(channels) if self.config.enabled else None
             layout = self._mapper.layout(channels) if plan is not None else ""
+            if plan is None and self.config.enabled and self.config.fallback != "off" and channels:
+                # Issue 16: scored from its own baseline (gateway/pipeline/fallback.py).
+                plan, layout = tuple(range(len(channels))), own_layout(channels)
             use = _ChannelUse(picked, plan, layout)
             self._last_channels = (channels, use)
         return use
@@ -283,6 +288,9 @@ class ScoringPipeline:
 
     def _fuse(self, score: AnomalyScore, out: list[Observation]) -> None:
         disagreement = self.fusion.observe(score)
+        fused = self.fusion.fuse(score)  # issue 16: the fused score beside both
+        if fused is not None:
+            out.append(fused)
         if disagreement is not None:
             self.stats.disagreements += 1
             out.append(disagreement)

@@ -28,9 +28,11 @@ from typing import TypeVar
 import numpy as np
 
 from gateway.events import AnomalyScore, ScoreSource
+from gateway.pipeline.fallback import LAYOUT_PREFIX, FallbackScorer
 from gateway.pipeline.hotswap import ModelInfo, ShadowStats
 from gateway.pipeline.windows import NodeStream, Prepared, Row
 from gateway.store.baselines import BaselineStore, StoredBaseline
+from tinymodels.attribution import top_channels
 from tinymodels.gateway_features import FeatureConfig, window_errors
 from tinymodels.runtime import GatewayModel
 
@@ -79,8 +81,10 @@ class BatchScorer:
         batch_rows: int,
         *,
         baselines: BaselineStore | None = None,
+        fallback: FallbackScorer | None = None,
     ) -> None:
         self.primary = primary
+        self.fallback = fallback
         self.shadow: ModelSlot | None = None
         self.shadow_stats: ShadowStats | None = None
         self.calibration_rows = calibration_rows
@@ -106,9 +110,13 @@ class BatchScorer:
     def score(self, rows: Sequence[Row]) -> ScoredBatch:
         started = time.perf_counter()
         by_node: dict[str, list[Row]] = {}
+        own: dict[str, list[Row]] = {}  # rows of nodes the model does not cover (fallback.py)
         for row in rows:
-            by_node.setdefault(row.node_id, []).append(row)
-        gateway = self._score_slot(self.primary, by_node, ScoreSource.GATEWAY)
+            target = own if row.layout.startswith(LAYOUT_PREFIX) else by_node
+            target.setdefault(row.node_id, []).append(row)
+        gateway = self._score_slot(self.primary, by_node, ScoreSource.GATEWAY) if by_node else []
+        if own and self.fallback is not None:
+            gateway += self.fallback.score(self.primary.model, own)
         shadow: list[AnomalyScore] = []
         if self.shadow is not None:
             shadow = self._score_slot(self.shadow, by_node, ScoreSource.SHADOW)
@@ -151,13 +159,14 @@ class BatchScorer:
             errors = [all_errors[a:b] for a, b in itertools.pairwise(bounds)]
         out: list[AnomalyScore] = []
         version = slot.info.version
+        names = cfg.model_channels if cfg.model_channels is not None else cfg.channels
         for p, err in zip(prepared, errors, strict=True):
             scores = p.stream.finish(p, err)
             node_id = p.stream.node_id
-            out.extend(
-                AnomalyScore(node_id, t, source, s, version)
-                for t, s in zip(p.t_ms, scores.tolist(), strict=True)
-            )
+            for i, (t, s) in enumerate(zip(p.t_ms, scores.tolist(), strict=True)):
+                # Which channels: only worth the work for a score that could alert.
+                top = top_channels(p.shares[i], names) if p.shares is not None and s >= 1 else ()
+                out.append(AnomalyScore(node_id, t, source, s, version, top))
         return out
 
     def _new_stream(

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.protocol.messages import Channel
+from tinymodels.attribution import row_shares
 from tinymodels.gateway_features import (
     FeatureConfig,
     MsetFit,
@@ -147,6 +148,8 @@ class Prepared:
     t_ms: list[int]
     windows: FloatArray  # (n, window * model channels), empty when the model has no AE
     stats: dict[str, FloatArray]  # raw numpy statistics per row
+    # Per row, each model channel's share of T² and the MSET residual (tinymodels.attribution).
+    shares: npt.NDArray[np.float64] | None = None
 
 
 @dataclass
@@ -220,7 +223,8 @@ class NodeStream:
             self._recent_z.extend(ext[-(window - 1) :] if window > 1 else ())
             while len(self._recent_z) > window - 1:
                 self._recent_z.popleft()
-        return Prepared(self, [r.t_ms for r in rest], windows, stats)
+        shares = row_shares(fit.pca, fit.mset, zm)
+        return Prepared(self, [r.t_ms for r in rest], windows, stats, shares)
 
     def finish(self, prepared: Prepared, ae_errors: FloatArray | None) -> FloatArray:
         """Phase 2: smooth, scale and combine; one score per prepared row, threshold units."""

@@ -116,7 +116,7 @@ def test_two_rules_of_the_same_name_are_refused_by_toml_itself() -> None:
         (
             {"rules": {"score": {"kind": "anomaly", "source": "shadow"}}},
             "alerts.rules.score.anomaly.source",
-            "'gateway' or 'node'",
+            "'gateway', 'node' or 'fused'",
         ),
         (
             {"rules": {"quiet": {"kind": "silent", "after_s": 0}}},

@@ -49,7 +49,12 @@ class Gateway:
         self.pipeline.add_sink(self._sink)
 
     def _sink(self, observations: Sequence[Observation]) -> None:
-        self.scores.extend(o for o in observations if isinstance(o, AnomalyScore))
+        # Gateway and shadow scores (the fused score, issue 16, has its own tests).
+        self.scores.extend(
+            o
+            for o in observations
+            if isinstance(o, AnomalyScore) and o.source is not ScoreSource.FUSED
+        )
 
     async def feed(self, msgs: Sequence[ReadingBatch]) -> None:
         """Commit ``msgs`` one by one and wait until the scorer has taken every row."""

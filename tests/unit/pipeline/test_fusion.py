@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.events import AnomalyScore, Disagreement, ScoreSource
 from gateway.pipeline.config import (
     DEFAULT_NODE_THRESHOLDS,
@@ -95,3 +97,28 @@ def test_disabled_rule_keeps_scores_but_never_reports() -> None:
     state = fusion.scores("pump-1")
     assert state is not None
     assert state.gateway == seq[-2]
+
+
+def test_the_fused_score_combines_a_current_node_score_by_the_rule_and_ignores_a_stale_one() -> (
+    None
+):
+    from tinymodels.fusion_rule import FusionRule
+
+    rule = FusionRule(weight=0.75, factor=1.0, hold_on=1, hold_off=1)
+    fusion = Fusion(DisagreementConfig(max_age_s=10), {}, rule)
+    fusion.observe(_node(0, 3.0))
+    gw = _gw(5, 1.0)
+    fusion.observe(gw)
+    fused = fusion.fuse(gw)
+    assert fused is not None
+    assert fused.source is ScoreSource.FUSED
+    assert fused.score == pytest.approx(0.75 * 1.0 + 0.25 * 3.0)
+    assert fusion.state("pump-1") == "alarm"
+    late = _gw(60, 0.4)  # the node score is 60 s old: the gateway's alone
+    fusion.observe(late)
+    fused_late = fusion.fuse(late)
+    assert fused_late is not None
+    assert fused_late.score == pytest.approx(0.4)
+    assert fusion.state("pump-1") == "normal"
+    assert fusion.fuse(_node(61, 9.0)) is None  # only gateway scores produce a fused one
+    assert Fusion(DisagreementConfig(), {}).fuse(gw) is None  # no rule, no fused score

@@ -32,7 +32,9 @@ def _pipeline(pub: Path | None, **extra: object) -> tuple[ScoringPipeline, list[
     scores: list[AnomalyScore] = []
 
     def sink(obs: Sequence[Observation]) -> None:
-        scores.extend(o for o in obs if isinstance(o, AnomalyScore))
+        scores.extend(
+            o for o in obs if isinstance(o, AnomalyScore) and o.source is not ScoreSource.FUSED
+        )
 
     pipeline.add_sink(sink)
     return pipeline, scores

@@ -23,6 +23,7 @@ from gateway.pipeline import ScoringConfig, ScoringPipeline
 from gateway.protocol.messages import NodeInference, Status, TimeBase, Transport
 from gateway.store.journal import CommitResult, Journal
 from tests.unit.pipeline.helpers import batches, envelope, pump_frame, running
+from tinymodels.fusion_rule import load_rule
 
 T0 = 1_700_000_000_000
 
@@ -84,10 +85,18 @@ async def test_gateway_scores_follow_calibration_and_carry_wall_time(journal: Jo
         for b in batches("pump-1", frame, per_batch=20):
             _commit(journal, pipeline, [envelope(b)])
             await asyncio.sleep(0)
-        await _until(lambda: len(seen.of(AnomalyScore)) >= 200 - 64)
-    scores = seen.of(AnomalyScore)
+        await _until(lambda: len(seen.of(AnomalyScore)) >= 2 * (200 - 64))
+    everything = seen.of(AnomalyScore)
+    scores = [s for s in everything if s.source is ScoreSource.GATEWAY]
+    fused = [s for s in everything if s.source is ScoreSource.FUSED]
     assert [s.t_ms for s in scores] == [T0 + i * 1000 for i in range(64, 200)]
-    assert all(s.source is ScoreSource.GATEWAY for s in scores)
+    # No node model on this node: each fused score is the shipped rule over the gateway's alone.
+    rule = load_rule()
+    assert [s.t_ms for s in fused] == [s.t_ms for s in scores]
+    assert [s.score for s in fused] == pytest.approx(
+        [float(rule.fuse([s.score], None)[0]) for s in scores]
+    )
+    assert pipeline.fusion.state("pump-1") == "alarm"
     assert max(s.score for s in scores[:80]) < 1.5
     assert min(s.score for s in scores[100:]) > 1.0
 

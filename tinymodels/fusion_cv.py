@@ -1,0 +1,157 @@
+"""Choose the fusion rule on SKAB and cross-validate that choice (leave one group out).
+
+    python -m tinymodels.fusion_cv --data ../shared/data/skab [--write]
+
+A small grid of rules (gateway weight, factor, hold) is scored with the SKAB protocol on the
+node and gateway scores of every labelled file. The selection rule is
+:func:`tinymodels.tune_gateway.rank` (NAB standard at least its floor, then the highest F1,
+ties within 0.005 broken by NAB). Honesty check: for each experiment group (valve1, valve2,
+other) the rule is chosen on the other two groups and scored on the held-out one; the
+held-out files are pooled into one ``CV`` line. ``--write`` stores the choice on all files
+in ``tinymodels/artifacts/fusion.json`` together with the CV figures.
+
+Two outputs of the same scores, as SKAB allows ("changepoints and pointwise alarms may come
+from separate outputs"): the *pointwise* rule (alarms, F1/FAR/MAR) is chosen by the rule above;
+the *changepoint* rule (the rows where its alarm starts or ends are the predicted
+changepoints, which NAB scores) is chosen by the highest NAB standard score. Both choices are
+made on the fitting groups only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tinymodels.fusion_rule import DEFAULT_FUSION_RULE, FusionRule
+from tinymodels.node_eval import score_rows
+from tinymodels.skab_data import SkabFile
+from tinymodels.skab_score import FileScore, Totals, summarise
+from tinymodels.tune_gateway import GROUPS, group_of, rank
+
+WEIGHTS = (0.0, 0.5, 0.75, 1.0)
+FACTORS = (0.75, 0.9, 1.0, 1.25)
+HOLDS = ((3, 3), (5, 5), (5, 20), (10, 30))
+RELEASES = (0.0, 0.4, 0.5)
+
+
+def grid() -> list[FusionRule]:
+    return [
+        FusionRule(w, f, on, off, release=rel)
+        for w, f, (on, off), rel in itertools.product(WEIGHTS, FACTORS, HOLDS, RELEASES)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Per-file scores of every grid rule."""
+
+    files: list[SkabFile]
+    per: dict[FusionRule, list[FileScore]]
+
+    def totals(self, rule: FusionRule, names: set[str] | None = None) -> Totals:
+        return summarise(s for s in self.per[rule] if names is None or s.name in names)
+
+    def pick(self, names: set[str]) -> FusionRule:
+        """The pointwise rule: :func:`tinymodels.tune_gateway.rank` on ``names``."""
+        return max(self.per, key=lambda r: rank(self.totals(r, names)))
+
+    def pick_changepoints(self, names: set[str]) -> FusionRule:
+        """The changepoint rule: highest NAB standard on ``names``."""
+        return max(self.per, key=lambda r: self.totals(r, names).nab_score("standard"))
+
+    def combined(self, pointwise: FusionRule, changepoints: FusionRule) -> list[FileScore]:
+        """Per file: the pointwise rule's counts with the changepoint rule's NAB sums."""
+        return [
+            FileScore(p.name, p.counts, c.nab)
+            for p, c in zip(self.per[pointwise], self.per[changepoints], strict=True)
+        ]
+
+
+def score_grid(
+    files: list[SkabFile],
+    gateway: dict[str, npt.NDArray[np.float32]],
+    node: dict[str, npt.NDArray[np.float32]],
+    rules: list[FusionRule] | None = None,
+) -> Scored:
+    per: dict[FusionRule, list[FileScore]] = {}
+    for rule in rules or grid():
+        per[rule] = [score_rows(f, rule.predict(gateway[f.name], node[f.name])) for f in files]
+    return Scored(files, per)
+
+
+@dataclass(frozen=True, slots=True)
+class CvResult:
+    chosen: dict[str, FusionRule]  # held-out group -> pointwise rule chosen on the other two
+    chosen_cp: dict[str, FusionRule]  # held-out group -> changepoint rule chosen likewise
+    held_out: Totals  # pooled over the held-out groups
+    final: FusionRule  # pointwise rule chosen on all files
+    final_cp: FusionRule  # changepoint rule chosen on all files
+
+
+def cross_validate(scored: Scored) -> CvResult:
+    held: list[FileScore] = []
+    chosen, chosen_cp = {}, {}
+    names = {f.name for f in scored.files}
+    for g in GROUPS:
+        fit = {n for n in names if group_of(n) != g}
+        if not fit or fit == names:
+            continue
+        rule = chosen[g] = scored.pick(fit)
+        cp = chosen_cp[g] = scored.pick_changepoints(fit)
+        held.extend(s for s in scored.combined(rule, cp) if group_of(s.name) == g)
+    final, final_cp = scored.pick(names), scored.pick_changepoints(names)
+    return CvResult(chosen, chosen_cp, summarise(held), final, final_cp)
+
+
+def write_rule(cv: CvResult, path: Path = DEFAULT_FUSION_RULE) -> None:
+    def brief(t: Totals) -> dict[str, float]:
+        return {
+            "f1": round(t.f1, 4),
+            "far": round(t.far, 4),
+            "mar": round(t.mar, 4),
+            "nab_standard": round(t.nab_score("standard"), 2),
+        }
+
+    obj: dict[str, Any] = {
+        "rule": cv.final.to_json(),
+        "changepoint_rule": cv.final_cp.to_json(),
+        "chosen_on": "all labelled SKAB development files (tinymodels.fusion_cv)",
+        "cv": {
+            "method": "leave one experiment group out: choose on two groups, score the third",
+            "chosen": {g: r.to_json() for g, r in cv.chosen.items()},
+            "chosen_changepoint": {g: r.to_json() for g, r in cv.chosen_cp.items()},
+            "held_out_pooled": brief(cv.held_out),
+        },
+    }
+    path.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tinymodels.evaluate import all_scores
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/skab"))
+    ap.add_argument(
+        "--write", action="store_true", help=f"store the choice in {DEFAULT_FUSION_RULE}"
+    )
+    args = ap.parse_args(argv)
+    files, gateway, node = all_scores(args.data)
+    cv = cross_validate(score_grid(files, gateway, node))
+    for g, r in cv.chosen.items():
+        print(f"hold out {g}: chose {r.label()}; changepoints {cv.chosen_cp[g].label()}")
+    print("CV (held-out groups pooled) " + cv.held_out.result_line().removeprefix("RESULT "))
+    print(f"all files: chose {cv.final.label()}; changepoints {cv.final_cp.label()}")
+    if args.write:
+        write_rule(cv)
+        print(f"wrote {DEFAULT_FUSION_RULE}")
+
+
+if __name__ == "__main__":
+    main()
