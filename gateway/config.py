@@ -69,7 +69,7 @@ class MqttConfig(_Section):
     enabled: bool = True
     """ingest from an MQTT broker"""
     url: str = "mqtt://127.0.0.1:1883"
-    """broker address, mqtt://host:port"""
+    """broker address: mqtt://host:port, or mqtts://host:port for TLS (default port 8883)"""
     client_id: str = "fieldgate-gateway"
     """fixed client id: the broker keeps the gateway's session (and unacknowledged messages) across restarts"""
     keepalive_s: int = Field(30, ge=5)
@@ -85,6 +85,26 @@ class MqttConfig(_Section):
     password_file: Path | None = None
     """file holding the broker password (e.g. a systemd credential); read at start-up,
     replaces password"""
+    tls_ca_file: Path | None = None
+    """mqtts: the CA that signed the broker's certificate (default: the system's CAs)"""
+    tls_cert_file: Path | None = None
+    """mqtts: a client certificate, for brokers that authenticate clients by certificate"""
+    tls_key_file: Path | None = None
+    """mqtts: the client certificate's private key"""
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme in ("mqtts", "ssl")
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttConfig:
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a file")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file: give both or neither")
+        return self
 
     @model_validator(mode="after")
     def _password_from_file(self) -> MqttConfig:
@@ -107,8 +127,8 @@ class MqttConfig(_Section):
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:port")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
         try:
             parts.port  # noqa: B018 - urlsplit checks the range only when asked
         except ValueError:

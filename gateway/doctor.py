@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import ssl
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
+from gateway.sources.mqtt_tls import client_context
 
 Status = Literal["ok", "warn", "fail"]
 # The clock is wrong for sure before this instant (no release of fieldgate is older): a
@@ -164,7 +166,7 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 def check_broker(cfg: GatewayConfig, timeout_s: float = 3.0) -> Finding:
     if not cfg.mqtt.enabled:
         return _ok("broker", "MQTT disabled")
-    host, port = _host_port(cfg.mqtt.url, 1883)
+    host, port = _host_port(cfg.mqtt.url, 8883 if cfg.mqtt.tls else 1883)
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:
@@ -174,7 +176,16 @@ def check_broker(cfg: GatewayConfig, timeout_s: float = 3.0) -> Finding:
             f"{host}:{port} unreachable: {exc.strerror or exc}",
             "start the broker (systemctl start mosquitto) or fix mqtt.url",
         )
-    code = _mqtt_connect_code(cfg, host, port, timeout_s)
+    try:
+        code = _mqtt_connect_code(cfg, host, port, timeout_s)
+    except ssl.SSLError as exc:
+        return Finding(
+            "broker",
+            "fail",
+            f"{host}:{port}: TLS failed ({exc.reason or exc})",
+            "check mqtt.tls_ca_file is the CA that signed the broker's certificate, and that "
+            "the URL's host name is in that certificate",
+        )
     if code is None:
         return Finding(
             "broker",
@@ -221,13 +232,18 @@ def _mqtt_connect_code(cfg: GatewayConfig, host: str, port: int, timeout_s: floa
     variable = b"\x00\x04MQTT\x04" + bytes([flags]) + (10).to_bytes(2, "big")
     body = variable + payload
     packet = b"\x10" + _remaining_length(len(body)) + body
+    context = client_context(cfg.mqtt)
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(packet)
-            answer = sock.recv(4)
-            if len(answer) == 4 and answer[0] == 0x20:
-                sock.sendall(b"\xe0\x00")  # DISCONNECT
-                return answer[3]
+        with socket.create_connection((host, port), timeout=timeout_s) as raw:
+            sock = context.wrap_socket(raw, server_hostname=host) if context else raw
+            with sock:
+                sock.sendall(packet)
+                answer = sock.recv(4)
+                if len(answer) == 4 and answer[0] == 0x20:
+                    sock.sendall(b"\xe0\x00")  # DISCONNECT
+                    return answer[3]
+    except ssl.SSLError:
+        raise
     except OSError:
         return None
     return None

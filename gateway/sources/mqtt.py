@@ -42,6 +42,7 @@ from gateway.protocol.payload import encode_message
 from gateway.retry import Backoff
 from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
 from gateway.sources.mqtt_loop import PahoConnection
+from gateway.sources.mqtt_tls import client_context
 
 _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
@@ -69,7 +70,8 @@ class MqttSource:
         self._json_nodes: set[str] = set()  # nodes whose latest uplink was JSON
         url = urlsplit(config.url)
         self._host = url.hostname or "127.0.0.1"
-        self._port = url.port or 1883
+        self._port = url.port or (8883 if config.tls else 1883)
+        self._tls = client_context(config)
         self.ready = asyncio.Event()
         self.connections = 0
         # QoS 1 messages taken from the broker and those PUBACKed (committed or refused):
@@ -123,6 +125,7 @@ class MqttSource:
             username=self._config.username,
             password=self._config.password_value(),
             on_message=on_message,
+            tls=self._tls,
         )
         return conn
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -63,6 +64,7 @@ class PahoConnection:
         username: str | None = None,
         password: str | None = None,
         connect_timeout_s: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._keepalive_s = keepalive_s
@@ -76,6 +78,8 @@ class PahoConnection:
         client.manual_ack_set(True)
         if username is not None:
             client.username_pw_set(username, password)
+        if tls is not None:
+            client.tls_set_context(tls)
         client.connect_timeout = connect_timeout_s
         client.on_message = lambda _client, _userdata, message: on_message(message)
         client.on_connect = self._on_connect

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway.config import load_config
+from gateway.doctor import check_broker
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
 from tests.fixtures.ports import free_port, wait_for_port
 from tests.fixtures.servers import _find, _stop
@@ -215,3 +217,47 @@ async def test_a_node_cannot_speak_for_another_node_or_command_one(
         reader.cancel()
         assert "fieldgate/s1/pump-01/cmd" not in got, "a forged command reached the node"
         assert "fieldgate/s1/pump-01/ack" in got, "the gateway's ack (its own right) did arrive"
+
+
+async def test_the_gateway_ingests_over_tls_with_its_own_credentials(
+    site_broker: SiteBroker, tmp_path: Path
+) -> None:
+    cfg = gateway_config(
+        tmp_path,
+        site="s1",
+        mqtt={
+            "enabled": True,
+            "url": f"mqtts://localhost:{site_broker.tls_port}",
+            "tls_ca_file": str(site_broker.ca),
+            "username": "fieldgate-gateway",
+            "password": USERS["fieldgate-gateway"],
+        },
+    )
+    async with running_gateway(cfg), client(site_broker, "pump-01") as pump1:
+        await pump1.publish("fieldgate/s1/pump-01/readings", readings("pump-01", 1), qos=1)
+        await wait_until(lambda: journal_keys(cfg) == [("pump-01", 1, 1)], what="TLS ingest")
+
+
+def test_doctor_tells_a_wrong_ca_from_good_credentials(
+    site_broker: SiteBroker, tmp_path: Path
+) -> None:
+    def broker_check(ca: Path) -> str:
+        cfg = load_config(
+            data_dir=str(tmp_path / "var"),
+            mqtt={
+                "url": f"mqtts://localhost:{site_broker.tls_port}",
+                "tls_ca_file": str(ca),
+                "username": "fieldgate-gateway",
+                "password": USERS["fieldgate-gateway"],
+            },
+        )
+        finding = check_broker(cfg)
+        return f"{finding.status}: {finding.message}"
+
+    assert broker_check(site_broker.ca).startswith("ok")
+    other_ca = tmp_path / "other-ca.crt"
+    key = ec.generate_private_key(ec.SECP256R1())
+    other_ca.write_bytes(_cert("someone else", key, None).public_bytes(serialization.Encoding.PEM))
+    verdict = broker_check(other_ca)
+    assert verdict.startswith("fail")
+    assert "TLS" in verdict
