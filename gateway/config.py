@@ -9,6 +9,7 @@ fieldgate reads ``os.environ``.
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,11 @@ from gateway.errors import ConfigError
 from gateway.forward.config import ForwardConfig
 from gateway.outputs.config import OutputsConfig
 from gateway.pipeline.config import ScoringConfig
+
+# The config file format; bump it (and add a step to migrate_config) whenever a change
+# alters what an existing file means.
+CONFIG_VERSION = 2
+_LOGGER = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -208,6 +214,9 @@ class GatewayConfig(BaseSettings):
         use_attribute_docstrings=True,
     )
 
+    config_version: int = Field(CONFIG_VERSION, ge=1, le=CONFIG_VERSION)
+    """the config format the file is written in; older formats are migrated when read (with
+    a log line saying what changed), a newer one is refused"""
     site: str = Field("site1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
     """site name; MQTT topics are fieldgate/<site>/<node>/<kind>"""
     data_dir: Path = Path("var")
@@ -269,11 +278,40 @@ def load_config(path: Path | None = None, **overrides: Any) -> GatewayConfig:
             raise ConfigError(str(path), "config file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+        data = migrate_config(data, str(path))
     data.update(overrides)
     try:
         return GatewayConfig(**data)
     except ValidationError as exc:
         raise _to_config_error(exc) from None
+
+
+def migrate_config(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config file's content in the current format; a file without ``config_version`` is
+    format 1 (every release before the key existed). Never silently misread: each change
+    that alters what a file means is applied here and logged."""
+    version = data.get("config_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError("config_version", f"must be a whole number from 1 to {CONFIG_VERSION}")
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            "config_version",
+            f"{where} is written for a newer fieldgate (format {version}); this one reads "
+            f"formats 1-{CONFIG_VERSION}: upgrade fieldgate, or use a config for this release",
+        )
+    data = dict(data)
+    if version < 2:  # format 2: ble.transport's default became the system's BlueZ
+        ble = data.get("ble")
+        if isinstance(ble, dict) and "transport" not in ble:
+            data["ble"] = {**ble, "transport": "usb:0"}
+            _LOGGER.warning(
+                "%s: config format 1: ble.transport kept at that format's default usb:0 "
+                "(format 2 defaults to bluez:hci0); set it and config_version = %d to silence this",
+                where,
+                CONFIG_VERSION,
+            )
+    data["config_version"] = CONFIG_VERSION
+    return data
 
 
 def _to_config_error(exc: ValidationError) -> ConfigError:

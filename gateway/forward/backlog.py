@@ -27,9 +27,12 @@ from gateway.errors import StoreError
 from gateway.forward.config import ForwardBudgets
 from gateway.forward.ladder import EVICTION_KINDS, EvictionLadder, _doc
 from gateway.forward.points import Point, PointClass, encode
+from gateway.store.schema_version import open_schema
 
 _LOGGER = logging.getLogger(__name__)
 
+# docs: gateway/store/schema_version.py; 1 = the tables below (0: the same, unnumbered).
+SCHEMA_VERSION: Final = 1
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS points (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- enqueue order; never reused (checkpoints)
@@ -131,7 +134,7 @@ class Backlog(EvictionLadder):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")  # the CLI may share the file
-            db.executescript(SCHEMA)
+            open_schema(db, f"forward backlog {self.path}", SCHEMA, SCHEMA_VERSION)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open forward backlog {self.path}: {exc}") from exc
         self._db = db

@@ -34,9 +34,12 @@ from typing import Protocol
 from gateway.errors import FieldgateError, StoreError
 from gateway.events import AlertEvent
 from gateway.retry import Backoff
+from gateway.store.schema_version import open_schema
 
 _LOGGER = logging.getLogger(__name__)
 
+# docs: gateway/store/schema_version.py; 1 = the tables below (0: the same, unnumbered).
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,                 -- enqueue order: delivery order
@@ -104,7 +107,7 @@ class OutboxStore:
             # FULL: an event the outbox took survives power loss, not only a crash.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
+            open_schema(self._db, f"outbox {path}", SCHEMA, SCHEMA_VERSION)
         except sqlite3.Error as exc:
             raise StoreError(f"outbox {path}: {exc}; is the data directory writable?") from exc
 

@@ -28,9 +28,12 @@ from typing import Any
 from gateway.alerts.state import OpenAlert
 from gateway.errors import StoreError
 from gateway.events import Alert, AlertEvent, AlertEventKind, AlertState, Severity
+from gateway.store.schema_version import open_schema
 
 _LOGGER = logging.getLogger(__name__)
 
+# docs: gateway/store/schema_version.py; 1 = the tables below (0: the same, unnumbered).
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY,              -- "<rule>:<node>:<number>"
@@ -132,7 +135,7 @@ class AlertStore:
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
-            db.executescript(SCHEMA)
+            open_schema(db, f"alert store {self.path}", SCHEMA, SCHEMA_VERSION)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open alert store {self.path}: {exc}") from exc
         self._db = db

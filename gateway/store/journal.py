@@ -35,8 +35,9 @@ from gateway.errors import StorageFault, StoreError
 from gateway.ingest import Envelope
 from gateway.protocol.messages import Ack, Channel, NodeInference, ReadingBatch, Status
 from gateway.store.clock import NodeClock
-from gateway.store.journal_schema import SCHEMA, size_bytes
+from gateway.store.journal_schema import JOURNAL_SCHEMA_VERSION, SCHEMA, size_bytes
 from gateway.store.recovery import hold_lock, journal_problem, set_aside
+from gateway.store.schema_version import open_schema
 from gateway.store.sequence import StreamState
 
 _LOGGER = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("PRAGMA foreign_keys=OFF")
-            db.executescript(SCHEMA)
+            open_schema(db, f"journal {self.path}", SCHEMA, JOURNAL_SCHEMA_VERSION)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open journal {self.path}: {exc}") from exc
         self._db = db

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
+# docs: gateway/store/schema_version.py; 1 = the tables below (0: the same, unnumbered).
+JOURNAL_SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_sets (
     id INTEGER PRIMARY KEY,
