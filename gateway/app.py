@@ -25,6 +25,7 @@ from gateway.events import AlertEvent, Severity
 from gateway.forward.forwarder import Forwarder
 from gateway.ingest import IngestQueue
 from gateway.metrics import Metrics, serve_metrics
+from gateway.metrics_exposition import NodeFigures
 from gateway.outputs.bus import AlertBus
 from gateway.outputs.dispatch import AlertOutputs
 from gateway.pipeline.pipeline import ScoringPipeline
@@ -108,7 +109,16 @@ class Gateway:
         self.writer.add_fault_listener(self._on_journal_fault)
         self.metrics_ready = asyncio.Event()
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
-        self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))
+        self.metrics.counter_fns["queue_dropped"] = (
+            "Messages a full ingest queue dropped (never acknowledged: nodes resend them).",
+            lambda: float(sum(self.queue.dropped.values())),
+        )
+        self.metrics.counter_fns["alert_events"] = (
+            "Alert events handed to the outputs.",
+            lambda: float(self.outputs.delivered_events),
+        )
+        self.metrics.node_figures = self._node_figures
+        self.metrics.node_scores = self.pipeline.fusion.latest
         self.metrics.gauges["journal_bytes"] = self._journal_bytes
         if self.forwarder is not None:
             self.metrics.gauges.update(self.forwarder.gauges())
@@ -137,6 +147,19 @@ class Gateway:
             return float(self.config.journal_path.stat().st_size)
         except OSError:
             return 0.0
+
+    def _node_figures(self) -> list[NodeFigures]:
+        """Per-node rows for /metrics, from the journal's registry (rendering thread)."""
+        if not self.config.journal_path.exists():
+            return []
+        reader = JournalReader(self.config.journal_path)
+        try:
+            return [
+                NodeFigures(r.node_id, r.last_seen_ms, r.received, r.lost, r.completeness)
+                for r in reader.nodes()
+            ]
+        finally:
+            reader.close()
 
     def _last_seen(self) -> dict[str, int]:
         if not self.config.journal_path.exists():

@@ -1,7 +1,9 @@
-"""Counters for what the gateway did, and a Prometheus text endpoint for them.
+"""Counters for what the gateway did, and the Prometheus endpoint that shows them.
 
-Kept dependency-free: a handful of counters and gauges rendered in the Prometheus
-text exposition format by a tiny asyncio HTTP server.
+The counters are plain attributes the gateway's components bump on the loop. A scrape takes
+a snapshot of them on the loop and renders the page (prometheus_client's format, with
+per-node and process figures) in a worker thread: :mod:`gateway.metrics_exposition`. The
+HTTP side is a small asyncio server with bounded request handling.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import TransportError
 from gateway.log_limit import LimitedWarning
+from gateway.metrics_exposition import NodeSource, Snapshot, render
 
 if TYPE_CHECKING:
     from gateway.store.journal import CommitResult
 
 _LOGGER = logging.getLogger(__name__)
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 OTHER_NODES = "_other"
@@ -60,6 +64,12 @@ class Metrics:
         self.commits = 0
         self.commit_seconds = 0.0
         self.gauges: dict[str, Callable[[], float]] = {}
+        # Counters whose value a component keeps (name -> (help, read it)).
+        self.counter_fns: dict[str, tuple[str, Callable[[], float]]] = {}
+        # Per node: figures from the journal (read in the rendering thread) and the latest
+        # scores (read on the loop with the snapshot).
+        self.node_figures: NodeSource | None = None
+        self.node_scores: Callable[[], dict[str, tuple[float | None, float | None]]] | None = None
 
     def record_commit(self, result: CommitResult) -> None:
         self.readings_in.update(result.inserted)
@@ -76,46 +86,39 @@ class Metrics:
     def malformed_input(self, transport: str, reason: str) -> None:
         self.malformed[(transport, reason)] += 1
 
+    def snapshot(self) -> Snapshot:
+        """Copy what a scrape shows, on the loop (no I/O; gauges must be cheap)."""
+        snap = Snapshot(
+            labelled=[
+                ("messages_in", "Node message seqs committed to the journal.", ("transport",),
+                 {(t,): float(n) for t, n in self.readings_in.items()}),
+                ("duplicates", "Message seqs received again and stored once.", ("transport",),
+                 {(t,): float(n) for t, n in self.duplicates.items()}),
+                ("malformed", "Input that did not decode, by kind.", ("transport", "reason"),
+                 {k: float(n) for k, n in self.malformed.items()}),
+                ("rejected", "Messages from node ids that are not allowed (ids capped).",
+                 ("transport", "node"), {k: float(n) for k, n in self.rejected_nodes.items()}),
+            ],
+            counters={
+                "lost": ("Message seqs that will never arrive (gaps).", float(self.lost)),
+                "seq_jumps": ("Messages refused: seq far past the node's stream.",
+                              float(self.seq_jumps)),
+                "evicted": ("Raw readings evicted under the journal's budget.",
+                            float(self.evicted)),
+                "commits": ("Journal group commits.", float(self.commits)),
+                "commit_seconds": ("Time spent in journal commits.", self.commit_seconds),
+            },
+        )  # fmt: skip
+        for name, (help_text, fn) in self.counter_fns.items():
+            snap.counters[name] = (help_text, float(fn()))
+        snap.gauges = {name: float(fn()) for name, fn in self.gauges.items()}
+        if self.node_scores is not None:
+            snap.scores = self.node_scores()
+        return snap
+
     def render(self) -> str:
-        lines = [
-            "# HELP fieldgate_messages_in_total Node message seqs committed to the journal.",
-            "# TYPE fieldgate_messages_in_total counter",
-        ]
-        lines += [
-            f'fieldgate_messages_in_total{{transport="{t}"}} {n}'
-            for t, n in sorted(self.readings_in.items())
-        ]
-        lines += ["# TYPE fieldgate_duplicates_total counter"]
-        lines += [
-            f'fieldgate_duplicates_total{{transport="{t}"}} {n}'
-            for t, n in sorted(self.duplicates.items())
-        ]
-        lines += ["# TYPE fieldgate_malformed_total counter"]
-        lines += [
-            f'fieldgate_malformed_total{{transport="{t}",reason="{r}"}} {n}'
-            for (t, r), n in sorted(self.malformed.items())
-        ]
-        lines += ["# TYPE fieldgate_rejected_total counter"]
-        lines += [
-            f'fieldgate_rejected_total{{transport="{t}",node="{n}"}} {c}'
-            for (t, n), c in sorted(self.rejected_nodes.items())
-        ]
-        lines += [
-            "# TYPE fieldgate_lost_total counter",
-            f"fieldgate_lost_total {self.lost}",
-            "# HELP fieldgate_seq_jumps_total Messages refused: seq far past the node's stream.",
-            "# TYPE fieldgate_seq_jumps_total counter",
-            f"fieldgate_seq_jumps_total {self.seq_jumps}",
-            "# TYPE fieldgate_evicted_total counter",
-            f"fieldgate_evicted_total {self.evicted}",
-            "# TYPE fieldgate_commits_total counter",
-            f"fieldgate_commits_total {self.commits}",
-            "# TYPE fieldgate_commit_seconds_total counter",
-            f"fieldgate_commit_seconds_total {self.commit_seconds:.6f}",
-        ]
-        for name, fn in sorted(self.gauges.items()):
-            lines += [f"# TYPE fieldgate_{name} gauge", f"fieldgate_{name} {fn()}"]
-        return "\n".join(lines) + "\n"
+        """The whole page at once (tests and tools; the server renders off the loop)."""
+        return render(self.snapshot(), self.node_figures).decode()
 
 
 async def serve_metrics(metrics: Metrics, host: str, port: int, ready: asyncio.Event) -> None:
@@ -126,11 +129,13 @@ async def serve_metrics(metrics: Metrics, host: str, port: int, ready: asyncio.E
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
             path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b"/"
             if path == b"/metrics":
-                body, status = metrics.render().encode(), b"200 OK"
+                snap = metrics.snapshot()
+                body = await asyncio.to_thread(render, snap, metrics.node_figures)
+                status = b"200 OK"
             else:
                 body, status = b"not found; try /metrics\n", b"404 Not Found"
             writer.write(
-                b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + CONTENT_TYPE + b"\r\n"
                 b"Content-Length: "
                 + str(len(body)).encode()
                 + b"\r\nConnection: close\r\n\r\n"

@@ -73,6 +73,16 @@ class Fusion:
     def scores(self, node_id: str) -> NodeScores | None:
         return self._nodes.get(node_id)
 
+    def latest(self) -> dict[str, tuple[float | None, float | None]]:
+        """Every node's latest (gateway, node) score in threshold units."""
+        return {
+            node_id: (
+                s.gateway.score if s.gateway is not None else None,
+                s.node.score if s.node is not None else None,
+            )
+            for node_id, s in self._nodes.items()
+        }
+
     def fuse(self, score: AnomalyScore) -> AnomalyScore | None:
         """The fused score for a gateway ``score`` (call after :meth:`observe`); None for node
         and shadow scores, or without a rule."""

@@ -213,10 +213,17 @@ async def test_the_metrics_endpoint_reports_ingest_per_transport(
         body = (await reader.read()).decode()
         writer.close()
     lines = set(body.splitlines())
-    assert 'fieldgate_messages_in_total{transport="mqtt"} 4' in lines
-    assert 'fieldgate_duplicates_total{transport="mqtt"} 4' in lines
-    assert any(line.startswith('fieldgate_malformed_total{transport="mqtt"') for line in lines)
-    assert 'fieldgate_rejected_total{transport="mqtt",node="n8"} 1' in lines
+    assert 'fieldgate_messages_in_total{transport="mqtt"} 4.0' in lines
+    assert 'fieldgate_duplicates_total{transport="mqtt"} 4.0' in lines
+    assert any(line.startswith('fieldgate_malformed_total{reason="') for line in lines)
+    assert 'fieldgate_rejected_total{node="n8",transport="mqtt"} 1.0' in lines
     assert "fieldgate_queue_depth 0.0" in lines
+    # Counted things are counters, per-node figures and the process are there too.
+    assert "# TYPE fieldgate_queue_dropped_total counter" in lines
+    assert 'fieldgate_node_received_total{node="n7"} 4.0' in lines
+    assert 'fieldgate_node_completeness_ratio{node="n7"} 1.0' in lines
+    assert any(line.startswith('fieldgate_node_last_seen_seconds{node="n7"}') for line in lines)
+    assert any(line.startswith("fieldgate_process_resident_memory_bytes ") for line in lines)
+    assert any(line.startswith("fieldgate_process_open_fds ") for line in lines)
     assert "fieldgate_mqtt_unacked 0.0" in lines
     assert any(line.startswith("fieldgate_journal_bytes ") for line in lines)
