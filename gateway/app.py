@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.alerts.config import ThresholdRule
 from gateway.alerts.runner import AlertRunner
@@ -29,6 +29,9 @@ from gateway.store.alerts import alerts_path_for
 from gateway.store.baselines import baselines_path_for
 from gateway.store.journal import Journal, JournalReader
 from gateway.store.writer import JournalWriter
+
+if TYPE_CHECKING:
+    from dashboards.view import GatewayView as DashboardView
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -82,9 +85,25 @@ class Gateway:
             )
         )
         self.metrics_ready = asyncio.Event()
+        self.web_ready = asyncio.Event()
+        self.web_view = self._make_web_view() if config.web.enabled else None
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))
         self.metrics.gauges["journal_bytes"] = self._journal_bytes
+
+    def _make_web_view(self) -> DashboardView:
+        # The dashboard sees the gateway only through this view (dashboards/view.py).
+        from dashboards.view import GatewayView, LiveScores
+
+        live = LiveScores()
+        self.pipeline.add_sink(live)
+        return GatewayView(
+            config=self.config,
+            alerts=self.alerts,
+            live=live,
+            healthy=self.healthy,
+            engine_ready=self.alerts.ready.wait,
+        )
 
     def _journal_bytes(self) -> float:
         try:
@@ -162,6 +181,10 @@ class Gateway:
                     serve_metrics(self.metrics, m.host, m.port, self.metrics_ready),
                     name="metrics:http",
                 )
+            if self.web_view is not None:
+                from dashboards.server import serve_dashboard
+
+                tg.create_task(serve_dashboard(self.web_view, self.web_ready), name="web:dashboard")
             tg.create_task(self.outputs.run(), name="alerts:outputs")
             tg.create_task(self.pipeline.run(), name="pipeline:scoring")
             await self.writer.ready.wait()

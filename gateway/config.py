@@ -96,6 +96,21 @@ class MetricsConfig(_Section):
     port: int = Field(9464, ge=0, le=65535)
 
 
+class WebConfig(_Section):
+    """The maintenance dashboard (dashboards/), served by the gateway process."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # Self-signed certificate created on first start in <data_dir>/web/ (fingerprint logged).
+    tls: bool = False
+    # DNS rebinding: requests whose Host header is not one of these are refused.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    session_ttl_s: float = Field(8 * 3600.0, gt=0, description="idle session lifetime")
+    login_attempts_per_minute: int = Field(5, ge=1, description="bad logins per user/IP")
+    live_interval_s: float = Field(1.0, gt=0, description="server-sent events period")
+
+
 class GatewayConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FIELDGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -118,6 +133,7 @@ class GatewayConfig(BaseSettings):
     scoring: ScoringConfig = ScoringConfig()
     alerts: AlertsConfig = AlertsConfig()
     outputs: OutputsConfig = OutputsConfig()
+    web: WebConfig = WebConfig()
 
     @property
     def journal_path(self) -> Path:

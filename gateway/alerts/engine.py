@@ -35,6 +35,7 @@ from gateway.alerts.config import (
 )
 from gateway.alerts.state import (
     AlertBook,
+    AlertError,
     LevelDetector,
     SilenceDetector,
     Timing,
@@ -109,6 +110,10 @@ class _Silences:
             return now >= begin or now < end  # wraps midnight
 
         return in_daily
+
+    def add(self, window: SilenceWindow) -> None:
+        """A window decided at run time (a person's maintenance window from the dashboard)."""
+        self._windows.append((_selector(window.nodes), frozenset(window.rules), self._when(window)))
 
     def __bool__(self) -> bool:
         return bool(self._windows)
@@ -236,6 +241,23 @@ class AlertEngine:
         event = self._book.acknowledge(alert_id, by, comment, now_ms)
         self._emit([event])
         return event
+
+    def clear(self, alert_id: str, by: str, comment: str, now_ms: int) -> AlertEvent:
+        """A person closes an open alert. Its detector keeps its state: while the condition
+        still holds no new alert is raised; the next one comes after it recovers and trips
+        again. Raises :class:`~gateway.alerts.state.AlertError` for an unknown or cleared id."""
+        rec = self._book.by_id(alert_id)
+        if rec is None:
+            raise AlertError(alert_id, "no open alert with this id (cleared or unknown)")
+        note = f"cleared by {by}" + (f": {comment}" if comment else "")
+        event = self._book.clear(rec.alert.key, now_ms, f"{rec.alert.message} ({note})")
+        assert event is not None  # by_id found it open
+        self._emit([event])
+        return event
+
+    def add_silence(self, window: SilenceWindow) -> None:
+        """Silence nodes (and rules) for a window decided at run time; not persisted here."""
+        self._silences.add(window)
 
     def open_alerts(self) -> list[Alert]:
         """Raised and acknowledged alerts, oldest first."""
