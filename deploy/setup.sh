@@ -22,6 +22,8 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_wanted+=(python3-venv)
 if [ "$mode" = test ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_wanted+=(mosquitto)
   command -v victoria-metrics >/dev/null 2>&1 || apt_wanted+=(victoria-metrics)
+  # The dashboard browser tests: Playwright drives Debian's chromium (no browser download).
+  command -v chromium >/dev/null 2>&1 || apt_wanted+=(chromium)
 fi
 if [ ${#apt_wanted[@]} -gt 0 ]; then
   say "installing Debian packages: ${apt_wanted[*]}"

@@ -1,5 +1,10 @@
 """Server-sent events: the overview's tiles and a node's chart points, pushed while a page is open.
 
+A plain ``StreamingResponse`` writes the ``text/event-stream`` format (a few lines, below).
+sse-starlette was tried first: its process-global shutdown watcher is a task created outside
+any TaskGroup that outlives the server, which the gateway's lifecycle rules (and the test
+suite's leftover-task check) reject; uvicorn's graceful-shutdown timeout ends our streams.
+
 Each stream ends after ``MAX_STREAM_S``; the browser's EventSource reconnects, and the
 reconnect passes the session check again, so a logged-out or expired session stops
 receiving within that time. Reads go through the reader thread like every page.
@@ -14,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from sse_starlette.sse import EventSourceResponse
+from fastapi.responses import StreamingResponse
 
 from dashboards import auth
 from dashboards.data import Reads
@@ -25,6 +30,25 @@ router = APIRouter(include_in_schema=False)
 Viewer = Annotated[auth.Session, Depends(auth.viewer)]
 MAX_STREAM_S = 300.0
 OVERVIEW_EVERY_S = 2.0
+
+
+class EventSourceResponse(StreamingResponse):
+    """Server-sent events from an async iterator of ``{"event": name, "data": text}``."""
+
+    def __init__(self, events: AsyncIterator[dict[str, str]]) -> None:
+        super().__init__(
+            _encode(events),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+
+async def _encode(events: AsyncIterator[dict[str, str]]) -> AsyncIterator[bytes]:
+    yield b": stream open\n\n"
+    async for event in events:
+        lines = [f"event: {event['event']}"]
+        lines += [f"data: {line}" for line in event["data"].splitlines() or [""]]
+        yield ("\n".join(lines) + "\n\n").encode()
 
 
 async def _ticks(request: Request, every_s: float) -> AsyncIterator[None]:
@@ -39,12 +63,12 @@ async def overview_events(request: Request, _s: Viewer) -> EventSourceResponse:
     reads: Reads = request.app.state.reads
     fragment = templates.get_template("_overview.html")
 
-    async def events() -> AsyncIterator[dict[str, Any]]:
+    async def events() -> AsyncIterator[dict[str, str]]:
         async for _ in _ticks(request, OVERVIEW_EVERY_S):
             ov = await reads.run(Reads.overview)
             yield {"event": "overview", "data": fragment.render(ov=ov)}
 
-    return EventSourceResponse(events(), ping=15)
+    return EventSourceResponse(events())
 
 
 def points_since(reads: Reads, node_id: str, since: dict[str, int]) -> dict[str, Any]:
@@ -72,7 +96,7 @@ async def node_events(
     live = request.app.state.view.live
     every_s = request.app.state.cfg.web.live_interval_s
 
-    async def events() -> AsyncIterator[dict[str, Any]]:
+    async def events() -> AsyncIterator[dict[str, str]]:
         since = {"readings": since_ms, "node": since_ms, "gateway": since_ms}
         async for _ in _ticks(request, every_s):
             data = await reads.run(lambda r: points_since(r, node_id, since))
@@ -83,4 +107,4 @@ async def node_events(
             if data["readings"] or data["node"] or data["gateway"]:
                 yield {"event": "points", "data": json.dumps(data, separators=(",", ":"))}
 
-    return EventSourceResponse(events(), ping=15)
+    return EventSourceResponse(events())
