@@ -75,6 +75,9 @@ def _register_subcommands() -> None:
     from gateway.demo import demo
 
     app.command(name="demo")(demo)
+    from dashboards.cli import users_app
+
+    app.add_typer(users_app)
 
 
 def main() -> None:
