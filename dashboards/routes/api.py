@@ -45,10 +45,20 @@ class NodeOut(BaseModel):
     node_score: float | None
 
 
+class ReadingOut(BaseModel):
+    ts_ms: int
+    values: dict[str, float] = Field(description="channel name -> value")
+
+
+class ScoreOut(BaseModel):
+    ts_ms: int
+    score: float = Field(description="node-model score in threshold units (>= 1.0: anomalous)")
+
+
 class ReadingsOut(BaseModel):
     node_id: str
-    readings: list[tuple[int, dict[str, float]]] = Field(description="[ts_ms, {channel: value}]")
-    node_scores: list[tuple[int, float]] = Field(description="[ts_ms, node-model score]")
+    readings: list[ReadingOut]
+    node_scores: list[ScoreOut]
 
 
 class AlertOut(BaseModel):
@@ -164,8 +174,8 @@ async def readings(
     )
     return ReadingsOut(
         node_id=node_id,
-        readings=[(row.ts_ms, row.values) for row in rows],
-        node_scores=[(i.ts_ms, i.score) for i in scores],
+        readings=[ReadingOut(ts_ms=row.ts_ms, values=row.values) for row in rows],
+        node_scores=[ScoreOut(ts_ms=i.ts_ms, score=i.score) for i in scores],
     )
 
 

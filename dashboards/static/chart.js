@@ -18,10 +18,19 @@
   function series(name, i) {
     return { label: name, stroke: palette[i % palette.length], dash: dashes[i % dashes.length], width: 2 };
   }
-  var plot = new uPlot({
-    width: width(box), height: 260, series: [{}].concat(channels.map(series)),
-    axes: [{}, { size: 60 }], legend: { live: false }
-  }, data, box);
+  // One small chart per channel: channels differ by orders of magnitude (flow ~100 l/min,
+  // vibration ~0.5 mm/s), so a shared axis would flatten most of them.
+  var plots = channels.map(function (name, i) {
+    var holder = document.createElement("div");
+    holder.className = "mini";
+    box.appendChild(holder);
+    return new uPlot({
+      title: name, width: width(box), height: 140, series: [{}, series(name, i)],
+      axes: [{}, { size: 60 }], legend: { show: false }
+    }, [[], []], holder);
+  });
+  var plot = { setData: function (d) { plots.forEach(function (p, i) { p.setData([d[0], d[i + 1]]); }); },
+               setSize: function (sz) { plots.forEach(function (p) { p.setSize({ width: sz.width, height: 140 }); }); } };
   var scorePlot = new uPlot({
     width: width(scoreBox), height: 200,
     series: [{}, series("gateway model", 0), series("node model", 1), { label: "threshold (1.0)", stroke: "#545b66", dash: [4, 4], width: 1 }],
@@ -52,8 +61,8 @@
   function since() { return data[0].length ? Math.round(data[0][data[0].length - 1] * 1000) : 0; }
 
   fetch(box.dataset.initial, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (body) {
-    addReadings(body.readings);
-    addScores([], body.node_scores);
+    addReadings(body.readings.map(function (r) { return [r.ts_ms, r.values]; }));
+    addScores([], body.node_scores.map(function (s) { return [s.ts_ms, s.score]; }));
     var source = new EventSource(box.dataset.stream + "?since_ms=" + since());
     source.addEventListener("points", function (ev) {
       var msg = JSON.parse(ev.data);
@@ -66,7 +75,7 @@
     source.onerror = function () { statusLine.textContent = "Live updates paused; reconnecting…"; };
   });
   window.addEventListener("resize", function () {
-    plot.setSize({ width: width(box), height: 260 });
+    plot.setSize({ width: width(box) });
     scorePlot.setSize({ width: width(scoreBox), height: 200 });
   });
 })();

@@ -61,7 +61,8 @@ async def test_sign_in_watch_the_live_chart_and_acknowledge_the_alert(tmp_path: 
 
             await page.goto(f"{dash.url}/nodes/{NODE}")
             chart = page.locator("#chart-channels")
-            await chart.locator("canvas").wait_for()
+            await chart.locator("canvas").first.wait_for()
+            assert await chart.locator("canvas").count() == 5  # one chart per channel
             # Live: server-sent events arrive and the chart is redrawn with new readings.
             await page.wait_for_function(
                 "() => +document.getElementById('chart-channels').dataset.updates >= 2",
