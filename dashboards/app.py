@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dashboards import auth
 from dashboards.data import Reads
 from dashboards.headers import HostAllowList, SecurityHeaders
 from dashboards.routes import account, alerts, api, live, pages, settings
-from dashboards.templating import templates
+from dashboards.templating import page
 from dashboards.users import UserStore
 from dashboards.view import GatewayView
 from gateway.config import GatewayConfig
@@ -80,25 +82,24 @@ def create_app(cfg: GatewayConfig, view: GatewayView, users: UserStore) -> Any:
     async def _forbidden(request: Request, _exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": "your role does not allow this"}, status_code=403)
-        return templates.TemplateResponse(
-            request,
-            "error.html",
-            {"title": "Not allowed", "message": "Your role does not allow this page or action."},
-            status_code=403,
-        )
+        message = "Your role does not allow this page or action."
+        return await page(request, "error.html", 403, title="Not allowed", message=message)
 
     @app.exception_handler(auth.CsrfRejected)
     async def _csrf(request: Request, _exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": "missing or wrong CSRF token"}, status_code=403)
-        return templates.TemplateResponse(
-            request,
-            "error.html",
-            {
-                "title": "Refused",
-                "message": "The form was stale or not ours (CSRF). Reload the page and try again.",
-            },
-            status_code=403,
+        message = "The form was stale or not ours (CSRF). Reload the page and try again."
+        return await page(request, "error.html", 403, title="Refused", message=message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if request.url.path.startswith(("/api/", "/static/", "/events/")):
+            return await http_exception_handler(request, exc)
+        title = "Not found" if exc.status_code == 404 else f"Error {exc.status_code}"
+        return await page(
+            request, "error.html", exc.status_code, title=title, message=str(exc.detail)
         )
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -22,11 +22,11 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
-def _login_page(
+async def _login_page(
     request: Request, *, status: int = 200, error: str = "", username: str = "", next_: str = "/"
 ) -> Response:
     token = secrets.token_urlsafe(24)
-    response: Response = page(
+    response: Response = await page(
         request, "login.html", status, title="Sign in", login_csrf=token, error=error,
         username=username, next=_safe_next(next_), site=request.app.state.cfg.site,
     )  # fmt: skip
@@ -39,7 +39,7 @@ def _login_page(
 
 @router.get("/login")
 async def login_form(request: Request, next: str = "/") -> Response:
-    return _login_page(request, next_=next)
+    return await _login_page(request, next_=next)
 
 
 @router.post("/login")
@@ -52,7 +52,7 @@ async def login(
 ) -> Response:
     state = request.app.state
     if not auth.csrf_ok(request.cookies.get(auth.LOGIN_CSRF_COOKIE, ""), csrf):
-        return _login_page(
+        return await _login_page(
             request,
             status=403,
             error="The sign-in form expired. Try again.",
@@ -63,7 +63,7 @@ async def login(
     wait = state.throttle.blocked(*keys)
     if wait:
         _LOGGER.warning("dashboard: login throttled for %r from %s", username, keys[0])
-        response = _login_page(
+        response = await _login_page(
             request,
             status=429,
             error=f"Too many failed sign-ins. Wait {wait:.0f} s and try again.",
@@ -76,7 +76,7 @@ async def login(
     if user is None:
         state.throttle.failed(*keys)
         _LOGGER.warning("dashboard: failed login for %r from %s", username, keys[0])
-        return _login_page(
+        return await _login_page(
             request, status=401, error="Wrong user name or password.", username=username, next_=next
         )
     state.throttle.succeeded(keys[1])
@@ -111,7 +111,9 @@ _any_role = auth.require(auth.Role.VIEWER, allow_password_change=True)
 
 @router.get("/account/password")
 async def password_form(request: Request, s: Annotated[auth.Session, Depends(_any_role)]) -> Any:
-    return page(request, "password.html", title="Change password", site=request.app.state.cfg.site)
+    return await page(
+        request, "password.html", title="Change password", site=request.app.state.cfg.site
+    )
 
 
 @router.post("/account/password")
@@ -137,7 +139,7 @@ async def change_password(
         except UserError as exc:
             error = str(exc)
     if error:
-        return page(
+        return await page(
             request, "password.html", 400, title="Change password", error=error, site=state.cfg.site
         )
     await state.run_users(lambda users: users.audit(name, "user.passwd", name))

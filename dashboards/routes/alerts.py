@@ -16,6 +16,8 @@ from dashboards.users import Role
 router = APIRouter(include_in_schema=False)
 Viewer = Annotated[auth.Session, Depends(auth.viewer)]
 Operator = Annotated[auth.Session, Depends(auth.operator)]
+# A page of 500 alert forms helps no one on a phone; the rest are in the API and the count.
+MAX_OPEN_SHOWN = 100
 
 
 async def _render(
@@ -34,8 +36,9 @@ async def _render(
 
     open_alerts, history, node_ids = await reads.run(collect)
     silences = await asyncio.to_thread(state.users.silences, active_at_ms=now_ms())
-    return page(
-        request, "alerts.html", status, title="Alerts", nav="alerts", open=open_alerts,
+    return await page(
+        request, "alerts.html", status, title="Alerts", nav="alerts", open=open_alerts[:MAX_OPEN_SHOWN],
+        open_total=len(open_alerts),
         history=history, node_ids=node_ids, silences=silences,
         can_act=session.user.role >= Role.OPERATOR, flash=flash, flash_kind="bad" if bad else "ok",
     )  # fmt: skip
@@ -49,6 +52,7 @@ async def alerts_page(request: Request, s: Viewer) -> Any:
 async def _act(request: Request, s: auth.Session, coro: Any, done: str) -> Response:
     try:
         await coro
+        await request.app.state.reads.run(Reads.forget)
     except actions.ActionError as exc:
         return await _render(request, s, status=exc.status, flash=exc.message, bad=True)
     # Post/redirect/get: a reload does not repeat the action.

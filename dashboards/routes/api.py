@@ -197,11 +197,12 @@ async def alert_history(
     return [_event(e) for e in await _reads(request).run(lambda r: r.alert_history(limit))]
 
 
-async def _do(coro: object) -> AlertOut:
+async def _do(request: Request, coro: object) -> AlertOut:
     try:
         alert: Alert = await coro  # type: ignore[misc]
     except actions.ActionError as exc:
         raise HTTPException(exc.status, exc.message) from None
+    await _reads(request).run(Reads.forget)
     return _alert(alert)
 
 
@@ -214,13 +215,15 @@ _ACT_ERRORS: dict[int | str, dict[str, str]] = {
 @router.post("/alerts/{alert_id}/acknowledge", responses=_ACT_ERRORS)
 async def acknowledge(request: Request, s: Operator, alert_id: AlertId, body: Comment) -> AlertOut:
     st = request.app.state
-    return await _do(actions.acknowledge(st.view, st.users, s.user.name, alert_id, body.comment))
+    return await _do(
+        request, actions.acknowledge(st.view, st.users, s.user.name, alert_id, body.comment)
+    )
 
 
 @router.post("/alerts/{alert_id}/clear", responses=_ACT_ERRORS)
 async def clear(request: Request, s: Operator, alert_id: AlertId, body: Comment) -> AlertOut:
     st = request.app.state
-    return await _do(actions.clear(st.view, st.users, s.user.name, alert_id, body.comment))
+    return await _do(request, actions.clear(st.view, st.users, s.user.name, alert_id, body.comment))
 
 
 @router.post("/silences", responses={503: {"description": "Alert engine not running yet"}})

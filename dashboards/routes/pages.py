@@ -23,7 +23,7 @@ def _reads(request: Request) -> Reads:
 @router.get("/")
 async def overview(request: Request, _s: Viewer) -> Any:
     ov = await _reads(request).run(Reads.overview)
-    return page(request, "overview.html", title="Overview", nav="overview", ov=ov)
+    return await page(request, "overview.html", title="Overview", nav="overview", ov=ov)
 
 
 @router.get("/nodes")
@@ -36,7 +36,7 @@ async def nodes(request: Request, _s: Viewer, status: str = "") -> Any:
     # Worst first: silent, then with alerts, then by name.
     order = {"silent": 0, "warning": 1, "ok": 2}
     rows.sort(key=lambda n: (order[n.status], n.node_id))
-    return page(request, "nodes.html", title="Nodes", nav="nodes", nodes=rows, filter=status)
+    return await page(request, "nodes.html", title="Nodes", nav="nodes", nodes=rows, filter=status)
 
 
 @router.get("/nodes/{node_id}")
@@ -44,7 +44,7 @@ async def node(request: Request, _s: Viewer, node_id: NodeId) -> Any:
     detail = await _reads(request).run(lambda r: r.node(node_id))
     if detail is None:
         raise HTTPException(404, f"no node {node_id!r} has sent anything")
-    return page(request, "node.html", title=node_id, nav="nodes", d=detail)
+    return await page(request, "node.html", title=node_id, nav="nodes", d=detail)
 
 
 @router.get("/models")
@@ -56,4 +56,6 @@ async def models(request: Request, _s: Viewer) -> Any:
         for k, v in scoring.model_dump(mode="json").items()
         if isinstance(v, str | int | float | bool) or v is None
     }
-    return page(request, "models.html", title="Models", nav="models", nodes=rows, scoring=summary)
+    return await page(
+        request, "models.html", title="Models", nav="models", nodes=rows, scoring=summary
+    )

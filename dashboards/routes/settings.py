@@ -67,7 +67,7 @@ async def settings_page(request: Request, s: Viewer) -> Any:
     if cfg.metrics.enabled:
         host = request.url.hostname or cfg.metrics.host
         metrics_url = f"http://{host}:{cfg.metrics.port}/metrics"
-    return page(
+    return await page(
         request, "settings.html", title="Settings", nav="settings", versions=versions(),
         is_admin=is_admin, users=users, audit=audit, config_text=config_text, metrics_url=metrics_url,
     )  # fmt: skip
@@ -87,7 +87,7 @@ async def add_user(
         await state.run_users(lambda u: u.add(name, role_value, password, must_change=True))
     except (KeyError, UserError) as exc:
         message = str(exc) if isinstance(exc, UserError) else f"unknown role {role!r}"
-        return page(request, "error.html", 400, title="User not added", message=message)
+        return await page(request, "error.html", 400, title="User not added", message=message)
     await state.run_users(
         lambda u: u.audit(s.user.name, "user.create", name, role_value.name.lower())
     )
