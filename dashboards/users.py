@@ -277,3 +277,12 @@ def ensure_admin(store: UserStore) -> str | None:
     store.add("admin", Role.ADMIN, password, must_change=True)
     store.audit("system", "user.create", "admin", "first start: one-time setup password")
     return password
+
+
+def first_admin_password(data_dir: Path) -> str | None:
+    """Create the first admin now (for the demo, which prints it) instead of at server start."""
+    store = UserStore(web_db_path(data_dir))
+    try:
+        return ensure_admin(store)
+    finally:
+        store.close()

@@ -40,6 +40,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
+from dashboards.users import first_admin_password
 from firmware_tools.sim.signals import Fault, parse_fault_spec
 from gateway.app import Gateway
 from gateway.config import load_config
@@ -484,7 +485,9 @@ async def run_demo(
             metrics={"enabled": True, "port": 0},
             scoring=scenario.scoring_config(rate_hz),
             alerts=scenario.alerts_config(),
+            web={"enabled": True, "port": 0},
         )
+        web_password = first_admin_password(data_dir)
         gateway = Gateway(cfg)
         result = DemoResult(gateway, AlertLog(), sim_t0_ms=sim_t0_ms)
         started = time.monotonic()
@@ -500,6 +503,8 @@ async def run_demo(
                 _collect_alerts(subscription, result.alerts), name="demo:alerts"
             )
             await gateway.writer.ready.wait()
+            await gateway.web_ready.wait()
+            _print_dashboard(console, gateway, web_password)
             reader = JournalReader(cfg.journal_path)
             try:
                 with Live(refresh_per_second=2, screen=False, console=console) as live:
@@ -539,6 +544,13 @@ async def run_demo(
                     await asyncio.wait({alert_task}, timeout=1.0)
                 alert_task.cancel()
     return result
+
+
+def _print_dashboard(console: Console | None, gateway: Gateway, password: str | None) -> None:
+    assert gateway.web_view is not None
+    url = f"http://127.0.0.1:{gateway.web_view.bound_port[0]}/"
+    login = f"user admin, one-time password {password}" if password else "your existing users"
+    (console or Console()).print(f"[bold]Dashboard[/bold]: {url}  (sign in: {login})")
 
 
 async def _until_signalled(**kwargs: Any) -> DemoResult:
