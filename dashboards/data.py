@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import psutil
 
+from dashboards.models import Artifact, artifacts
 from dashboards.view import GatewayView
 from gateway.alerts.config import SilentRule
 from gateway.events import Alert, AlertEvent, AlertState, ScoreSource
@@ -112,6 +113,7 @@ class Reads:
         ]
         self.silent_after_s = min(silent) if silent else 120.0
         self._shared: dict[str, tuple[float, object]] = {}
+        self._hashes: dict[tuple[str, float], str] = {}
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent()  # the first call only starts the measurement
 
@@ -240,6 +242,9 @@ class Reads:
 
     def alert_history(self, limit: int, alert_id: str | None = None) -> list[AlertEvent]:
         return self.alert_store().history(alert_id=alert_id, limit=limit)
+
+    def artifacts(self) -> list[Artifact]:
+        return list(self._recent("artifacts", lambda: artifacts(self.view.config, self._hashes)))
 
     def system(self) -> SystemStats:
         cfg = self.view.config

@@ -103,9 +103,18 @@ class SilenceOut(BaseModel):
 
 
 class ModelOut(BaseModel):
-    node_id: str
-    model: str | None
-    firmware_version: str | None
+    path: str
+    name: str
+    version: str | None
+    size_bytes: int
+    sha256: str
+    in_use: bool = Field(description="the gateway's scoring model")
+    signed: bool
+    sequence: int | None
+    target: str | None
+    key_id: str | None
+    created_at: str | None
+    verified: str
 
 
 class HealthOut(BaseModel):
@@ -240,7 +249,5 @@ async def silence(request: Request, s: Operator, body: SilenceIn) -> SilenceOut:
 
 @router.get("/models")
 async def models(request: Request, _s: Viewer) -> list[ModelOut]:
-    return [
-        ModelOut(node_id=n.node_id, model=n.model, firmware_version=n.firmware_version)
-        for n in await _reads(request).run(Reads.nodes)
-    ]
+    """The model artifacts the gateway holds, with their signed manifests."""
+    return [ModelOut(**asdict(a)) for a in await _reads(request).run(Reads.artifacts)]

@@ -49,7 +49,7 @@ async def node(request: Request, _s: Viewer, node_id: NodeId) -> Any:
 
 @router.get("/models")
 async def models(request: Request, _s: Viewer) -> Any:
-    rows = await _reads(request).run(Reads.nodes)
+    rows, held = await _reads(request).run(lambda r: (r.nodes(), r.artifacts()))
     scoring = request.app.state.cfg.scoring
     summary = {
         k: v
@@ -57,5 +57,11 @@ async def models(request: Request, _s: Viewer) -> Any:
         if isinstance(v, str | int | float | bool) or v is None
     }
     return await page(
-        request, "models.html", title="Models", nav="models", nodes=rows, scoring=summary
+        request,
+        "models.html",
+        title="Models",
+        nav="models",
+        nodes=rows,
+        scoring=summary,
+        artifacts=held,
     )
