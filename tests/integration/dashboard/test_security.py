@@ -42,6 +42,7 @@ ROUTES = [
     ("GET", "/api/alerts", "viewer"),
     ("GET", "/api/alerts/history", "viewer"),
     ("GET", "/api/models", "viewer"),
+    ("GET", "/api/openapi.json", "viewer"),
     ("POST", "/api/alerts/no-such:alert:1/acknowledge", "operator"),
     ("POST", "/api/alerts/no-such:alert:1/clear", "operator"),
     ("POST", "/api/silences", "operator"),
@@ -87,6 +88,13 @@ async def test_every_route_allows_exactly_the_roles_it_should(tmp_path: Path) ->
                 if role != "anonymous":
                     assert (await login(client, role)).status_code == 303
                     csrf = csrf_of((await client.get("/alerts")).text)
+                for stream in ("/events/overview", f"/events/nodes/{NODE}"):
+                    async with client.stream("GET", stream) as response:
+                        denied = _denied(role, stream, response)
+                        if denied != (role == "anonymous"):
+                            failures.append((role, "GET", stream, response.status_code))
+                        if not denied:
+                            assert response.headers["content-type"].startswith("text/event-stream")
                 for method, path, least in ROUTES:
                     response = await _request(client, method, path, csrf)
                     denied = _denied(role, path, response)
@@ -95,6 +103,18 @@ async def test_every_route_allows_exactly_the_roles_it_should(tmp_path: Path) ->
                     if denied != should_deny:
                         failures.append((role, method, path, response.status_code))
         assert failures == []
+        # The matrix covers every API operation the schema describes.
+        async with dash.client(headers={"Authorization": f"Bearer {dash.tokens['viewer']}"}) as c:
+            schema = (await c.get("/api/openapi.json")).json()
+        described = {
+            (
+                method.upper(),
+                path.replace("{node_id}", NODE).replace("{alert_id}", "no-such:alert:1"),
+            )
+            for path, ops in schema["paths"].items()
+            for method in ops
+        }
+        assert described <= {(m, p) for m, p, _ in ROUTES}
 
 
 async def test_api_tokens_carry_the_role_of_their_user(tmp_path: Path) -> None:
