@@ -11,6 +11,7 @@ costs 10-15 ms), so several people watching the dashboard cost the gateway about
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
@@ -250,10 +251,10 @@ class Reads:
         cfg = self.view.config
         disk_dir: Path = cfg.data_dir if cfg.data_dir.exists() else Path(".")
         disk = shutil.disk_usage(disk_dir)
-        try:
-            journal_mb = self._journal_path.stat().st_size / 1e6
-        except OSError:
-            journal_mb = 0.0
+        journal_mb = 0.0
+        for suffix in ("", "-wal"):  # committed data may still be in the write-ahead log
+            with contextlib.suppress(OSError):
+                journal_mb += Path(f"{self._journal_path}{suffix}").stat().st_size / 1e6
         return SystemStats(
             cpu_percent=self._process.cpu_percent(),
             rss_mb=self._process.memory_info().rss / 1e6,

@@ -32,6 +32,14 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d ago"
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def _num(value: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -39,6 +47,7 @@ def _num(value: float | None, fmt: str = "{:.2f}") -> str:
 templates.env.filters["when"] = _when
 templates.env.filters["ago"] = _ago
 templates.env.filters["num"] = _num
+templates.env.filters["duration"] = _duration
 templates.env.globals["Role"] = Role
 
 
