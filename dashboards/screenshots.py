@@ -39,12 +39,37 @@ ARGS = [
 NODES = 4
 
 
+def _signed_artifact(work: Path) -> Path:
+    """A signed node model in <data_dir>/models, so the Models page shows a verified manifest."""
+    from firmware_tools.manifest import build_manifest
+    from firmware_tools.signing import (
+        generate_keypair,
+        load_private_key,
+        sign_manifest,
+        write_signed,
+    )
+
+    private, public = generate_keypair(work / "keys")
+    models = work / "var" / "models"
+    models.mkdir(parents=True)
+    artifact = models / "pump_ae.tflite"
+    shutil.copy(
+        Path(__file__).parents[1] / "tinymodels" / "artifacts" / "node_model.tflite", artifact
+    )
+    manifest = build_manifest(
+        artifact.read_bytes(), name="pump_ae", version="1.2.0", sequence=7, arena_bytes=4096
+    )
+    write_signed(sign_manifest(manifest, load_private_key(private)), artifact)
+    return public
+
+
 async def capture(out: Path) -> list[Path]:
     work = Path(tempfile.mkdtemp(prefix="fieldgate-shots-"))
+    public_key = _signed_artifact(work)
     ids = [f"pump-{i:02d}" for i in range(1, NODES + 1)]
     cfg = load_config(
         data_dir=str(work / "var"), site="demo", mqtt={"enabled": False}, metrics={"enabled": False},
-        web={"enabled": True, "port": 0}, scoring={"calibration_rows": 16, "max_batch_delay_ms": 20},
+        web={"enabled": True, "port": 0}, scoring={"calibration_rows": 16, "max_batch_delay_ms": 20, "public_key_path": str(public_key)},
         serial={"ports": [{"path": str(work / "dev" / f"tty{n}")} for n in ids], "reopen_interval_s": 0.05},
         alerts={"rules": {"flow_low": {"kind": "threshold", "channel": "flow", "below": 60.0, "severity": "critical"}}},
     )  # fmt: skip
