@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.alerts.config import ThresholdRule
 from gateway.alerts.runner import AlertRunner
+from gateway.alerts.system import SystemAlert
 from gateway.config import GatewayConfig
 from gateway.downlink import Downlinks
+from gateway.events import Severity
 from gateway.ingest import IngestQueue
 from gateway.metrics import Metrics, serve_metrics
 from gateway.outputs.bus import AlertBus
 from gateway.outputs.dispatch import AlertOutputs
 from gateway.pipeline.pipeline import ScoringPipeline
+from gateway.service_notify import ServiceNotifier
 from gateway.store.alerts import alerts_path_for
 from gateway.store.baselines import baselines_path_for
 from gateway.store.journal import Journal, JournalReader
@@ -46,14 +49,17 @@ class Source(Protocol):
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, notifier: ServiceNotifier | None = None) -> None:
         self.config = config
+        # Outside a service manager this does nothing (no $NOTIFY_SOCKET).
+        self.notifier = notifier or ServiceNotifier(None)
         self.metrics = Metrics()
         self.queue = IngestQueue(config.queue.max_messages, config.queue.overflow)
         self.journal = Journal(
             config.journal_path,
             synchronous=config.journal.synchronous,
             skew_limit_ms=config.skew_limit_ms,
+            max_seq_jump=config.journal.max_seq_jump,
         )
         self.writer = JournalWriter(self.journal, self.queue, config.journal, self.metrics)
         self.downlinks = Downlinks()
@@ -84,12 +90,26 @@ class Gateway:
                 if isinstance(rule, ThresholdRule)
             )
         )
+        # A disk that refuses writes stops acknowledgements; staff hear it on the paths that
+        # need no disk (live view, dashboard, local MQTT, script hook).
+        self.storage_alert = SystemAlert("journal_storage", self.outputs.deliver)
+        self.writer.add_fault_listener(self._on_journal_fault)
         self.metrics_ready = asyncio.Event()
         self.web_ready = asyncio.Event()
         self.web_view = self._make_web_view() if config.web.enabled else None
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))
         self.metrics.gauges["journal_bytes"] = self._journal_bytes
+        self.metrics.gauges["journal_degraded"] = lambda: float(self.writer.fault is not None)
+
+    def _on_journal_fault(self, fault: str | None) -> None:
+        if fault is None:
+            self.storage_alert.clear()
+        else:
+            self.storage_alert.raise_(
+                f"the journal cannot write ({fault}): nothing new is acknowledged; nodes and "
+                "the broker keep their data until the disk has room again"
+            )
 
     def _make_web_view(self) -> DashboardView:
         # The dashboard sees the gateway only through this view (dashboards/view.py).
@@ -188,10 +208,22 @@ class Gateway:
             tg.create_task(self.outputs.run(), name="alerts:outputs")
             tg.create_task(self.pipeline.run(), name="pipeline:scoring")
             await self.writer.ready.wait()
+            if self.journal.set_aside is not None:
+                SystemAlert("journal_set_aside", self.outputs.deliver, Severity.WARNING).raise_(
+                    f"the journal was damaged ({self.journal.set_aside_reason}) and moved to "
+                    f"{self.journal.set_aside}; a new one was started. Salvage it with "
+                    f"`fieldgate journal recover {self.journal.set_aside}`"
+                )
             # After the journal is open: the engine seeds "node silent" from its node registry.
             tg.create_task(self.alerts.run(), name="alerts:engine")
             for source in self.sources:
                 tg.create_task(source.run(), name=source.name)
+            # Ready once the journal is open: the local path works from here on even while
+            # a broker or radio is still connecting ("the local path never waits").
+            self.notifier.ready(f"journal open, {len(self.sources)} source(s) starting")
+            tg.create_task(
+                self.notifier.run_watchdog(self.writer.ready.is_set), name="service:watchdog"
+            )
 
 
 def _hard_exit() -> None:
@@ -235,6 +267,7 @@ async def run_until_signalled(
             return
         grace = gateway.config.shutdown_grace_s
         _LOGGER.info("shutting down (grace %.1f s)", grace)
+        gateway.notifier.stopping()
         stop.clear()
         service.cancel()
         second = asyncio.create_task(stop.wait(), name="gateway:second-signal")

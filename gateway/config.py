@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.alerts.config import AlertsConfig
@@ -24,7 +32,8 @@ from gateway.pipeline.config import ScoringConfig
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A string under a field is its description (docs/configuration.md is written from them).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class JournalConfig(_Section):
@@ -33,28 +42,65 @@ class JournalConfig(_Section):
     # fsync per group commit. NORMAL survives kill -9 but may lose the last commits on
     # power loss; only choose it where the nodes keep data long enough to resend.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """FULL: acknowledged data survives power loss (one fsync per group commit); NORMAL: survives crashes only"""
     raw_budget_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
+    """journal size beyond which the oldest raw readings are evicted (and counted)"""
     max_commit_messages: int = Field(2000, ge=1, description="messages per group commit")
     retention_interval_s: float = Field(60.0, gt=0)
+    """how often the byte budget is enforced"""
+    max_seq_jump: int = Field(100_000, ge=1)
+    """a message whose seq is further than this past the highest seen of its node's boot is
+    refused (not stored, not acknowledged, counted): a forged or corrupt seq would make the
+    node's real data look duplicated or late"""
 
 
 class QueueConfig(_Section):
     max_messages: int = Field(10_000, ge=1)
+    """messages between the sources and the journal writer"""
     # block: sources wait (backpressure reaches the nodes, which keep unacked data).
     # drop_newest: the message is dropped and counted; the node resends it because it
     # was never acknowledged, so nothing acknowledged is lost either way.
     overflow: Literal["block", "drop_newest"] = "block"
+    """when full, block: sources wait (backpressure to nodes/broker); drop_newest: drop and count (never acknowledged, so nodes resend)"""
 
 
 class MqttConfig(_Section):
     enabled: bool = True
+    """ingest from an MQTT broker"""
     url: str = "mqtt://127.0.0.1:1883"
+    """broker address, mqtt://host:port"""
     client_id: str = "fieldgate-gateway"
+    """fixed client id: the broker keeps the gateway's session (and unacknowledged messages) across restarts"""
     keepalive_s: int = Field(30, ge=5)
+    """MQTT keepalive"""
     reconnect_max_s: float = Field(30.0, gt=0)
+    """longest wait between reconnect attempts (exponential backoff with jitter)"""
     ack_interval_s: float = Field(0.05, ge=0, description="min pause between ack rounds")
     username: str | None = None
-    password: str | None = None
+    """broker user name (optional)"""
+    password: SecretStr | None = None
+    """broker password (optional; better from FIELDGATE_MQTT__PASSWORD or password_file);
+    never printed or logged"""
+    password_file: Path | None = None
+    """file holding the broker password (e.g. a systemd credential); read at start-up,
+    replaces password"""
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> MqttConfig:
+        if self.password_file is None:
+            return self
+        try:
+            secret = self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"password_file: cannot read {self.password_file}: {exc.strerror}"
+            ) from None
+        # Frozen model: set the field the way pydantic's own validation would have.
+        object.__setattr__(self, "password", SecretStr(secret))
+        return self
+
+    def password_value(self) -> str | None:
+        return self.password.get_secret_value() if self.password is not None else None
 
     @field_validator("url")
     @classmethod
@@ -62,78 +108,139 @@ class MqttConfig(_Section):
         parts = urlsplit(value)
         if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
             raise ValueError("must look like mqtt://host:port")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the range only when asked
+        except ValueError:
+            raise ValueError("the port must be 1-65535") from None
         return value
 
 
 class SerialPortConfig(_Section):
     path: str
+    """serial device, preferably a stable /dev/serial/by-id/... name"""
     baud: int = Field(115_200, gt=0)
+    """line speed"""
 
 
 class SerialConfig(_Section):
     ports: tuple[SerialPortConfig, ...] = ()
+    """serial ports with nodes on them, one [[serial.ports]] table each"""
     reopen_interval_s: float = Field(0.5, gt=0)
+    """how often a missing or failed port is tried again"""
     max_frame_bytes: int = Field(4096, ge=64)
+    """longest accepted frame; longer input is discarded up to the next delimiter"""
 
 
 class BleConfig(_Section):
     enabled: bool = False
-    # Bumble transport of the host controller: "usb:0" for a dongle, "tcp-client:host:port"
-    # for a virtual controller exposed by another process.
-    transport: str = "usb:0"
+    """ingest from BLE nodes"""
+    transport: str = "bluez:hci0"
+    """which Bluetooth stack and controller: bluez:hci0 shares the system's adapter through
+    BlueZ (what a Raspberry Pi runs, beside other Bluetooth users); usb:0 takes a USB dongle
+    over with the Bumble stack; tcp-client:host:port reaches a Bumble virtual controller"""
+
+    @field_validator("transport")
+    @classmethod
+    def _ble_transport(cls, value: str) -> str:
+        kind, _, rest = value.partition(":")
+        if kind == "bluez" and not rest:
+            raise ValueError("give the adapter: bluez:hci0")
+        # Any other "<kind>:<spec>" is a Bumble transport (usb, tcp-client, hci-socket, ...).
+        if not kind or not rest:
+            raise ValueError("must be bluez:<adapter>, usb:<n> or tcp-client:<host>:<port>")
+        return value
+
+    @property
+    def bluez_adapter(self) -> str | None:
+        """The BlueZ adapter when the system stack is used; None for a Bumble transport."""
+        kind, _, rest = self.transport.partition(":")
+        return rest if kind == "bluez" else None
+
     nodes: tuple[str, ...] = Field((), description="node ids to connect to (by advertised name)")
     max_connections: int = Field(4, ge=1)
+    """simultaneous BLE connections"""
     scan_watchdog_s: float = Field(30.0, gt=0)
+    """restart scanning when no advertisement arrived for this long"""
     reconnect_max_s: float = Field(30.0, gt=0)
+    """longest wait between reconnect attempts to a node"""
     # More known nodes than connections: a connected node yields its slot after this long
     # when others wait, so every node is served in turn (None: keep a link until it drops).
     session_share_s: float | None = Field(30.0, gt=0)
+    """with more nodes than connections, a connected node yields its slot after this long when others wait (unset: keep links)"""
 
 
 class MetricsConfig(_Section):
     enabled: bool = True
+    """serve Prometheus metrics at GET /metrics"""
     host: str = "127.0.0.1"
+    """address the metrics endpoint listens on"""
     port: int = Field(9464, ge=0, le=65535)
+    """port of the metrics endpoint"""
 
 
 class WebConfig(_Section):
     """The maintenance dashboard (dashboards/), served by the gateway process."""
 
     enabled: bool = False
+    """serve the web dashboard (docs/dashboard.md); the first start logs a one-time admin password"""
     host: str = "127.0.0.1"
+    """address the dashboard listens on (0.0.0.0 for the site LAN)"""
     port: int = Field(8080, ge=0, le=65535)
-    # Self-signed certificate created on first start in <data_dir>/web/ (fingerprint logged).
+    """port of the dashboard"""
     tls: bool = False
-    # DNS rebinding: requests whose Host header is not one of these are refused.
+    """HTTPS with a self-signed certificate made on first start in <data_dir>/web/ (fingerprint logged)"""
     allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
-    session_ttl_s: float = Field(8 * 3600.0, gt=0, description="idle session lifetime")
-    login_attempts_per_minute: int = Field(5, ge=1, description="bad logins per user/IP")
-    live_interval_s: float = Field(1.0, gt=0, description="server-sent events period")
+    """names and addresses people reach the dashboard by; any other Host is refused (DNS rebinding)"""
+    session_ttl_s: float = Field(8 * 3600.0, gt=0)
+    """a sign-in ends after this long without a request"""
+    login_attempts_per_minute: int = Field(5, ge=1)
+    """failed sign-ins per client address or user name in a minute before sign-in is refused for the rest of it"""
+    live_interval_s: float = Field(1.0, gt=0)
+    """how often live charts and the overview get new data"""
 
 
 class GatewayConfig(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="FIELDGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="FIELDGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
     )
 
     site: str = Field("site1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    """site name; MQTT topics are fieldgate/<site>/<node>/<kind>"""
     data_dir: Path = Path("var")
+    """where the journal, alert history, baselines and outbox live (use an absolute path for a service, e.g. /var/lib/fieldgate)"""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """log verbosity"""
     shutdown_grace_s: float = Field(5.0, gt=0)
+    """on SIGTERM, how long to drain (commit and acknowledge what arrived, flush outputs) before exiting anyway"""
     skew_limit_ms: int = Field(2000, gt=0)
+    """node clocks that disagree with the gateway's by more than this are flagged and clamped"""
     allowed_nodes: tuple[str, ...] = Field(
         (), description="accept only these node ids (empty: any)"
     )
     journal: JournalConfig = JournalConfig()
+    """the durable journal of node messages (SQLite, WAL)"""
     queue: QueueConfig = QueueConfig()
+    """the bounded queue between the sources and the journal writer"""
     mqtt: MqttConfig = MqttConfig()
+    """ingest from an MQTT broker"""
     serial: SerialConfig = SerialConfig()
+    """ingest from nodes on serial ports (COBS+CRC frames)"""
     ble: BleConfig = BleConfig()
+    """ingest from BLE nodes (GATT notifications and adverts)"""
     metrics: MetricsConfig = MetricsConfig()
+    """the Prometheus metrics endpoint"""
     scoring: ScoringConfig = ScoringConfig()
+    """local anomaly scoring with the gateway model (docs/scoring.md)"""
     alerts: AlertsConfig = AlertsConfig()
+    """local alert rules, re-notification, escalation, maintenance windows (docs/alerts.md)"""
     outputs: OutputsConfig = OutputsConfig()
+    """where alert events go: local MQTT, node commands, script hook, webhook, e-mail (docs/outputs.md)"""
     web: WebConfig = WebConfig()
+    """the maintenance dashboard (docs/dashboard.md)"""
 
     @property
     def journal_path(self) -> Path:

@@ -52,6 +52,14 @@ class StoreError(FieldgateError):
     """The journal or outbox could not do what was asked."""
 
 
+class StorageFault(StoreError):
+    """The disk refused a write (full, or an I/O error): retry later, nothing was committed.
+
+    Unlike other store errors this is an operational condition, not a bug: the writer stops
+    acknowledging, keeps the data where it is (at the nodes, at the broker) and retries.
+    """
+
+
 class FlashError(FieldgateError):
     """Provisioning a node with a model failed."""
 

@@ -56,12 +56,15 @@ def _check_selectors(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A string under a field is its description (docs/configuration.md is written from them).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class _RuleBase(_Section):
     enabled: bool = True
+    """false switches the rule (or the default rule of this name) off"""
     severity: Literal["info", "warning", "critical"] = "warning"
+    """severity of the alerts this rule raises"""
     nodes: tuple[str, ...] = Field(
         ("*",), description="node ids or shell-style globs ('pump-*'); default: every node"
     )
@@ -89,11 +92,17 @@ class ThresholdRule(_RuleBase):
     """
 
     kind: Literal["threshold"]
+    """rule kind"""
     channel: str = Field(min_length=1)
+    """the node channel compared"""
     above: float | None = None
+    """raise when the value is at or above this (give above or below)"""
     below: float | None = None
+    """raise when the value is at or below this (give above or below)"""
     hysteresis: float = Field(0.0, ge=0)
+    """clears only this far back on the safe side of the limit"""
     min_duration_s: float = Field(0.0, ge=0)
+    """the condition must hold this long before the alert is raised (debounce)"""
 
     @model_validator(mode="after")
     def _one_direction(self) -> ThresholdRule:
@@ -108,42 +117,59 @@ class AnomalyRule(_RuleBase):
     ``threshold - hysteresis``. Shadow-model scores never alert."""
 
     kind: Literal["anomaly"]
+    """rule kind"""
     source: Literal["gateway", "node"] = "gateway"
+    """whose score: the gateway model's or the node's own model"""
     threshold: float = 1.0
+    """raise at or above this score (threshold units: 1.0 is the model's own threshold)"""
     hysteresis: float = Field(0.2, ge=0)
+    """clears below threshold - hysteresis"""
     min_duration_s: float = Field(5.0, ge=0)
+    """the score must stay high this long before the alert is raised (debounce)"""
 
 
 class SilentRule(_RuleBase):
     """No observation at all from a node for ``after_s``; clears on its next one."""
 
     kind: Literal["silent"]
+    """rule kind"""
     after_s: float = Field(120.0, gt=0)
+    """raise when nothing arrived from a node for this long (judged on receive time)"""
 
 
 class BatteryRule(_RuleBase):
     """Battery at or below ``below_mv``; clears above ``below_mv + hysteresis_mv``."""
 
     kind: Literal["battery"]
+    """rule kind"""
     below_mv: int = Field(3300, gt=0)
+    """raise at or below this battery voltage"""
     hysteresis_mv: int = Field(100, ge=0)
+    """clears above below_mv + hysteresis_mv"""
     min_duration_s: float = Field(0.0, ge=0)
+    """the voltage must stay low this long before the alert is raised"""
 
 
 class GapRule(_RuleBase):
     """At least ``lost`` messages of a node lost within the last ``window_s``."""
 
     kind: Literal["gap"]
+    """rule kind"""
     lost: int = Field(10, ge=1)
+    """raise when at least this many messages of a node were lost within window_s"""
     window_s: float = Field(60.0, gt=0)
+    """the window over which lost messages are counted"""
 
 
 class DisagreementRule(_RuleBase):
     """At least ``count`` node/gateway disagreements of a node within ``window_s``."""
 
     kind: Literal["disagreement"]
+    """rule kind"""
     count: int = Field(3, ge=1)
+    """raise after at least this many node/gateway disagreements within window_s"""
     window_s: float = Field(600.0, gt=0)
+    """the window over which disagreements are counted"""
 
 
 Rule = Annotated[
@@ -168,10 +194,15 @@ class SilenceWindow(_Section):
     nodes: tuple[str, ...] = Field(("*",), description="node ids or globs")
     rules: tuple[str, ...] = Field((), description="only these rules (default: all)")
     start: datetime | None = None
+    """absolute window start, with a UTC offset (give start and end, or daily)"""
     end: datetime | None = None
+    """absolute window end, with a UTC offset"""
     daily: str | None = None
+    """a daily HH:MM-HH:MM range in timezone; may wrap midnight"""
     timezone: str = "UTC"
+    """IANA time zone of daily, e.g. Europe/Berlin"""
     reason: str = ""
+    """shown with alerts that were held back and in the alert history"""
 
     @field_validator("nodes")
     @classmethod
@@ -231,6 +262,7 @@ class SilenceWindow(_Section):
 class AlertsConfig(_Section):
     use_default_rules: bool = Field(True, description="DEFAULT_RULES apply unless replaced")
     rules: dict[str, Rule] = Field(default_factory=dict)
+    """alert rules by name; a name of a default rule replaces it"""
     renotify_interval_s: float = Field(
         900.0, ge=0, description="re-notify a raised, unacknowledged alert this often (0: never)"
     )
@@ -239,6 +271,7 @@ class AlertsConfig(_Section):
     )
     max_escalations: int = Field(1, ge=0, description="escalate at most this often per alert")
     silences: tuple[SilenceWindow, ...] = ()
+    """maintenance windows, one [[alerts.silences]] table each"""
     tick_interval_s: float = Field(1.0, gt=0, description="how often the gateway calls tick()")
 
     @field_validator("rules")

@@ -53,14 +53,17 @@ def severity_of(name: SeverityName) -> Severity:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A string under a field is its description (docs/configuration.md is written from them).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class _EventFilter(_Section):
     """Which events an output takes: by kind and minimum severity."""
 
     kinds: tuple[EventKindName, ...] = ALL_KINDS
+    """which alert events this output takes"""
     min_severity: SeverityName = "info"
+    """lowest severity this output takes"""
 
     def wants(self, event: AlertEvent) -> bool:
         return event.kind.value in self.kinds and event.alert.severity >= severity_of(
@@ -72,6 +75,10 @@ def _mqtt_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
         raise ValueError("must look like mqtt://host:port")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the range only when asked
+    except ValueError:
+        raise ValueError("the port must be 1-65535") from None
     return value
 
 
@@ -79,16 +86,25 @@ class LocalMqttOutputConfig(_EventFilter):
     """Alert events to the site's own broker, for sirens, relays and PLCs."""
 
     enabled: bool = False
+    """publish alert events to the site's own broker (sirens, relays, PLCs)"""
     url: str = "mqtt://127.0.0.1:1883"
+    """broker address, mqtt://host:port"""
     client_id: str = "fieldgate-alerts"
+    """client id of the alert publisher"""
     topic_prefix: str = Field("fieldgate", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    """topic: <topic_prefix>/<site>/alerts/<node_id>"""
     qos: Literal[0, 1, 2] = 1
+    """MQTT QoS of alert messages"""
     # retain: a PLC that (re)connects sees the latest event of each node at once.
     retain: bool = False
+    """retain each node's latest event, so a PLC that reconnects sees it at once"""
     buffer_max_events: int = Field(1000, ge=1, description="held while the broker is down")
     reconnect_max_s: float = Field(30.0, gt=0)
+    """longest wait between reconnect attempts"""
     username: str | None = None
+    """broker user name (optional)"""
     password: SecretStr | None = None
+    """broker password (optional; better from the environment)"""
 
     @field_validator("url")
     @classmethod
@@ -105,10 +121,15 @@ class NodeActionConfig(_EventFilter):
     """
 
     rule: str | None = None
+    """the alert rule whose events trigger this action"""
     node_id: str | None = None
+    """send to this node instead of the alerting one"""
     command: CommandName
+    """the command sent to the node"""
     args: dict[str, ArgValue] = Field(default_factory=dict)
+    """command arguments, e.g. { output = \"motor\", state = false }"""
     kinds: tuple[EventKindName, ...] = _ACTION_KINDS
+    """which alert events trigger the action (default: raised and escalated)"""
 
     @field_validator("node_id")
     @classmethod
@@ -153,25 +174,37 @@ class NodeActionConfig(_EventFilter):
 
 
 class NodeActionsConfig(_Section):
+    """Commands sent to nodes when alert events happen (stop a motor, sound a buzzer)."""
+
     actions: tuple[NodeActionConfig, ...] = ()
+    """commands sent to nodes on alert events, one [[outputs.node_actions.actions]] table each"""
     max_attempts: int = Field(5, ge=1, description="per command, while the node has no link")
     retry_interval_s: float = Field(2.0, gt=0)
+    """how often an undelivered command is tried again"""
     queue_max_commands: int = Field(256, ge=1)
+    """commands waiting for delivery; beyond this the oldest is dropped and logged"""
 
 
 class ScriptHookConfig(_EventFilter):
     """Run a local executable per event: event JSON on stdin, FIELDGATE_* in its env."""
 
     enabled: bool = False
+    """run a local executable per alert event (event JSON on stdin)"""
     path: Path | None = None
+    """the executable; must exist and be executable when enabled"""
     args: tuple[str, ...] = ()
+    """arguments passed to it"""
     # The script does not inherit the gateway's environment (which may hold secrets
     # such as FIELDGATE_OUTPUTS__EMAIL__PASSWORD); it gets PATH, LANG, these and the
     # event's FIELDGATE_* variables.
     env: dict[str, str] = Field(default_factory=dict)
+    """extra environment variables for it"""
     timeout_s: float = Field(10.0, gt=0)
+    """a run taking longer is killed and counted as failed"""
     max_concurrent: int = Field(2, ge=1)
+    """runs at the same time"""
     queue_max_events: int = Field(256, ge=1)
+    """events waiting for a run; beyond this the oldest is dropped and logged"""
 
     @model_validator(mode="after")
     def _runnable(self) -> ScriptHookConfig:
@@ -190,9 +223,13 @@ class WebhookConfig(_EventFilter):
     """HTTP POST of each event's JSON through the durable outbox."""
 
     enabled: bool = False
+    """HTTP POST of each alert event's JSON, through the durable outbox"""
     url: str | None = None
+    """where to POST"""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """extra request headers (secret values, e.g. Authorization)"""
     timeout_s: float = Field(10.0, gt=0)
+    """request timeout"""
 
     @field_validator("url")
     @classmethod
@@ -218,15 +255,25 @@ class EmailConfig(_EventFilter):
     """E-mail through an SMTP relay, through the durable outbox."""
 
     enabled: bool = False
+    """e-mail alert events through an SMTP relay, through the durable outbox"""
     host: str | None = None
+    """SMTP relay host"""
     port: int = Field(587, ge=1, le=65535)
+    """SMTP relay port"""
     starttls: bool = True
+    """upgrade the connection with STARTTLS"""
     username: str | None = None
+    """SMTP user (both user and password, or neither)"""
     password: SecretStr | None = None
+    """SMTP password (better from FIELDGATE_OUTPUTS__EMAIL__PASSWORD)"""
     from_addr: str | None = None
+    """sender address"""
     to_addrs: tuple[str, ...] = ()
+    """recipients"""
     timeout_s: float = Field(30.0, gt=0)
+    """SMTP timeout"""
     min_severity: SeverityName = "warning"
+    """lowest severity that is e-mailed"""
 
     @field_validator("from_addr")
     @classmethod
@@ -259,11 +306,16 @@ class EmailConfig(_EventFilter):
 
 
 class OutboxConfig(_Section):
+    """The durable outbox that webhook and e-mail deliveries go through."""
+
     path: Path | None = Field(None, description="SQLite file; default <data_dir>/outbox.db")
     retry_first_s: float = Field(1.0, gt=0)
+    """first retry delay of a failed delivery (doubles up to retry_max_s)"""
     retry_max_s: float = Field(60.0, gt=0)
+    """longest retry delay"""
     # deliver() never blocks; events wait here until the outbox writer commits them.
     queue_max_events: int = Field(10_000, ge=1)
+    """events waiting to be written to the outbox; beyond this new events are dropped and counted"""
 
 
 class OutputsConfig(_Section):

@@ -3,7 +3,9 @@
 Used through the outbox (gateway.outputs.outbox), which retries and keeps order. The
 receiver sees ``Content-Type: application/json``, ``Idempotency-Key: <event_id>`` and
 the configured headers. 2xx is success; 408/425/429/5xx and network errors are retried;
-any other status is a permanent refusal (the row is marked rejected).
+any other status is a permanent refusal (the row is marked rejected). Redirects are not
+followed: a 3xx is refused, so an alert (and its headers, which may carry a token) never
+goes anywhere but the configured URL.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ class WebhookDestination:
             # (no pooled connection to go stale while the site is offline for hours).
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(self._url, data=note.body, headers=headers) as resp,
+                session.post(
+                    self._url, data=note.body, headers=headers, allow_redirects=False
+                ) as resp,
             ):
                 status = resp.status
                 text = (await resp.text(errors="replace"))[:200]
@@ -56,6 +60,11 @@ class WebhookDestination:
         if 200 <= status < 300:
             _LOGGER.debug("webhook: %s delivered (%d)", note.event_id, status)
             return
+        if 300 <= status < 400:
+            raise DeliveryRejected(
+                f"webhook {self._url}: HTTP {status} redirect to "
+                f"{resp.headers.get('Location', '?')} not followed (configure the final URL)"
+            )
         if status >= 500 or status in _RETRYABLE_4XX:
             raise TransportError(f"webhook {self._url}: HTTP {status} {text}")
         raise DeliveryRejected(f"webhook {self._url}: HTTP {status} {text}")

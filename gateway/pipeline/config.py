@@ -55,7 +55,8 @@ DEFAULT_NODE_THRESHOLDS: dict[str, float] = {"node_model": 1.056067}
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A string under a field is its description (docs/configuration.md is written from them).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class DisagreementConfig(_Section):
@@ -68,15 +69,20 @@ class DisagreementConfig(_Section):
     """
 
     enabled: bool = True
+    """watch for node model and gateway model disagreeing (drift or a bad node model)"""
     min_duration_s: float = Field(30.0, gt=0)
+    """exactly one of the two scores at or above 1.0 for this long counts as a disagreement"""
     max_age_s: float = Field(10.0, gt=0, description="how far apart the two scores may be")
 
 
 class ScoringConfig(_Section):
     enabled: bool = True
+    """score committed readings with the gateway model (LiteRT); off: only health and gap observations"""
     model_path: Path = Field(DEFAULT_GATEWAY_MODEL, description="gateway model .tflite")
     channel_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CHANNEL_MAP))
+    """node channel -> model channel; replaces the default map entirely"""
     missing_channels: Literal["baseline", "skip"] = "baseline"
+    """model channels no node channel feeds: baseline (look normal) or skip (do not score the node)"""
     calibration_rows: int | None = Field(
         None,
         ge=16,

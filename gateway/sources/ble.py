@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
@@ -127,6 +128,16 @@ class BleSource:
     def name(self) -> str:
         return f"source:ble:{self._config.transport}"
 
+    def stack_kwargs(self, role: str) -> dict[str, Any]:
+        """bleak keyword arguments for the configured stack: the code above them is the same
+        for BlueZ (bleak's own Linux backend) and Bumble (our backend, also used in tests)."""
+        adapter = self._config.bluez_adapter
+        if adapter is not None:
+            return {"adapter": adapter}
+        if role == "scanner":
+            return {"backend": BumbleScanner, "bumble_transport": self._config.transport}
+        return {"backend": BumbleClient}
+
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
@@ -146,11 +157,7 @@ class BleSource:
         backoff = Backoff(max_s=self._config.reconnect_max_s)
         watchdog_s = self._config.scan_watchdog_s
         while True:
-            scanner = BleakScanner(
-                self._on_advert,
-                backend=BumbleScanner,
-                bumble_transport=self._config.transport,
-            )
+            scanner = BleakScanner(self._on_advert, **self.stack_kwargs("scanner"))
             try:
                 await scanner.start()
             except BleakError as exc:
@@ -262,7 +269,7 @@ class BleSource:
             device,
             disconnected_callback=lambda _client: gone.set(),
             timeout=_CONNECT_TIMEOUT_S,
-            backend=BumbleClient,
+            **self.stack_kwargs("client"),
         )
         inbox: asyncio.Queue[bytes] = asyncio.Queue(_INBOX_SIZE)
 

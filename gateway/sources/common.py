@@ -9,10 +9,12 @@ import time
 
 from gateway.codecs.payload import decode_message
 from gateway.errors import CodecError
+from gateway.log_limit import LimitedWarning
 from gateway.metrics import Metrics
 from gateway.models import Ack, Command, Transport, UplinkMessage
 
 _LOGGER = logging.getLogger(__name__)
+_MAX_LOGGED_ONCE = 1000
 
 
 def now_ms() -> int:
@@ -101,15 +103,19 @@ class Admission:
         self.transport = transport
         self._metrics = metrics
         self._allowed = allowed
+        # What was logged once; bounded, so made-up node ids cannot grow it: past the cap
+        # the rest are logged at most once per interval with a count.
         self._logged: set[tuple[str, str]] = set()
+        self._overflow_log = LimitedWarning(_LOGGER)
 
     def malformed(self, where: str, error: CodecError) -> None:
         reason = type(error).__name__
         self._metrics.malformed_input(self.transport.value, reason)
         # One log line per (where, reason) kind, not per frame: counters carry the volume.
-        if (where, reason) not in self._logged:
-            self._logged.add((where, reason))
+        if self._first_time((where, reason)):
             _LOGGER.warning("%s: %s rejected: %s", where, self.transport.value, error)
+        elif (where, reason) not in self._logged:
+            self._overflow_log.warning("%s: %s rejected: %s", where, self.transport.value, error)
 
     def accept_frame(self, item: bytes | CodecError, where: str) -> UplinkMessage | None:
         """Decode one frame (or count its framing error); the uplink message if it may enter."""
@@ -125,16 +131,32 @@ class Admission:
             return None  # downlink kinds never come from a node
         return msg if self.admit(msg, where) else None
 
-    def admit(self, msg: UplinkMessage, where: str) -> bool:
-        if self._allowed and msg.node_id not in self._allowed:
-            self._metrics.rejected_nodes[(self.transport.value, msg.node_id)] += 1
-            if (msg.node_id, "unknown") not in self._logged:
-                self._logged.add((msg.node_id, "unknown"))
-                _LOGGER.warning(
-                    "%s: unknown node on %s (%s); add it to allowed_nodes to accept it",
-                    msg.node_id,
-                    self.transport.value,
-                    where,
-                )
+    @property
+    def remembered(self) -> int:
+        """How many (source, reason) kinds are remembered as logged once (bounded)."""
+        return len(self._logged)
+
+    def _first_time(self, key: tuple[str, str]) -> bool:
+        """True (and remembered) the first time ``key`` is seen, while under the cap."""
+        if key in self._logged or len(self._logged) >= _MAX_LOGGED_ONCE:
             return False
+        self._logged.add(key)
         return True
+
+    def admit(self, msg: UplinkMessage, where: str) -> bool:
+        if not self._allowed or msg.node_id in self._allowed:
+            return True
+        self._metrics.rejected_nodes[(self.transport.value, msg.node_id)] += 1
+        key = (msg.node_id, "unknown")
+        if self._first_time(key):
+            _LOGGER.warning(
+                "%s: unknown node on %s (%s); add it to allowed_nodes to accept it",
+                msg.node_id,
+                self.transport.value,
+                where,
+            )
+        elif key not in self._logged:
+            self._overflow_log.warning(
+                "%s: unknown node on %s (%s)", msg.node_id, self.transport.value, where
+            )
+        return False

@@ -87,7 +87,7 @@ class MqttSource:
                 clean_session=False,
                 keepalive=self._config.keepalive_s,
                 username=self._config.username,
-                password=self._config.password,
+                password=self._config.password_value(),
             )
             paho = client._client  # see module docstring
             paho.manual_ack_set(True)

@@ -13,7 +13,11 @@ Skew is flagged when the node's clock and the gateway's disagree by more than
 - wall-clock nodes: their timestamp is ahead of the receive time by more than the
   limit, or behind it by more than 60 times the limit (resends arrive late, so
   lateness gets more room than earliness).
-Pure logic: the caller passes the receive time.
+A timestamp ahead of the receive time by more than the limit is never used: it is
+replaced by the receive time (a message cannot come from the future, and one stamped
+years ahead would keep its node "alive" for years). A late one is kept, flagged beyond
+the room: a resend after an outage is legitimately old. Uptime mapping never yields a
+time after the receive time. Pure logic: the caller passes the receive time.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ class NodeClock:
         """Wall time for a node timestamp of a message received at ``rx_ms``."""
         if time_base is TimeBase.UNIX_MS:
             delay = rx_ms - node_t
-            self.skewed = delay < -self.skew_limit_ms or delay > self.skew_limit_ms * 60
-            return node_t
+            ahead = delay < -self.skew_limit_ms
+            self.skewed = ahead or delay > self.skew_limit_ms * 60
+            return rx_ms if ahead else node_t
         observed = rx_ms - node_t
         offset = self.offset_ms
         if offset is None or observed < offset:

@@ -20,6 +20,7 @@ acknowledged to their nodes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -28,12 +29,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
-from gateway.errors import StoreError
+from gateway.errors import StorageFault, StoreError
 from gateway.ingest import Envelope
 from gateway.models import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
 from gateway.store.clock import NodeClock
+from gateway.store.recovery import hold_lock, journal_problem, set_aside
 from gateway.store.sequence import StreamState
 
 _LOGGER = logging.getLogger(__name__)
@@ -128,6 +130,8 @@ class CommitResult:
     new_counts: list[int] = field(default_factory=list)
     wall_ms: list[tuple[int, ...]] = field(default_factory=list)
     lost_by_node: Counter[str] = field(default_factory=Counter)  # ``lost`` split by node
+    # Messages refused because their seq jumped past the node's window (by node).
+    seq_jumps: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +175,30 @@ def unpack_values(blob: bytes) -> tuple[float, ...]:
     return struct.unpack(f"<{len(blob) // 8}d", blob)
 
 
+# SQLite result codes (low byte of extended codes) that mean "the disk, not the data".
+_STORAGE_CODES = frozenset({10, 13, 14})  # SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+
+
+def _is_storage_fault(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _STORAGE_CODES
+
+
 class Journal:
     """The write side of the journal. Not thread-safe: one writer thread calls it."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", skew_limit_ms: int = 2000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        skew_limit_ms: int = 2000,
+        max_seq_jump: int = 100_000,
+    ) -> None:
         self.path = path
         self._synchronous = synchronous
         self._skew_limit_ms = skew_limit_ms
+        self._max_seq_jump = max_seq_jump
         self._db: sqlite3.Connection | None = None
         self._streams: dict[tuple[str, int], StreamState] = {}
         self._clocks: dict[tuple[str, int], NodeClock] = {}
@@ -185,11 +206,30 @@ class Journal:
         self._channel_sets: dict[str, int] = {}
         self._last_channels: tuple[tuple[Channel, ...] | None, int] = (None, 0)
         self._closed: list[tuple[str, int]] = []
+        # Where a damaged journal found at open was moved, and why (None: it was sound).
+        self.set_aside: Path | None = None
+        self._lock: IO[bytes] | None = None
+        self.set_aside_reason: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = hold_lock(self.path)
+        problem = journal_problem(self.path)
+        if problem is not None:
+            # Never silently replaced: moved aside for `fieldgate journal recover`.
+            self.set_aside = set_aside(self.path)
+            self.set_aside_reason = problem
+            _LOGGER.error(
+                "journal %s is damaged (%s): moved to %s and a new journal started; nodes "
+                "resend what was never acknowledged. Salvage the rest with: fieldgate journal "
+                "recover %s",
+                self.path,
+                problem,
+                self.set_aside,
+                self.set_aside,
+            )
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -205,6 +245,9 @@ class Journal:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _load_state(self) -> None:
         db = self._require()
@@ -227,6 +270,14 @@ class Journal:
             self._streams[(node_id, boot_id)] = state
         for node_id, boot_id in db.execute("SELECT node_id, boot_id FROM nodes"):
             self._current_boot[node_id] = boot_id
+
+    def _reload_state(self) -> None:
+        self._streams.clear()
+        self._current_boot.clear()
+        self._channel_sets.clear()
+        self._last_channels = (None, 0)
+        self._closed = []
+        self._load_state()
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:
@@ -254,6 +305,13 @@ class Journal:
                 state = self._streams.get(key)
                 if state is None:
                     state = self._new_stream(env, result)
+                elif state.is_jump(msg.seq, self._max_seq_jump):
+                    # Not stored, not acknowledged: a forged or corrupt seq would otherwise
+                    # turn the node's real readings into "duplicates" or "late" ones.
+                    result.seq_jumps[msg.node_id] += 1
+                    new_counts.append(0)
+                    wall_ms.append(())
+                    continue
                 if isinstance(msg, ReadingBatch):
                     new, wall = self._insert_readings(db, env, msg)
                 elif isinstance(msg, NodeInference):
@@ -287,8 +345,16 @@ class Journal:
             self._save_streams(db, touched)
             self._save_nodes(db, node_updates)
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            # SQLite may already have rolled back (SQLITE_FULL does): a failing ROLLBACK
+            # must not hide the cause.
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            # The in-memory stream state ran ahead of what is committed: go back to the
+            # file, so no ack is ever computed from a transaction that did not happen.
+            self._reload_state()
+            if isinstance(exc, sqlite3.Error) and _is_storage_fault(exc):
+                raise StorageFault(f"journal {self.path}: {exc}") from exc
             raise
         for (node_id, boot_id), env in touched.items():
             state = self._streams[(node_id, boot_id)]

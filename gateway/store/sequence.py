@@ -38,17 +38,31 @@ class StreamState:
     def give_up_below(self, oldest_held: int) -> int:
         """The node holds nothing below ``oldest_held``; count what never arrived as lost.
 
-        Returns how many seqs became a gap now.
+        ``oldest_held`` is clamped to one past the highest seq seen: a node cannot hold back
+        what it never sent, so a claim beyond that (a bug or a forged Status) must not move
+        the ack past data the node may still resend. The work is proportional to the seqs
+        waiting out of order (``ahead``, bounded by the seq window), never to the size of the
+        claimed jump. Returns how many seqs became a gap now.
         """
+        oldest_held = min(oldest_held, self.highest_seen + 1)
         if oldest_held <= self.acked + 1:
             return 0
-        missing = range(self.acked + 1, oldest_held)
-        newly_lost = sum(1 for s in missing if s not in self.ahead)
-        self.ahead.difference_update(missing)
+        below = [s for s in self.ahead if s < oldest_held]
+        newly_lost = oldest_held - self.acked - 1 - len(below)
+        self.ahead.difference_update(below)
         self.lost += newly_lost
         self.acked = oldest_held - 1
         self._absorb()
         return newly_lost
+
+    def is_jump(self, first: int, window: int) -> bool:
+        """True when ``first`` lies more than ``window`` seqs past anything seen in this boot.
+
+        A node's seqs grow by one per message; a jump that large is a forged or corrupted
+        message, and storing it would make the node's real data look old or duplicated.
+        The first message of a boot sets where the stream starts, so it is never a jump.
+        """
+        return self.highest_seen > 0 and first > self.highest_seen + window
 
     def close(self) -> int:
         """The node rebooted: whatever is still missing in this boot is lost. Returns the count."""

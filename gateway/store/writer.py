@@ -3,17 +3,25 @@
 Order is the whole point (architecture invariant 2): envelopes are committed in one
 transaction on the journal's own thread; only after ``COMMIT`` returns are acks sent
 back to the nodes and MQTT messages PUBACKed to the broker.
+
+A disk that refuses writes (full, I/O error) does not stop the gateway: the writer keeps the
+batch, acknowledges nothing, and retries with backoff. The ingest queue fills behind it, so
+the sources stop reading (backpressure) and the data waits where it is safe, on the nodes
+and at the broker. Fault listeners hear about the fault once and about the recovery once
+(the gateway raises a local alert on paths that need no disk).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from gateway.config import JournalConfig
+from gateway.errors import StorageFault
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.store.journal import CommitResult, Journal
@@ -22,6 +30,10 @@ _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CommitListener = Callable[[CommitResult], None]
+# Called with the fault's description when commits start failing, with None once they work.
+FaultListener = Callable[[str | None], None]
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
 
 
 class JournalWriter:
@@ -33,6 +45,9 @@ class JournalWriter:
         self._config = config
         self._metrics = metrics
         self._listeners: list[CommitListener] = []
+        self._fault_listeners: list[FaultListener] = []
+        self.fault: str | None = None  # what the disk said, while commits fail
+        self.faults = 0  # storage-fault episodes since start
         # One thread: SQLite connections belong to a thread, and one writer is all WAL allows.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.ready = asyncio.Event()
@@ -40,6 +55,9 @@ class JournalWriter:
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` on the event loop after every commit (must not block)."""
         self._listeners.append(listener)
+
+    def add_fault_listener(self, listener: FaultListener) -> None:
+        self._fault_listeners.append(listener)
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the journal thread, after any commit in progress."""
@@ -57,17 +75,44 @@ class JournalWriter:
             await self._shutdown()
 
     async def _commit(self, batch: list[Envelope]) -> None:
-        future = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._journal.commit, batch
-        )
-        try:
-            result = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # The transaction is already running on the journal thread: let it finish and
-            # still acknowledge what it made durable, then go on shutting down.
-            self._after_commit(await future)
-            raise
+        delay = _RETRY_FIRST_S
+        while True:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._executor, self._journal.commit, batch
+            )
+            try:
+                result = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # The transaction is already running on the journal thread: let it finish
+                # and still acknowledge what it made durable, then go on shutting down.
+                with contextlib.suppress(StorageFault):
+                    self._after_commit(await future)
+                raise
+            except StorageFault as exc:
+                self._degraded(str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            break
+        if self.fault is not None:
+            _LOGGER.warning("journal writable again after: %s", self.fault)
+            self.fault = None
+            for listener in self._fault_listeners:
+                listener(None)
         self._after_commit(result)
+
+    def _degraded(self, fault: str) -> None:
+        if self.fault is not None:
+            return
+        self.fault = fault
+        self.faults += 1
+        _LOGGER.error(
+            "journal cannot commit: %s; nothing is acknowledged until it can (nodes and the "
+            "broker keep the data); retrying",
+            fault,
+        )
+        for listener in self._fault_listeners:
+            listener(fault)
 
     def _after_commit(self, result: CommitResult) -> None:
         for env, ack in result.acks:
@@ -87,8 +132,13 @@ class JournalWriter:
             # saves the nodes a resend after restart.
             rest = self._queue.drain_nowait(self._queue.maxsize)
             if rest and self.ready.is_set():
-                result = await loop.run_in_executor(self._executor, self._journal.commit, rest)
-                self._after_commit(result)
+                try:
+                    result = await loop.run_in_executor(self._executor, self._journal.commit, rest)
+                except StorageFault as exc:
+                    # Never acknowledged, so the nodes and the broker still hold it.
+                    _LOGGER.warning("%d message(s) not committed at shutdown: %s", len(rest), exc)
+                else:
+                    self._after_commit(result)
         finally:
             await loop.run_in_executor(self._executor, self._journal.close)
             self._executor.shutdown(wait=True)

@@ -82,3 +82,12 @@ def test_slow_skew_matches_the_rule_over_any_arrival_pattern(
         clock.to_wall_ms(UPTIME, i * 1000, rx_ms=1_000_000 + i * 1000 + late)
         delays.append(late)
     assert clock.skewed == reference_slow_skew(delays, window, LIMIT)
+
+
+def test_a_timestamp_from_the_future_is_replaced_by_the_receive_time() -> None:
+    clock = NodeClock(LIMIT)
+    ten_years_ms = 10 * 365 * 86_400_000
+    assert clock.to_wall_ms(UNIX, 5_000_000 + ten_years_ms, rx_ms=5_000_000) == 5_000_000
+    assert clock.skewed
+    # Within the limit ahead it is believed (clocks differ a little).
+    assert clock.to_wall_ms(UNIX, 5_000_000 + LIMIT, rx_ms=5_000_000) == 5_000_000 + LIMIT
