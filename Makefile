@@ -8,11 +8,13 @@ demo:  ## set up .venv and run the gateway with simulated nodes on every transpo
 test:  ## set up .venv (+ Debian test servers), lint, type-check and run the whole test suite
 	bash deploy/setup.sh test
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/deptry .
 	.venv/bin/mypy
 	.venv/bin/python -m pytest
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/deptry . && .venv/bin/mypy
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -34,42 +34,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.alert_latency_fleet import (
+    BACKGROUND_BAUD,
+    SITE,
+    background_fleet,
+    run_background,
+    serial_node_paths,
+)
 from gateway.app import Gateway
-from gateway.codecs.framing import encode_frame
-from gateway.codecs.payload import encode_message
 from gateway.config import GatewayConfig, load_config
 from gateway.events import AlertEvent, AlertEventKind
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase
 from gateway.outputs.bus import Subscription
+from gateway.protocol.framing import encode_frame
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.payload import encode_message
 from gateway.store.journal import CommitResult
 from tests.fixtures.servers import Mosquitto
 
-SITE = "bench"
 PROBE = "probe-01"
 RULE = "current_high"
 THRESHOLD_A = 50.0
 HIGH_A, LOW_A = 80.0, 2.0
-BACKGROUND_NODES = 12
-BACKGROUND_TRANSPORTS = ("mqtt", "mqtt", "mqtt", "mqtt", "mqtt", "serial")  # 10 mqtt, 2 serial
-BACKGROUND_BAUD = 921_600
-BACKGROUND_BATCH = 25
 TARGET_P99_MS = 20.0
 
 
@@ -287,77 +286,6 @@ async def probe_cycles(
         with contextlib.suppress(TimeoutError):
             await next_probe_event(sub, AlertEventKind.CLEARED, 5.0)
         await asyncio.sleep(rng.uniform(0.005, 0.020))
-
-
-# -- the background fleet (a subprocess) ---------------------------------------------------------
-
-
-@contextlib.contextmanager
-def background_fleet(
-    broker: Mosquitto, pty_dir: Path, rate_per_s: float, nice: int
-) -> Iterator[subprocess.Popen[str]]:
-    cmd = [
-        sys.executable, "-m", "bench.alert_latency", "--background",
-        "--broker", broker.url, "--pty-dir", str(pty_dir), "--rate", str(rate_per_s),
-        "--fleet-nice", str(nice),
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY"):
-            raise RuntimeError(f"background fleet did not start: {line!r}")
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def background_sim_config(broker_url: str, pty_dir: Path, rate_per_s: float) -> Any:
-    from firmware_tools.sim.fleet import SimConfig
-
-    return SimConfig(
-        nodes=BACKGROUND_NODES,
-        transports=BACKGROUND_TRANSPORTS,
-        node_prefix="bg",
-        rate_hz=rate_per_s / BACKGROUND_NODES,
-        batch_size=BACKGROUND_BATCH,
-        broker_url=broker_url,
-        site=SITE,
-        baud=BACKGROUND_BAUD,
-        pty_dir=pty_dir,
-        max_unacked=256,
-        status_interval_ms=10_000,
-    )
-
-
-def serial_node_paths(pty_dir: Path) -> list[Path]:
-    from firmware_tools.sim.fleet import SimConfig
-
-    cfg = SimConfig(
-        nodes=BACKGROUND_NODES, transports=BACKGROUND_TRANSPORTS, node_prefix="bg", site=SITE
-    )
-    return [
-        pty_dir / f"tty{node_id}"
-        for i, node_id in enumerate(cfg.node_ids())
-        if cfg.transport_of(i) == "serial"
-    ]
-
-
-async def run_background(broker_url: str, pty_dir: Path, rate_per_s: float) -> None:
-    from firmware_tools.sim.fleet import Simulator
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with Simulator(background_sim_config(broker_url, pty_dir, rate_per_s)) as sim:
-        await sim.wait_ready()
-        print("READY", json.dumps(sim.addresses()), flush=True)
-        await stop.wait()
 
 
 # -- the gateway -------------------------------------------------------------------------------

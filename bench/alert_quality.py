@@ -41,8 +41,8 @@ from gateway.alerts.config import DEFAULT_RULES, AlertsConfig
 from gateway.alerts.engine import AlertEngine
 from gateway.events import AlertEvent, AlertEventKind, AnomalyScore, Observation, ScoreSource
 from gateway.ingest import Envelope
-from gateway.models import ReadingBatch, Sample, TimeBase, Transport
 from gateway.pipeline import ScoringConfig, ScoringPipeline
+from gateway.protocol.messages import ReadingBatch, Sample, TimeBase, Transport
 from gateway.store.journal import CommitResult
 from tinymodels.gateway_features import debounce
 from tinymodels.runtime import FrameScores, load_model

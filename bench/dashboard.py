@@ -37,9 +37,10 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.events import Alert, AlertEvent, AlertEventKind, AlertState, Severity
 from gateway.ingest import Envelope
-from gateway.models import Channel, ReadingBatch, Sample, Status, TimeBase, Transport
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, Status, TimeBase, Transport
 from gateway.store.alerts import AlertStore, alerts_path_for
-from gateway.store.journal import Journal, JournalReader
+from gateway.store.journal import Journal
+from gateway.store.journal_reader import JournalReader
 
 NODES = 500
 CHANNELS = (

@@ -32,13 +32,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware_tools.describe import build_manifest
 from firmware_tools.flash.serial_flasher import SerialFlasher
-from firmware_tools.manifest import DEFAULT_TARGET, TARGET_CLASSES, build_manifest
-from firmware_tools.signing import SignedManifest, sign_manifest
+from firmware_tools.signing import sign_manifest
 from firmware_tools.sim.selftest import node_self_test
 from firmware_tools.sim.serial_link import PtySerialLink
 from firmware_tools.sim.slots import SlotStore
 from firmware_tools.sim.xfer_node import XferNode
+from gateway.protocol.manifest import DEFAULT_TARGET, TARGET_CLASSES
+from gateway.protocol.signed_manifest import SignedManifest
 
 NODE_MODEL = Path(__file__).resolve().parents[1] / "tinymodels" / "artifacts" / "node_model.tflite"
 BAUD = 115_200

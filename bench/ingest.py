@@ -27,10 +27,10 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from gateway.app import Gateway, freeze_startup_heap
-from gateway.codecs.mqtt_topics import format_topic, uplink_filters
-from gateway.codecs.payload import encode_message
 from gateway.config import load_config
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.mqtt_topics import format_topic, uplink_filters
+from gateway.protocol.payload import encode_message
 from tests.fixtures.servers import Mosquitto
 
 SITE = "bench"

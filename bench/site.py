@@ -36,9 +36,9 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from gateway.codecs.mqtt_topics import format_topic
-from gateway.codecs.payload import encode_message
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.mqtt_topics import format_topic
+from gateway.protocol.payload import encode_message
 from tests.fixtures.servers import Mosquitto
 
 SITE = "bench"

@@ -67,6 +67,21 @@ def create_app(cfg: GatewayConfig, view: GatewayView, users: UserStore) -> Any:
 
     app.state.run_users = run_users
 
+    _install_error_pages(app)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi(_s: Annotated[auth.Session, Depends(auth.viewer)]) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for module in (account, pages, alerts, settings, live, api):
+        app.include_router(module.router)
+    return HostAllowList(SecurityHeaders(app, tls=cfg.web.tls), allowed=cfg.web.allowed_hosts)
+
+
+def _install_error_pages(app: FastAPI) -> None:
+    """Refusals as the caller can use them: JSON for the API, a page or redirect otherwise."""
+
     @app.exception_handler(auth.NotAuthenticated)
     async def _anonymous(request: Request, _exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):
@@ -103,12 +118,3 @@ def create_app(cfg: GatewayConfig, view: GatewayView, users: UserStore) -> Any:
         return await page(
             request, "error.html", exc.status_code, title=title, message=str(exc.detail)
         )
-
-    @app.get("/api/openapi.json", include_in_schema=False)
-    async def openapi(_s: Annotated[auth.Session, Depends(auth.viewer)]) -> JSONResponse:
-        return JSONResponse(app.openapi())
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (account, pages, alerts, settings, live, api):
-        app.include_router(module.router)
-    return HostAllowList(SecurityHeaders(app, tls=cfg.web.tls), allowed=cfg.web.allowed_hosts)

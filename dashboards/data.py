@@ -29,7 +29,7 @@ from gateway.alerts.config import SilentRule
 from gateway.events import Alert, AlertEvent, AlertState, ScoreSource
 from gateway.store.alerts import AlertStore, alerts_path_for
 from gateway.store.history import HistoryReader, InferenceRow, ReadingRow, StatusRow
-from gateway.store.journal import JournalReader, NodeRow
+from gateway.store.journal_reader import JournalReader, NodeRow
 
 T = TypeVar("T")
 SHARED_FOR_S = 1.0

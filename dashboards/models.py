@@ -15,9 +15,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_tools.signing import find_signed, load_public_key, read_signed, verify_signed
 from gateway.config import GatewayConfig
 from gateway.errors import ModelError
+from gateway.protocol.signed_manifest import (
+    find_signed,
+    load_public_key,
+    read_signed,
+    verify_signed,
+)
 
 MAX_ARTIFACTS = 200
 

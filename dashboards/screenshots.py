@@ -41,7 +41,7 @@ NODES = 4
 
 def _signed_artifact(work: Path) -> Path:
     """A signed node model in <data_dir>/models, so the Models page shows a verified manifest."""
-    from firmware_tools.manifest import build_manifest
+    from firmware_tools.describe import build_manifest
     from firmware_tools.signing import (
         generate_keypair,
         load_private_key,

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware_tools.manifest import sha256_hex
 from firmware_tools.report import ModelAnalysis, OpUse, analyse_tflite
+from gateway.protocol.manifest import sha256_hex
 
 # Method names that do not follow "FULLY_CONNECTED" -> "FullyConnected".
 _METHOD_EXCEPTIONS = {

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from firmware_tools.cexport import export_c
-from firmware_tools.manifest import DEFAULT_TARGET, TARGET_CLASSES
 from firmware_tools.report import ConversionReport, MetricResult, TflmSummary, analyse_tflite
-from firmware_tools.tflm_check import TflmResult, capture_c_stderr, check_tflm
+from firmware_tools.tflm_check import TflmResult, check_tflm
 from gateway.errors import ModelError
+from gateway.protocol.manifest import DEFAULT_TARGET, TARGET_CLASSES
+from tinymodels.tflm import capture_c_stderr
 
 _LOGGER = logging.getLogger(__name__)
 

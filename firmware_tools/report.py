@@ -29,8 +29,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from firmware_tools.manifest import TARGET_CLASSES, TensorSpec
 from gateway.errors import ModelError
+from gateway.protocol.manifest import TARGET_CLASSES, TensorSpec
 
 LATENCY_MCU = "Cortex-M4 @ 64 MHz"
 LATENCY_CLOCK_HZ = 64_000_000

@@ -3,7 +3,7 @@
 TFLM reports through C-level stderr (``MicroPrintf``), not through Python exceptions: the
 Python wrapper only raises ``RuntimeError("TFLM failed to allocate tensors")``. So while the
 interpreter is created and invoked, file descriptor 2 is redirected to a temporary file
-(:func:`capture_c_stderr`) and the text is parsed for the missing op and for the
+(:func:`tinymodels.tflm.capture_c_stderr`) and the text is parsed for the missing op and for the
 ``RecordingMicroAllocator`` arena total.
 
 The arena is measured twice: the recording allocator's total, and the smallest ``arena_size``
@@ -17,13 +17,11 @@ with optimised kernels (CMSIS-NN) may need a little more for scratch buffers.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.errors import ModelError
+from tinymodels.tflm import capture_c_stderr
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,27 +62,6 @@ class TflmResult:
     arena_min_bytes: int | None
     outputs: tuple[tuple[np.ndarray, ...], ...]  # per sample, per output tensor
     log: str  # what TFLM printed
-
-
-class _Captured:
-    text = ""
-
-
-@contextmanager
-def capture_c_stderr() -> Iterator[_Captured]:
-    """Redirect file descriptor 2 (C ``stderr``) to a temp file; text is set on exit."""
-    captured = _Captured()
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as tmp:
-        saved = os.dup(2)
-        try:
-            os.dup2(tmp.fileno(), 2)
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            captured.text = tmp.read().decode("utf-8", errors="replace")
 
 
 @cache

@@ -1,7 +1,7 @@
 """The one place that creates the gateway's components and connects them.
 
-Components receive only their own config section and their queues (architecture
-invariant 8). ``Gateway.run`` is the whole service: one TaskGroup, named tasks,
+Components receive only their own config section and their queues (invariant "One place
+wires things"). ``Gateway.run`` is the whole service: one TaskGroup, named tasks,
 cancelled as one on shutdown.
 """
 
@@ -30,7 +30,8 @@ from gateway.pipeline.pipeline import ScoringPipeline
 from gateway.service_notify import ServiceNotifier
 from gateway.store.alerts import alerts_path_for
 from gateway.store.baselines import baselines_path_for
-from gateway.store.journal import Journal, JournalReader
+from gateway.store.journal import Journal
+from gateway.store.journal_reader import JournalReader
 from gateway.store.writer import JournalWriter
 
 if TYPE_CHECKING:
@@ -64,8 +65,8 @@ class Gateway:
         self.writer = JournalWriter(self.journal, self.queue, config.journal, self.metrics)
         self.downlinks = Downlinks()
         self.sources: list[Source] = self._make_sources()
-        # The local decision path (architecture invariant 3): journal → scoring → alerts →
-        # outputs, none of which waits for the broker or the network.
+        # The local decision path (invariant "The local path never waits for the network"):
+        # journal → scoring → alerts → outputs, none of which waits for the broker or the network.
         self.alert_bus = AlertBus()
         self.outputs = AlertOutputs(
             config.outputs, self.alert_bus, self.downlinks, config.data_dir, site=config.site

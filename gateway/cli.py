@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.main
 from rich.console import Console
+from typer.core import TyperGroup
 
 from gateway.errors import ConfigError, FieldgateError
 from gateway.log_format import LogFormat, setup_logging
@@ -16,7 +19,34 @@ from gateway.log_format import LogFormat, setup_logging
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
 
+
+class _LazyCommands(TyperGroup):
+    """Sub-commands that compose the service with the simulator, imported only when used.
+
+    ``fieldgate run`` therefore never imports the simulator, ``rich.live`` or amqtt
+    (checked by tests/unit/test_layering.py); ``fieldgate --help`` still lists them all.
+    """
+
+    LAZY: dict[str, tuple[str, str]] = {  # noqa: RUF012 - a constant table, never mutated
+        "simulate": ("firmware_tools.sim.cli", "simulate"),
+        "demo": ("gateway.demo.command", "demo"),
+    }
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *self.LAZY]
+
+    # Any: the context and command types are Typer's vendored click, which it does not export.
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.LAZY:
+            return super().get_command(ctx, cmd_name)
+        module, attr = self.LAZY[cmd_name]
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(name=cmd_name)(getattr(importlib.import_module(module), attr))
+        return typer.main.get_command(single)
+
+
 app = typer.Typer(
+    cls=_LazyCommands,
     name="fieldgate",
     help=(
         "fieldgate: an edge gateway that collects sensor-node data over serial, BLE and MQTT "
@@ -208,15 +238,7 @@ def restore(
     Console().print(f"[green]restored {len(copied)} file(s) from {source}[/green]")
 
 
-def _register_subcommands() -> None:
-    # Sub-apps live next to the code they drive; imported here so `fieldgate --help`
-    # lists them all.
-    from firmware_tools.sim.cli import simulate
-
-    app.command(name="simulate")(simulate)
-    from gateway.demo import demo
-
-    app.command(name="demo")(demo)
+def _register_journal() -> None:
     from gateway.store.journal_cli import journal_app
 
     app.add_typer(journal_app, name="journal")
@@ -225,8 +247,10 @@ def _register_subcommands() -> None:
     app.add_typer(users_app)
 
 
+_register_journal()
+
+
 def main() -> None:
-    _register_subcommands()
     app()
 
 

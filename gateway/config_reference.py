@@ -21,7 +21,6 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "gateway.example.toml"
 
@@ -93,7 +92,7 @@ def _type_name(annotation: Any) -> str:
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         value = field.default_factory()  # type: ignore[call-arg]
-    elif field.default is PydanticUndefined:
+    elif field.is_required():
         return "required"
     else:
         value = field.default

@@ -1,4 +1,4 @@
-"""The downlink router: send a :class:`~gateway.models.Command` to a node over whichever
+"""The downlink router: send a :class:`~gateway.protocol.messages.Command` to a node over whichever
 link currently reaches it.
 
 Sources register their per-node links as they learn them (a serial port once a node's
@@ -20,7 +20,7 @@ import logging
 from collections import Counter
 from typing import Protocol
 
-from gateway.models import Command
+from gateway.protocol.messages import Command
 
 _LOGGER = logging.getLogger(__name__)
 

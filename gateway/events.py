@@ -11,7 +11,8 @@ Three stages hand these to each other, each owned by its own package:
   script hook) and through durable outboxes (webhook, e-mail).
 
 All times are gateway wall-clock milliseconds since the epoch (node uptime already mapped by
-the journal's clock, architecture invariant 6). Events are frozen dataclasses with no I/O.
+the journal's clock, invariant "Time is the node's, within the gateway's bounds"). Events
+are frozen dataclasses with no I/O.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Literal, NamedTuple, Protocol
 
-from gateway.models import Ack, Transport, UplinkMessage
+from gateway.protocol.messages import Ack, Transport, UplinkMessage
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -123,6 +123,10 @@ class GatewayModel:
                 f"features give {cfg.model_inputs}"
             )
 
+    def tensor_details(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The interpreter's input and output tensor details (shape, dtype, quantisation)."""
+        return self._interp.get_input_details()[0], self._interp.get_output_details()[0]
+
     @property
     def input_features(self) -> int:
         return self._features

@@ -33,21 +33,33 @@ class ArenaReport:
     raw: str
 
 
+class CapturedText:
+    """What the C code printed on file descriptor 2; set when the ``with`` block ends."""
+
+    text = ""
+
+
 @contextlib.contextmanager
-def _capture_fd2() -> Iterator[list[str]]:
-    out: list[str] = []
+def capture_c_stderr() -> Iterator[CapturedText]:
+    """Redirect file descriptor 2 (C ``stderr``, not ``sys.stderr``) to a temp file.
+
+    TFLM reports its arena and TF/LiteRT their C++ logs there; the text is set on exit.
+    The one fd-2 capture of the project: the converter, the TFLM check and the simulated
+    node's self-test all use it.
+    """
+    captured = CapturedText()
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
-            yield out
+            yield captured
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            out.append(tmp.read().decode(errors="replace"))
+            captured.text = tmp.read().decode("utf-8", errors="replace")
 
 
 def make_interpreter(model: bytes, arena_bytes: int = MEASURE_ARENA_BYTES) -> Any:
@@ -58,10 +70,10 @@ def make_interpreter(model: bytes, arena_bytes: int = MEASURE_ARENA_BYTES) -> An
 
 def measure_arena(model: bytes) -> ArenaReport:
     """Allocate the model in TFLM and return the arena it actually used."""
-    with _capture_fd2() as captured:
+    with capture_c_stderr() as captured:
         interp = make_interpreter(model)
         interp.print_allocations()
-    raw = captured[0]
+    raw = captured.text
     total = _TOTAL_RE.search(raw)
     if total is None:
         raise RuntimeError(f"TFLM did not report an arena total; it printed: {raw[:400]!r}")
@@ -76,7 +88,7 @@ def measure_arena(model: bytes) -> ArenaReport:
 
 def run_int8(model: bytes, inputs: npt.NDArray[np.int8], arena_bytes: int) -> npt.NDArray[np.int8]:
     """Invoke TFLM once per row of already-quantised int8 ``inputs``; returns int8 outputs."""
-    with _capture_fd2():
+    with capture_c_stderr():
         interp = make_interpreter(model, arena_bytes)
     outs = []
     for row in inputs:

@@ -113,10 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(tflite) > FLASH_BUDGET_BYTES or arena.total_bytes > ARENA_BUDGET_BYTES:
         raise SystemExit(f"over budget: {len(tflite)} B flash, {arena.total_bytes} B arena")
 
-    interp_in, interp_out = (
-        lite._interp.get_input_details()[0],
-        lite._interp.get_output_details()[0],
-    )
+    interp_in, interp_out = lite.tensor_details()
     manifest = {
         "name": MODEL_NAME,
         "version": MODEL_VERSION,

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from firmware_tools.manifest import TARGET_CLASSES
 from gateway.errors import ConfigError
+from gateway.protocol.manifest import TARGET_CLASSES
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SITE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

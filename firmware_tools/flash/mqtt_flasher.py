@@ -14,10 +14,10 @@ import os
 
 import aiomqtt
 
-from firmware_tools.flash import xfer
 from firmware_tools.flash.api import NodeUnreachable
 from firmware_tools.flash.xfer_session import XferFlasher, XferSession
-from firmware_tools.sim.mqtt_link import fw_topics, parse_broker_url
+from gateway.protocol import xfer
+from gateway.protocol.mqtt_topics import fw_topics, parse_broker_url
 
 _LOGGER = logging.getLogger(__name__)
 

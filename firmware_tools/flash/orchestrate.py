@@ -25,19 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from firmware_tools.flash.api import (
-    FlashResult,
-    NodeFlasher,
-    NodeInfo,
-    NodeRefused,
-    NodeUnreachable,
-    Outcome,
-    RefusalReason,
-)
+from firmware_tools.flash.api import FlashResult, NodeFlasher, NodeRefused, NodeUnreachable, Outcome
 from firmware_tools.flash.inventory import Transport
-from firmware_tools.manifest import TARGET_CLASSES, ModelManifest
-from firmware_tools.signing import SignedManifest
 from gateway.errors import FlashError
+from gateway.protocol.manifest import TARGET_CLASSES, ModelManifest
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import NodeInfo, RefusalReason
+from gateway.retry import Backoff
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -91,7 +85,7 @@ class Verdict:
 
 
 def model_hash(manifest: ModelManifest) -> bytes:
-    """The 8-byte hash prefix nodes report in :class:`~gateway.models.SlotInfo`."""
+    """The 8-byte hash prefix nodes report in :class:`~gateway.protocol.messages.SlotInfo`."""
     return bytes.fromhex(manifest.sha256)[:8]
 
 
@@ -173,8 +167,7 @@ def backoff_delay(attempt: int, options: FlashOptions, rng: random.Random | None
     Jitter (50-100 % of the step) keeps nodes that failed together (a broker restart) from
     retrying in lockstep.
     """
-    step = min(options.backoff_max_s, options.backoff_initial_s * 2 ** (attempt - 1))
-    return step * (rng or random).uniform(0.5, 1.0)
+    return Backoff(options.backoff_initial_s, options.backoff_max_s, rng=rng).delay(attempt - 1)
 
 
 # -- one node -----------------------------------------------------------------------------
@@ -228,51 +221,55 @@ class _NodeRun:
         self.observer.finished(result)
         return result
 
+    async def _wait_before_retry(self, attempt: int, last_error: FlashError | None) -> None:
+        delay = backoff_delay(attempt - 1, self.options)
+        self.observer.phase(self.node_id, f"retry {attempt - 1} in {delay:.1f} s")
+        _LOGGER.info(
+            "%s: attempt %d failed (%s); retry in %.1f s",
+            self.node_id,
+            attempt - 1,
+            last_error,
+            delay,
+        )
+        await asyncio.sleep(delay)
+
+    async def _attempt(self, started: float) -> FlashResult:
+        """One attempt: info, pre-flight, upload (resuming), activate. Raises FlashError."""
+        self.observer.phase(self.node_id, "info")
+        info = await self.flasher.info()
+        if self.old_version is None and info.active is not None:
+            self.old_version = info.active.model_version
+        verdict = preflight(info, self.signed.manifest, self.expected_target)
+        if verdict.outcome is Outcome.ALREADY_CURRENT and self.changed_node:
+            # An earlier attempt's activate went through before its link dropped.
+            return self._result(Outcome.FLASHED, started)
+        if verdict.refusal is RefusalReason.BUSY:
+            raise NodeRefused(self.node_id, RefusalReason.BUSY, verdict.reason)
+        if verdict.outcome is not None:
+            return self._result(verdict.outcome, started, verdict.reason)
+        self.observer.phase(self.node_id, "upload")
+        self._first_done = None
+        try:
+            self.bytes_sent += await self.flasher.upload(self.artifact, self.signed, self._progress)
+        except FlashError:
+            # The call never returned its count: estimate it from the progress seen.
+            if self._first_done is not None:
+                self.bytes_sent += max(0, self._last_done - self._first_done)
+            raise
+        self.observer.phase(self.node_id, "activate")
+        self.changed_node = True
+        await self.flasher.activate(self.options.activate_timeout_s)
+        return self._result(Outcome.FLASHED, started)
+
     async def run(self) -> FlashResult:
         started = asyncio.get_running_loop().time()
-        manifest = self.signed.manifest
         last_error: FlashError | None = None
         for attempt in range(1, self.options.retries + 2):
             self.attempts = attempt
             if attempt > 1:
-                delay = backoff_delay(attempt - 1, self.options)
-                self.observer.phase(self.node_id, f"retry {attempt - 1} in {delay:.1f} s")
-                _LOGGER.info(
-                    "%s: attempt %d failed (%s); retry in %.1f s",
-                    self.node_id,
-                    attempt - 1,
-                    last_error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                await self._wait_before_retry(attempt, last_error)
             try:
-                self.observer.phase(self.node_id, "info")
-                info = await self.flasher.info()
-                if self.old_version is None and info.active is not None:
-                    self.old_version = info.active.model_version
-                verdict = preflight(info, manifest, self.expected_target)
-                if verdict.outcome is Outcome.ALREADY_CURRENT and self.changed_node:
-                    # An earlier attempt's activate went through before its link dropped.
-                    return self._result(Outcome.FLASHED, started)
-                if verdict.refusal is RefusalReason.BUSY:
-                    raise NodeRefused(self.node_id, RefusalReason.BUSY, verdict.reason)
-                if verdict.outcome is not None:
-                    return self._result(verdict.outcome, started, verdict.reason)
-                self.observer.phase(self.node_id, "upload")
-                self._first_done = None
-                try:
-                    self.bytes_sent += await self.flasher.upload(
-                        self.artifact, self.signed, self._progress
-                    )
-                except FlashError:
-                    # The call never returned its count: estimate it from the progress seen.
-                    if self._first_done is not None:
-                        self.bytes_sent += max(0, self._last_done - self._first_done)
-                    raise
-                self.observer.phase(self.node_id, "activate")
-                self.changed_node = True
-                await self.flasher.activate(self.options.activate_timeout_s)
-                return self._result(Outcome.FLASHED, started)
+                return await self._attempt(started)
             except NodeRefused as exc:
                 if exc.reason is RefusalReason.BUSY:
                     last_error = exc

@@ -16,10 +16,10 @@ from collections import deque
 import serial
 import serial_asyncio
 
-from firmware_tools.flash import xfer
 from firmware_tools.flash.api import NodeUnreachable
 from firmware_tools.flash.xfer_session import XferFlasher, XferSession
-from gateway.codecs.framing import FrameDecoder, encode_frame
+from gateway.protocol import xfer
+from gateway.protocol.framing import FrameDecoder, encode_frame
 
 _LOGGER = logging.getLogger(__name__)
 _READ_BYTES = 4096

@@ -7,7 +7,7 @@ itself, so nothing runs between calls. The serial and MQTT flashers are thin she
 
 Requests (BEGIN, END, ACTIVATE, INFO, ROLLBACK) carry an id; a request is repeated with the
 same id when no answer comes within the timeout, and the node answers a repeat with its
-first answer (it never activates twice). Chunks follow :class:`~firmware_tools.flash.xfer.
+first answer (it never activates twice). Chunks follow :class:`~gateway.protocol.xfer.
 ChunkSender`'s go-back-N window; an upload resumes at the offset the node reports in its
 answer to BEGIN.
 """
@@ -20,10 +20,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from firmware_tools.flash import xfer
-from firmware_tools.flash.api import NodeInfo, NodeRefused, NodeUnreachable, ProgressCallback
-from firmware_tools.signing import SignedManifest
+from firmware_tools.flash.api import NodeRefused, NodeUnreachable, ProgressCallback
 from gateway.errors import FlashError
+from gateway.protocol import xfer
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import NodeInfo
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ each connection starts afresh as §5.2 asks.
 
 Beacon mode (``beacon=True``): no connection, no acks; the newest sample of each new
 reading batch is put in the advert's manufacturer data
-(:func:`gateway.codecs.adv.encode_adv`). Resends of a batch are not advertised again:
+(:func:`gateway.protocol.adv.encode_adv`). Resends of a batch are not advertised again:
 a beacon reading gets one advert seq, however often the node logic repeats it.
 """
 
@@ -21,11 +21,11 @@ import logging
 
 from firmware_tools.sim.ble_peripheral import BlePeripheral
 from firmware_tools.sim.links import DownlinkHandler, LinkStats, Outbox
-from gateway.codecs.adv import ADV_CHANNEL_TYPES, ADV_MAX_CHANNELS, encode_adv
-from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder
-from gateway.codecs.payload import decode_message, encode_message
 from gateway.errors import CodecError
-from gateway.models import Ack, Command, ReadingBatch, Status, UplinkMessage
+from gateway.protocol.adv import ADV_CHANNEL_TYPES, ADV_MAX_CHANNELS, encode_adv
+from gateway.protocol.ble_chunks import ChunkDecoder, ChunkEncoder
+from gateway.protocol.messages import Ack, Command, ReadingBatch, Status, UplinkMessage
+from gateway.protocol.payload import decode_message, encode_message
 
 _LOGGER = logging.getLogger(__name__)
 

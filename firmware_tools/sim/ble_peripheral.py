@@ -3,7 +3,7 @@
 It attaches to one HCI controller named by a transport spec (``local:...`` from an
 in-process :class:`gateway.ble.radio.LocalRadio`, ``tcp-client:...`` from a radio
 process) and behaves like a node's BLE stack: it advertises, serves the layout of
-:mod:`gateway.codecs.ble_layout` and moves opaque payload bytes. What those bytes mean
+:mod:`gateway.protocol.ble_layout` and moves opaque payload bytes. What those bytes mean
 (CBOR uplink messages, Ack/Command downlinks) is the caller's business.
 
 Two modes:
@@ -37,8 +37,8 @@ from bumble.host import Host
 from bumble.transport.common import Transport
 
 from gateway.ble.transport import open_hci
-from gateway.codecs.adv import encode_ess_temperature
-from gateway.codecs.ble_layout import (
+from gateway.protocol.adv import encode_ess_temperature
+from gateway.protocol.ble_layout import (
     ADV_COMPANY_ID,
     DOWNLINK_CHAR_UUID,
     ESS_SERVICE_UUID,
@@ -181,7 +181,7 @@ class BlePeripheral:
         """The largest :meth:`notify_uplink` payload every subscribed central takes.
 
         ATT_MTU - 3 of the smallest negotiated MTU; the default MTU's 20 when nobody is
-        subscribed. Size chunks (``gateway.codecs.ble_chunks``) with it.
+        subscribed. Size chunks (``gateway.protocol.ble_chunks``) with it.
         """
         device = self._require_device()
         mtus = [c.att_mtu for c in device.connections.values() if self._notifies(c)]

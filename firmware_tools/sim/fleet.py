@@ -32,7 +32,6 @@ from typing import Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_tools.manifest import DEFAULT_TARGET, TARGET_CLASSES, ModelManifest
 from firmware_tools.sim.links import Link
 from firmware_tools.sim.mqtt_link import MqttLink
 from firmware_tools.sim.node import Inferencer, NodeConfig, NodeLogic
@@ -42,6 +41,7 @@ from firmware_tools.sim.serial_link import PtySerialLink
 from firmware_tools.sim.signals import Fault, PumpSignal, SignalSource
 from firmware_tools.sim.slots import SlotStore
 from firmware_tools.sim.xfer_node import XferNode
+from gateway.protocol.manifest import DEFAULT_TARGET, TARGET_CLASSES, ModelManifest
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class Simulator:
             ram_bytes=target.ram_bytes,
         )
         if cfg.factory_model is not None and not store.info():
-            from firmware_tools.signing import find_signed
+            from gateway.protocol.signed_manifest import find_signed
 
             signed_path = find_signed(cfg.factory_model)
             if signed_path is None or signed_path.suffix != ".cbor":
@@ -297,7 +297,7 @@ class Simulator:
 def _public_key(key: Path | bytes) -> Ed25519PublicKey:
     if isinstance(key, bytes):
         return Ed25519PublicKey.from_public_bytes(key)
-    from firmware_tools.signing import load_public_key
+    from gateway.protocol.signed_manifest import load_public_key
 
     return load_public_key(key)
 

@@ -10,13 +10,12 @@ oldest message (counted), as a UART FIFO or a radio queue would.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Protocol
 
-from gateway.models import DownlinkMessage, UplinkMessage
+from gateway.protocol.messages import DownlinkMessage, UplinkMessage
 
 DownlinkHandler = Callable[[DownlinkMessage], None]
 
@@ -79,21 +78,3 @@ class Outbox:
         """Put back a message that could not be sent (it goes first next time)."""
         self._items.appendleft(msg)
         self._nonempty.set()
-
-
-class Backoff:
-    """Exponential reconnect delay with full jitter, reset after a good connection."""
-
-    def __init__(self, first_s: float = 0.1, max_s: float = 5.0, *, seed: int | None = None):
-        self._first = first_s
-        self._max = max_s
-        self._attempt = 0
-        self._rng = random.Random(seed)
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self._max, self._first * 2**self._attempt)
-        self._attempt += 1
-        return self._rng.uniform(ceiling / 2, ceiling)

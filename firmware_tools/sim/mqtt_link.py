@@ -7,7 +7,7 @@ backoff and jitter; messages that were in the outbox when it dropped are lost to
 the link and come back through the node's resend timer, as on a real device.
 
 A node with model slots also subscribes to ``fieldgate/<site>/<node>/fw/down`` and
-answers model-transfer requests (:mod:`firmware_tools.flash.xfer`) on ``.../fw/up``,
+answers model-transfer requests (:mod:`gateway.protocol.xfer`) on ``.../fw/up``,
 QoS 1, one request at a time in its own task.
 """
 
@@ -15,42 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
 
 import aiomqtt
 
-from firmware_tools.flash.xfer import is_xfer_payload
-from firmware_tools.sim.links import Backoff, DownlinkHandler, LinkStats, Outbox
+from firmware_tools.sim.links import DownlinkHandler, LinkStats, Outbox
 from firmware_tools.sim.xfer_node import XferNode
 from gateway.aio_compat import being_cancelled, checkpoint
-from gateway.codecs.mqtt_topics import (
+from gateway.errors import CodecError
+from gateway.protocol.messages import Ack, Command, UplinkMessage
+from gateway.protocol.mqtt_topics import (
     decode_mqtt_payload,
     downlink_filters,
     encode_mqtt_payload,
+    fw_topics,
+    node_filter,
+    parse_broker_url,
     parse_topic,
     topic_for,
 )
-from gateway.errors import CodecError
-from gateway.models import Ack, Command, UplinkMessage
+from gateway.protocol.xfer import is_xfer_payload
+from gateway.retry import Backoff
 
 _LOGGER = logging.getLogger(__name__)
 
 
 _XFER_QUEUE = 64
-
-
-def fw_topics(site: str, node_id: str) -> tuple[str, str]:
-    """``(down, up)``: the model-transfer topics of one node."""
-    base = f"fieldgate/{site}/{node_id}/fw"
-    return f"{base}/down", f"{base}/up"
-
-
-def parse_broker_url(url: str) -> tuple[str, int]:
-    """``mqtt://host:port`` (port defaults to 1883) -> (host, port)."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ValueError(f"broker URL {url!r}: use mqtt://host:port")
-    return parts.hostname or "127.0.0.1", parts.port or 1883
 
 
 class MqttLink:
@@ -89,7 +78,7 @@ class MqttLink:
 
     @property
     def address(self) -> str:
-        return f"fieldgate/{self.site}/{self.node_id}/#"
+        return node_filter(self.site, self.node_id)
 
     def offer(self, msg: UplinkMessage) -> None:
         self._outbox.put(msg)

@@ -8,10 +8,10 @@ transmit. The caller moves them over serial, BLE or MQTT and feeds downlink
 messages back through :meth:`NodeLogic.handle`. The same inputs always give the
 same outputs, which is what the unit tests rely on.
 
-Sequence numbers follow :mod:`gateway.models`: one counter per boot starting at
+Sequence numbers follow :mod:`gateway.protocol.messages`: one counter per boot starting at
 1; a batch of ``k`` samples takes ``k`` numbers; everything else takes one.
 Every uplink message (batches, inference results, status) stays in the bounded
-unacknowledged buffer until an :class:`~gateway.models.Ack` covers it, so the
+unacknowledged buffer until an :class:`~gateway.protocol.messages.Ack` covers it, so the
 gateway can always acknowledge cumulatively.
 """
 
@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gateway.models import (
+from gateway.protocol.messages import (
     Ack,
     Channel,
     Command,

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from firmware_tools.sim.signals import LabelledSample
-from gateway.models import Channel
+from gateway.protocol.messages import Channel
 
 # SKAB column -> (fleet channel name, unit). Accelerometer RMS is in g on the test rig.
 SKAB_COLUMNS: dict[str, Channel] = {

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from firmware_tools.sim.links import Link
 from firmware_tools.sim.node import NodeLogic
 from firmware_tools.sim.signals import LabelledSample, SignalSource
-from gateway.models import DownlinkMessage, ReadingBatch, UplinkMessage
+from gateway.protocol.messages import DownlinkMessage, ReadingBatch, UplinkMessage
 
 _LOGGER = logging.getLogger(__name__)
 

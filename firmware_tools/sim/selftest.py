@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware_tools.manifest import ModelManifest
 from firmware_tools.sim.slots import SelfTest, SelfTestFailed
-from firmware_tools.tflm_check import capture_c_stderr
+from gateway.protocol.manifest import ModelManifest
+from tinymodels.tflm import capture_c_stderr
 
 _LOGGER = logging.getLogger(__name__)
 

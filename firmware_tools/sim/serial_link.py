@@ -2,7 +2,7 @@
 
 The node owns the pty master; the gateway opens the slave (``/dev/pts/N``, or a
 stable symlink to it) like any USB serial adapter. Frames are COBS+CRC
-(:mod:`gateway.codecs.framing`) around the CBOR messages.
+(:mod:`gateway.protocol.framing`) around the CBOR messages.
 
 Ptys move bytes as fast as memory does and ignore the baud rate, so both
 directions are paced here. Writes: at most ``chunk_bytes`` at a time, each
@@ -15,7 +15,7 @@ keeps the slave side open itself, so bytes written while no gateway has the port
 open wait in the pty (as in a USB CDC device's buffer) instead of failing.
 
 Frames whose payload starts with 0xFC belong to the model transfer
-(:mod:`firmware_tools.flash.xfer`); they go to the node's :class:`XferNode`, one
+(:mod:`gateway.protocol.xfer`); they go to the node's :class:`XferNode`, one
 at a time in the link's own task, and its replies share the paced writer with
 the uplink messages.
 
@@ -33,13 +33,13 @@ import os
 import tty
 from pathlib import Path
 
-from firmware_tools.flash.xfer import is_xfer_payload
 from firmware_tools.sim.links import DownlinkHandler, LinkStats, Outbox
 from firmware_tools.sim.xfer_node import XferNode
-from gateway.codecs.framing import FrameDecoder, encode_frame
-from gateway.codecs.payload import decode_message, encode_message
 from gateway.errors import CodecError
-from gateway.models import Ack, Command, UplinkMessage
+from gateway.protocol.framing import FrameDecoder, encode_frame
+from gateway.protocol.messages import Ack, Command, UplinkMessage
+from gateway.protocol.payload import decode_message, encode_message
+from gateway.protocol.xfer import is_xfer_payload
 
 _LOGGER = logging.getLogger(__name__)
 _BITS_PER_BYTE = 10

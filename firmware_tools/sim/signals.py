@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gateway.models import Channel
+from gateway.protocol.messages import Channel
 
 
 class FaultKind(enum.IntEnum):

@@ -20,7 +20,7 @@ instant and calling :meth:`SlotStore.open` again leaves the node with the old mo
 new one, never neither; an unconfirmed test boot found at start-up is reverted, as MCUboot
 reverts an image that was not confirmed before the next reset.
 
-Checks, and the :class:`~firmware_tools.flash.api.RefusalReason` each failure gives:
+Checks, and the :class:`~gateway.protocol.slots.RefusalReason` each failure gives:
 
 * at :meth:`SlotStore.begin` (before any byte is written): the envelope parses (UNSIGNED), its
   Ed25519 signature verifies against the fleet public key (BAD_SIGNATURE), the target class is
@@ -35,25 +35,27 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_tools.flash.api import RefusalReason
-from firmware_tools.manifest import ModelManifest
-from firmware_tools.signing import SignedManifest, VerificationError, key_id, verify_signed
+from firmware_tools.sim.slot_state import EMPTY_STATE, Slot, SlotState, fsync_dir
 from gateway.errors import FlashError, ModelError
-from gateway.models import SlotInfo
+from gateway.protocol.manifest import ModelManifest
+from gateway.protocol.messages import SlotInfo
+from gateway.protocol.signed_manifest import (
+    SignedManifest,
+    VerificationError,
+    key_id,
+    verify_signed,
+)
+from gateway.protocol.slots import RefusalReason
 
 _LOGGER = logging.getLogger(__name__)
 
 STATE_NAME = "state.cbor"
 SLOT_NAMES = ("slot-a.bin", "slot-b.bin")
-_STATE_FORMAT = 1
 
 SelfTest = Callable[[bytes, ModelManifest], None]
 """``self_test(artifact, manifest)``: returns when the model is sane, raises
@@ -83,59 +85,6 @@ class SelfTestFailed(ModelError):
     """The model booted in test mode did not pass its self-test."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    signed_cbor: bytes  # the signed manifest envelope as received
-    state: str  # "staging" (being written), "ready" (verified, not booted), "confirmed", "failed"
-
-    @property
-    def signed(self) -> SignedManifest:
-        return SignedManifest.from_cbor(self.signed_cbor)
-
-    @property
-    def manifest(self) -> ModelManifest:
-        return self.signed.manifest
-
-
-@dataclass(frozen=True, slots=True)
-class _State:
-    active: int | None
-    trial: int | None  # slot booted in test mode and not yet confirmed
-    slots: tuple[_Slot | None, _Slot | None]
-
-    def to_cbor(self) -> bytes:
-        return cbor2.dumps(
-            {
-                "format": _STATE_FORMAT,
-                "active": self.active,
-                "trial": self.trial,
-                "slots": [
-                    None if s is None else {"manifest": s.signed_cbor, "state": s.state}
-                    for s in self.slots
-                ],
-            },
-            canonical=True,
-        )
-
-    @classmethod
-    def from_cbor(cls, data: bytes) -> _State:
-        doc: dict[str, Any] = cbor2.loads(data)
-        slots = tuple(
-            None if s is None else _Slot(bytes(s["manifest"]), str(s["state"]))
-            for s in doc["slots"]
-        )
-        assert len(slots) == 2
-        return cls(doc["active"], doc["trial"], (slots[0], slots[1]))
-
-    def with_slot(self, index: int, slot: _Slot | None) -> _State:
-        slots = list(self.slots)
-        slots[index] = slot
-        return _State(self.active, self.trial, (slots[0], slots[1]))
-
-
-_EMPTY = _State(active=None, trial=None, slots=(None, None))
-
-
 class SlotStore:
     """Two model slots in ``directory``. Not thread-safe; one node drives it.
 
@@ -159,7 +108,7 @@ class SlotStore:
         self.slot_bytes = slot_bytes
         self.ram_bytes = ram_bytes
         self._fault = fault or (lambda _step: None)
-        self._state = _EMPTY
+        self._state = EMPTY_STATE
         self._staged_len = 0  # bytes of the staging slot written so far
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -193,7 +142,7 @@ class SlotStore:
             leftover.unlink()
         path = directory / STATE_NAME
         if path.exists():
-            store._state = _State.from_cbor(path.read_bytes())
+            store._state = SlotState.from_cbor(path.read_bytes())
         state = store._state
         if state.trial is not None:
             trial = state.slots[state.trial]
@@ -202,9 +151,9 @@ class SlotStore:
                 state.trial,
                 state.active,
             )
-            reverted = _State(state.active, None, state.slots)
+            reverted = SlotState(state.active, None, state.slots)
             if trial is not None:
-                reverted = reverted.with_slot(state.trial, _Slot(trial.signed_cbor, "failed"))
+                reverted = reverted.with_slot(state.trial, Slot(trial.signed_cbor, "failed"))
             store._commit(reverted)
         staging = store._staging_index()
         if staging is not None:
@@ -298,7 +247,7 @@ class SlotStore:
         self._fault("truncate")
         with open(self._slot_path(index), "wb") as f:
             os.fsync(f.fileno())
-        self._commit(self._state.with_slot(index, _Slot(signed.to_cbor(), "staging")))
+        self._commit(self._state.with_slot(index, Slot(signed.to_cbor(), "staging")))
         self._staged_len = 0
         _LOGGER.info(
             "slot %d: receiving %s %s (seq %d, %d bytes)",
@@ -359,7 +308,7 @@ class SlotStore:
                 self._staged_len = 0
                 raise SlotRefused(RefusalReason.BAD_HASH, str(exc)) from exc
             raise SlotRefused(RefusalReason.BAD_SIGNATURE, str(exc)) from exc
-        self._commit(self._state.with_slot(index, _Slot(slot.signed_cbor, "ready")))
+        self._commit(self._state.with_slot(index, Slot(slot.signed_cbor, "ready")))
         _LOGGER.info("slot %d: %s %s verified", index, manifest.name, manifest.version)
         return manifest
 
@@ -377,18 +326,18 @@ class SlotStore:
             raise SlotStateError("no verified model to activate: upload and finish one first")
         slot = self._state.slots[index]
         assert slot is not None
-        self._commit(_State(self._state.active, index, self._state.slots))
+        self._commit(SlotState(self._state.active, index, self._state.slots))
         try:
             self_test(self._slot_path(index).read_bytes(), slot.manifest)
         except SelfTestFailed as exc:
             _LOGGER.warning(
                 "slot %d: self-test failed (%s); reverting to slot %s", index, exc, self.active_slot
             )
-            failed = _State(self._state.active, None, self._state.slots)
-            self._commit(failed.with_slot(index, _Slot(slot.signed_cbor, "failed")))
+            failed = SlotState(self._state.active, None, self._state.slots)
+            self._commit(failed.with_slot(index, Slot(slot.signed_cbor, "failed")))
             return False
-        confirmed = _State(index, None, self._state.slots)
-        self._commit(confirmed.with_slot(index, _Slot(slot.signed_cbor, "confirmed")))
+        confirmed = SlotState(index, None, self._state.slots)
+        self._commit(confirmed.with_slot(index, Slot(slot.signed_cbor, "confirmed")))
         _LOGGER.info("slot %d: self-test passed, confirmed and active", index)
         return True
 
@@ -401,7 +350,7 @@ class SlotStore:
             raise SlotStateError(
                 "the other slot holds no confirmed model; there is nothing to roll back to"
             )
-        self._commit(_State(other, None, self._state.slots))
+        self._commit(SlotState(other, None, self._state.slots))
         _LOGGER.info("rolled back to slot %d (%s)", other, slot.manifest.version)
         return next(s for s in self.info() if s.slot == other)
 
@@ -415,9 +364,9 @@ class SlotStore:
             raise SlotStateError("the factory image goes into an empty store")
         signed = SignedManifest.from_cbor(signed_manifest_cbor)
         verify_signed(signed, artifact, self.public_key)
-        self._commit(_EMPTY.with_slot(0, _Slot(signed.to_cbor(), "staging")))
+        self._commit(EMPTY_STATE.with_slot(0, Slot(signed.to_cbor(), "staging")))
         self._atomic_write(self._slot_path(0), artifact)
-        self._commit(_State(0, None, (_Slot(signed.to_cbor(), "confirmed"), None)))
+        self._commit(SlotState(0, None, (Slot(signed.to_cbor(), "confirmed"), None)))
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -463,7 +412,7 @@ class SlotStore:
             )
         return signed
 
-    def _slot(self, index: int | None) -> _Slot | None:
+    def _slot(self, index: int | None) -> Slot | None:
         return None if index is None else self._state.slots[index]
 
     def _inactive_index(self) -> int:
@@ -484,7 +433,7 @@ class SlotStore:
     def _slot_path(self, index: int) -> Path:
         return self.directory / SLOT_NAMES[index]
 
-    def _commit(self, state: _State) -> None:
+    def _commit(self, state: SlotState) -> None:
         self._atomic_write(self.directory / STATE_NAME, state.to_cbor(), step="state")
         self._state = state
 
@@ -497,13 +446,4 @@ class SlotStore:
             os.fsync(f.fileno())
         self._fault(f"{step}-replace")
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename itself is only durable once the directory entry is.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(path.parent)

@@ -29,7 +29,7 @@ The profile (also in docs/flash-model.md, "SMP (MCUmgr)"):
   :func:`encode_info`).
 
 Refusals are group errors ``{"err": {"group": 1, "rc": <IMG_MGMT_ERR>}}`` for SMP v2
-requests, one code per :class:`~firmware_tools.flash.api.RefusalReason`
+requests, one code per :class:`~gateway.protocol.slots.RefusalReason`
 (:data:`REFUSAL_CODES`); SMP v1 requests get ``{"rc": <MGMT_ERR>, "rsn": "<text>"}``
 (:data:`REFUSAL_CODES_V1`). Requests the node cannot parse or does not support are answered
 ``{"rc": MGMT_ERR, "rsn": ...}`` whatever the version, as Zephyr's verbose error responses do.
@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import cbor2
@@ -51,45 +50,36 @@ from smp import image_management as smpimg
 from smp import os_management as smpos
 from smp.error import MGMT_ERR
 
-from firmware_tools.flash.api import RefusalReason
-from firmware_tools.signing import SignedManifest
 from firmware_tools.sim.slots import SelfTest, SlotRefused, SlotStateError, SlotStore
+from firmware_tools.sim.smp_replies import (
+    FS,
+    Failure,
+    Reply,
+    describe,
+    err_body,
+    fs_err,
+    img_err,
+    rc_body,
+    response,
+)
 from gateway.errors import ModelError
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import RefusalReason
+from gateway.protocol.smp_profile import (
+    DEFAULT_BUF_COUNT,
+    DEFAULT_BUF_SIZE,
+    FIRMWARE_IMAGE,
+    INFO_PATH,
+    MANIFEST_PATH,
+    MAX_MANIFEST_BYTES,
+    MODEL_IMAGE,
+    REFUSAL_CODES,
+    REFUSAL_CODES_V1,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
-FIRMWARE_IMAGE = 0
-MODEL_IMAGE = 1
-MANIFEST_PATH = "/model/manifest.cbor"
-INFO_PATH = "/model/info.cbor"
-MAX_MANIFEST_BYTES = 8192
-DEFAULT_BUF_SIZE = 2048  # the node's SMP reassembly buffer (CONFIG_MCUMGR_TRANSPORT_NETBUF_SIZE)
-DEFAULT_BUF_COUNT = 2
-
 _IMG = smpimg.IMG_MGMT_ERR
-REFUSAL_CODES: dict[RefusalReason, smpimg.IMG_MGMT_ERR] = {
-    RefusalReason.UNSIGNED: _IMG.NO_TLVS,  # no signed manifest, as an image without TLVs
-    RefusalReason.BAD_SIGNATURE: _IMG.INVALID_TLV,  # the signature "TLV" does not verify
-    RefusalReason.BAD_HASH: _IMG.INVALID_HASH,
-    RefusalReason.OLD_SEQUENCE: _IMG.CURRENT_VERSION_IS_NEWER,
-    RefusalReason.WRONG_TARGET: _IMG.INVALID_FLASH_ADDRESS,  # built for another memory map
-    RefusalReason.NO_SPACE: _IMG.INVALID_IMAGE_TOO_LARGE,
-    RefusalReason.BUSY: _IMG.IMAGE_ALREADY_PENDING,  # the store is self-testing a model
-    RefusalReason.SELF_TEST_FAILED: _IMG.IMAGE_CONFIRMATION_DENIED,
-}
-"""SMP v2 image-group code for each refusal; one-to-one, so a host maps it back."""
-
-REFUSAL_CODES_V1: dict[RefusalReason, MGMT_ERR] = {
-    RefusalReason.UNSIGNED: MGMT_ERR.ENOENT,
-    RefusalReason.BAD_SIGNATURE: MGMT_ERR.EACCESSDENIED,
-    RefusalReason.BAD_HASH: MGMT_ERR.ECORRUPT,
-    RefusalReason.OLD_SEQUENCE: MGMT_ERR.EBADSTATE,
-    RefusalReason.WRONG_TARGET: MGMT_ERR.ENOTSUP,
-    RefusalReason.NO_SPACE: MGMT_ERR.ENOMEM,
-    RefusalReason.BUSY: MGMT_ERR.EBUSY,
-    RefusalReason.SELF_TEST_FAILED: MGMT_ERR.EUNKNOWN,
-}
-"""SMP v1 (``rc`` + ``rsn``) code for each refusal, for v1-only tools such as old mcumgr."""
 
 _READ, _WRITE = smphdr.OP.READ, smphdr.OP.WRITE
 _G_OS, _G_IMG, _G_FS = (
@@ -101,22 +91,6 @@ _OS_CMD = smphdr.CommandId.OSManagement
 _IMG_CMD = smphdr.CommandId.ImageManagement
 _FS_CMD = smphdr.CommandId.FileManagement
 _RSP_OVERHEAD = 32  # header + CBOR keys of a download response, kept out of its data
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What to send back, and whether the node resets once it has been sent."""
-
-    response: bytes
-    reset: bool = False
-
-
-class _Failure(Exception):
-    """Internal: abort a request with an SMP error body."""
-
-    def __init__(self, body: dict[str, Any], log: str) -> None:
-        super().__init__(log)
-        self.body = body
 
 
 def encode_info(node_id: str, store: SlotStore, firmware_version: str = "") -> bytes:
@@ -193,13 +167,13 @@ class SmpServer:
         with self._lock:
             try:
                 body, reset = self._dispatch(header, request)
-            except _Failure as failure:
-                _LOGGER.info("%s: smp %s: %s", self.node_id, _name(header), failure)
+            except Failure as failure:
+                _LOGGER.info("%s: smp %s: %s", self.node_id, describe(header), failure)
                 body, reset = failure.body, False
             except (ValidationError, cbor2.CBORDecodeError, ValueError, TypeError) as exc:
-                body = _rc(MGMT_ERR.EINVAL, f"malformed request: {type(exc).__name__}")
+                body = rc_body(MGMT_ERR.EINVAL, f"malformed request: {type(exc).__name__}")
                 reset = False
-        return Reply(_response(header, body), reset)
+        return Reply(response(header, body), reset)
 
     def reboot(self) -> bool | None:
         """What the node does on reset: boot the slot marked for test (self-test, then
@@ -254,7 +228,9 @@ class SmpServer:
             return {"buf_size": self.buf_size, "buf_count": self.buf_count}, False
         if key == (_READ, _G_OS, _OS_CMD.OS_APPLICATION_INFO):
             return {"output": f"fieldgate-sim {self.node_id} {self.firmware_version}"}, False
-        raise _Failure(_rc(MGMT_ERR.ENOTSUP, f"{_name(header)} is not supported"), "unsupported")
+        raise Failure(
+            rc_body(MGMT_ERR.ENOTSUP, f"{describe(header)} is not supported"), "unsupported"
+        )
 
     # -- image group -----------------------------------------------------------------------
 
@@ -269,8 +245,8 @@ class SmpServer:
                 return {"off": resume}
         transfer = self.store.transfer
         if transfer is None:
-            raise _Failure(
-                _img_err(_IMG.INVALID_OFFSET, MGMT_ERR.EINVAL, v1, "no upload in progress"),
+            raise Failure(
+                img_err(_IMG.INVALID_OFFSET, MGMT_ERR.EINVAL, v1, "no upload in progress"),
                 "chunk without an upload in progress",
             )
         manifest, stored = transfer
@@ -287,8 +263,8 @@ class SmpServer:
         """Check the session against the staged manifest and begin it in the store;
         returns (resume offset, model size)."""
         if req.image not in (None, MODEL_IMAGE):
-            raise _Failure(
-                _img_err(
+            raise Failure(
+                img_err(
                     _IMG.INVALID_SLOT,
                     MGMT_ERR.EINVAL,
                     v1,
@@ -367,16 +343,16 @@ class SmpServer:
         if req.hash is None or bytes(req.hash) not in slots:
             if req.confirm and req.hash is None and active is not None and active.confirmed:
                 return self._image_states()  # confirming the running, confirmed model: no-op
-            raise _Failure(
-                _img_err(_IMG.NO_IMAGE, MGMT_ERR.ENOENT, v1, "no model with that hash"),
+            raise Failure(
+                img_err(_IMG.NO_IMAGE, MGMT_ERR.ENOENT, v1, "no model with that hash"),
                 "state write for an unknown hash",
             )
         target = slots[bytes(req.hash)]
         if target.active:
             if req.confirm and target.confirmed:
                 return self._image_states()
-            raise _Failure(
-                _img_err(
+            raise Failure(
+                img_err(
                     _IMG.IMAGE_SETTING_TEST_TO_ACTIVE_DENIED,
                     MGMT_ERR.EBADSTATE,
                     v1,
@@ -395,8 +371,8 @@ class SmpServer:
         else:
             ready = self.store.ready_manifest()
             if ready is None or ready.model_hash != target.model_hash:
-                raise _Failure(
-                    _img_err(
+                raise Failure(
+                    img_err(
                         _IMG.IMAGE_CONFIRMATION_DENIED,
                         MGMT_ERR.EBADSTATE,
                         v1,
@@ -415,20 +391,20 @@ class SmpServer:
             full = self._hashes[key] = hashlib.sha256(artifact).digest()
         return full
 
-    def _refusal(self, reason: RefusalReason, detail: str, v1: bool) -> _Failure:
+    def _refusal(self, reason: RefusalReason, detail: str, v1: bool) -> Failure:
         _LOGGER.warning("%s: refused model (%s): %s", self.node_id, reason.value, detail)
         if v1:
-            return _Failure(_rc(REFUSAL_CODES_V1[reason], f"{reason.value}: {detail}"), detail)
-        return _Failure(_err(_G_IMG, REFUSAL_CODES[reason]), detail)
+            return Failure(rc_body(REFUSAL_CODES_V1[reason], f"{reason.value}: {detail}"), detail)
+        return Failure(err_body(_G_IMG, REFUSAL_CODES[reason]), detail)
 
     # -- file system group -----------------------------------------------------------------
 
     def _file_upload(self, req: smpfs.FileUploadRequest) -> dict[str, Any]:
         v1 = req.header.version == smphdr.Version.V1
         if req.name != MANIFEST_PATH:
-            raise _Failure(
-                _fs_err(
-                    _FS.READ_ONLY_FILESYSTEM,
+            raise Failure(
+                fs_err(
+                    FS.READ_ONLY_FILESYSTEM,
                     MGMT_ERR.EACCESSDENIED,
                     v1,
                     f"only {MANIFEST_PATH} is writable",
@@ -438,22 +414,24 @@ class SmpServer:
         if req.off == 0:
             size = req.len if req.len is not None else len(req.data)
             if size > MAX_MANIFEST_BYTES:
-                raise _Failure(
-                    _rc(MGMT_ERR.ENOMEM, f"a manifest holds at most {MAX_MANIFEST_BYTES} bytes"),
+                raise Failure(
+                    rc_body(
+                        MGMT_ERR.ENOMEM, f"a manifest holds at most {MAX_MANIFEST_BYTES} bytes"
+                    ),
                     "manifest too large",
                 )
             self._manifest = bytearray()
             self._manifest_len = size
         if req.off != len(self._manifest):
-            raise _Failure(
-                _fs_err(
-                    _FS.FILE_OFFSET_NOT_VALID, MGMT_ERR.EINVAL, v1, "offset is not the file's end"
+            raise Failure(
+                fs_err(
+                    FS.FILE_OFFSET_NOT_VALID, MGMT_ERR.EINVAL, v1, "offset is not the file's end"
                 ),
                 "manifest chunk out of order",
             )
         if len(self._manifest) + len(req.data) > self._manifest_len:
-            raise _Failure(
-                _rc(MGMT_ERR.EINVAL, "more data than the announced length"), "manifest overrun"
+            raise Failure(
+                rc_body(MGMT_ERR.EINVAL, "more data than the announced length"), "manifest overrun"
             )
         self._manifest.extend(req.data)
         return {"off": len(self._manifest)}
@@ -466,17 +444,15 @@ class SmpServer:
             elif req.name == MANIFEST_PATH and self._manifest_len:
                 content = bytes(self._manifest)
             else:
-                raise _Failure(
-                    _fs_err(_FS.FILE_NOT_FOUND, MGMT_ERR.ENOENT, v1, f"no file {req.name}"),
+                raise Failure(
+                    fs_err(FS.FILE_NOT_FOUND, MGMT_ERR.ENOENT, v1, f"no file {req.name}"),
                     f"download of {req.name}",
                 )
             self._downloads[req.name] = content
         content = self._downloads[req.name]
         if req.off > len(content):
-            raise _Failure(
-                _fs_err(
-                    _FS.FILE_OFFSET_LARGER_THAN_FILE, MGMT_ERR.EINVAL, v1, "offset past the end"
-                ),
+            raise Failure(
+                fs_err(FS.FILE_OFFSET_LARGER_THAN_FILE, MGMT_ERR.EINVAL, v1, "offset past the end"),
                 "download offset past the end",
             )
         chunk = content[req.off : req.off + self.buf_size - _RSP_OVERHEAD]
@@ -488,43 +464,6 @@ class SmpServer:
         return body
 
     def _raw_error(self, request: bytes, rc: MGMT_ERR, rsn: str) -> bytes:
-        body = cbor2.dumps(_rc(rc, rsn), canonical=True)
+        body = cbor2.dumps(rc_body(rc, rsn), canonical=True)
         first = request[0] | 1  # READ -> READ_RSP, WRITE -> WRITE_RSP
         return bytes([first, 0]) + len(body).to_bytes(2, "big") + request[4:8] + body
-
-
-_FS = smpfs.FS_MGMT_ERR
-
-
-def _rc(rc: MGMT_ERR, rsn: str) -> dict[str, Any]:
-    return {"rc": int(rc), "rsn": rsn}
-
-
-def _err(group: int, rc: int) -> dict[str, Any]:
-    return {"err": {"group": int(group), "rc": int(rc)}}
-
-
-def _img_err(rc: smpimg.IMG_MGMT_ERR, v1_rc: MGMT_ERR, v1: bool, rsn: str) -> dict[str, Any]:
-    return _rc(v1_rc, rsn) if v1 else _err(_G_IMG, rc)
-
-
-def _fs_err(rc: smpfs.FS_MGMT_ERR, v1_rc: MGMT_ERR, v1: bool, rsn: str) -> dict[str, Any]:
-    return _rc(v1_rc, rsn) if v1 else _err(_G_FS, rc)
-
-
-def _response(request: smphdr.Header, body: dict[str, Any]) -> bytes:
-    data = cbor2.dumps(body, canonical=True)
-    header = smphdr.Header(
-        op=smphdr.OP(request.op | 1),  # READ -> READ_RSP, WRITE -> WRITE_RSP
-        version=request.version,
-        flags=smphdr.Flag(0),
-        length=len(data),
-        group_id=request.group_id,
-        sequence=request.sequence,
-        command_id=request.command_id,
-    )
-    return bytes(header) + data
-
-
-def _name(header: smphdr.Header) -> str:
-    return f"{header.op.name} group {int(header.group_id)} command {int(header.command_id)}"

@@ -15,10 +15,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from firmware_tools.flash import xfer
-from firmware_tools.flash.api import NodeInfo, RefusalReason
-from firmware_tools.manifest import ModelManifest
 from firmware_tools.sim.slots import SelfTest, SlotRefused, SlotStateError, SlotStore
+from gateway.protocol import xfer
+from gateway.protocol.manifest import ModelManifest
+from gateway.protocol.slots import NodeInfo, RefusalReason
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from pydantic import (
 
 from gateway.errors import ConfigError
 from gateway.events import Severity
-from gateway.models import NODE_ID_ALPHABET
+from gateway.protocol.messages import NODE_ID_ALPHABET
 
 # No ":" in rule names: alert ids are "<rule>:<node>:<n>" and must split unambiguously.
 RULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$")

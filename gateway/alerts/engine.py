@@ -13,14 +13,10 @@ compare. Not thread-safe: one caller (the pipeline's thread or the loop) owns an
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
-from zoneinfo import ZoneInfo
 
 from gateway.alerts.config import (
     AlertsConfig,
@@ -33,6 +29,7 @@ from gateway.alerts.config import (
     SilentRule,
     ThresholdRule,
 )
+from gateway.alerts.silences import Silences, selector
 from gateway.alerts.state import (
     AlertBook,
     AlertError,
@@ -63,66 +60,12 @@ MEMORY_HISTORY = 10_000
 Detector = LevelDetector | WindowCounter | SilenceDetector
 
 
-def _selector(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    if "*" in patterns:
-        return lambda _node: True
-    exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
-    globs = [p for p in patterns if p not in exact]
-    if not globs:
-        return exact.__contains__
-    rx = re.compile("|".join(fnmatch.translate(g) for g in globs))
-    return lambda node: node in exact or rx.match(node) is not None
-
-
 @dataclass(frozen=True, slots=True)
 class _Rule:
     name: str
     cfg: Rule
     matches: Callable[[str], bool]
     timing: Timing
-
-
-class _Silences:
-    """Which (node, rule) pairs are in a silence window at a given wall-clock time."""
-
-    def __init__(self, windows: tuple[SilenceWindow, ...]) -> None:
-        self._windows: list[tuple[Callable[[str], bool], frozenset[str], Callable[[int], bool]]] = [
-            (_selector(w.nodes), frozenset(w.rules), self._when(w)) for w in windows
-        ]
-
-    @staticmethod
-    def _when(w: SilenceWindow) -> Callable[[int], bool]:
-        daily = w.daily_range()
-        if daily is None:
-            assert w.start is not None  # validated
-            assert w.end is not None
-            start_ms = int(w.start.timestamp() * 1000)
-            end_ms = int(w.end.timestamp() * 1000)
-            return lambda t_ms: start_ms <= t_ms < end_ms
-        begin, end = daily
-        zone = ZoneInfo(w.timezone)
-
-        def in_daily(t_ms: int) -> bool:
-            local = datetime.fromtimestamp(t_ms / 1000, UTC).astimezone(zone)
-            now = time(local.hour, local.minute, local.second)
-            if begin < end:
-                return begin <= now < end
-            return now >= begin or now < end  # wraps midnight
-
-        return in_daily
-
-    def add(self, window: SilenceWindow) -> None:
-        """A window decided at run time (a person's maintenance window from the dashboard)."""
-        self._windows.append((_selector(window.nodes), frozenset(window.rules), self._when(window)))
-
-    def __bool__(self) -> bool:
-        return bool(self._windows)
-
-    def active(self, node_id: str, rule: str, t_ms: int) -> bool:
-        for matches, rules, when in self._windows:
-            if (not rules or rule in rules) and matches(node_id) and when(t_ms):
-                return True
-        return False
 
 
 class AlertEngine:
@@ -144,7 +87,7 @@ class AlertEngine:
                 else cfg.escalation_timeout_s
             )
             timing = Timing(round(renotify * 1000), round(escalate * 1000), config.max_escalations)
-            self._rules[name] = _Rule(name, cfg, _selector(cfg.nodes), timing)
+            self._rules[name] = _Rule(name, cfg, selector(cfg.nodes), timing)
         # Rules by what they look at; the per-node match is resolved once per node.
         self._by_channel: dict[str, list[_Rule]] = {}
         self._by_source: dict[ScoreSource, list[_Rule]] = {}
@@ -158,7 +101,7 @@ class AlertEngine:
             else:
                 self._by_kind.setdefault(cfg.kind, []).append(rule)
         self._match_cache: dict[tuple[object, str], tuple[_Rule, ...]] = {}
-        self._silences = _Silences(config.silences)
+        self._silences = Silences(config.silences)
 
         self._detectors: dict[str, Detector] = {}
         self._pending: set[str] = set()  # level detectors waiting out their minimum duration
@@ -190,7 +133,7 @@ class AlertEngine:
             self._observe(obs, events)
         return self._emit(events)
 
-    def tick(self, now_ms: int) -> list[AlertEvent]:
+    def tick(self, now_ms: int) -> list[AlertEvent]:  # noqa: C901 - one pass per kind of timer; their order decides which event comes first and stays visible in one place
         """Advance the clock: silent nodes, minimum-duration timers, window expiry, the end of
         silence windows, re-notification and escalation. Call every ``tick_interval_s``."""
         events: list[AlertEvent] = []
@@ -296,7 +239,7 @@ class AlertEngine:
 
     # -- routing ------------------------------------------------------------------------------
 
-    def _observe(self, obs: Observation, events: list[AlertEvent]) -> None:
+    def _observe(self, obs: Observation, events: list[AlertEvent]) -> None:  # noqa: C901 - the routing table of one observation to every detector kind, read top to bottom
         node_id, t_ms = obs.node_id, obs.t_ms
         for key, det in self._silent_for(node_id):
             if det.seen(t_ms) is False:

@@ -64,7 +64,7 @@ class Subscription:
         """Stop receiving; the iterator ends after what is already queued."""
         if not self._closed:
             self._closed = True
-            self._bus._remove(self)
+            self._bus._remove(self)  # noqa: SLF001 - Subscription and AlertBus are one unit split in two classes of this module
             self._wakeup.set()
 
     def __aiter__(self) -> Subscription:
@@ -106,7 +106,7 @@ class AlertBus:
     def publish(self, event: AlertEvent) -> None:
         self.published += 1
         for sub in self._subscribers:
-            sub._push(event)
+            sub._push(event)  # noqa: SLF001 - Subscription and AlertBus are one unit split in two classes of this module
 
     def subscribe(self, maxlen: int = 1000) -> Subscription:
         """A new subscription that sees every event published from now on."""

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from gateway.events import AlertEvent, Severity
-from gateway.models import NODE_ID_ALPHABET, CommandKind, is_valid_node_id
+from gateway.protocol.messages import NODE_ID_ALPHABET, CommandKind, is_valid_node_id
 
 SeverityName = Literal["info", "warning", "critical"]
 EventKindName = Literal["raised", "acknowledged", "cleared", "renotified", "escalated"]

@@ -1,8 +1,8 @@
 """AlertOutputs: one alert event in, every configured output served.
 
-``deliver(event)`` never blocks and never waits for the network (architecture
-invariant 3): it publishes to the in-process bus and hands the event to each output's
-own bounded buffer or to the durable outbox. ``run()`` owns the outputs' tasks in one
+``deliver(event)`` never blocks and never waits for the network (invariant "The local
+path never waits for the network"): it publishes to the in-process bus and hands the event
+to each output's own bounded buffer or to the durable outbox. ``run()`` owns the outputs' tasks in one
 TaskGroup; cancelling it shuts them down (the outbox commits what it accepted first).
 """
 

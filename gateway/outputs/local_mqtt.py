@@ -22,7 +22,7 @@ import aiomqtt
 from gateway.aio_compat import being_cancelled, checkpoint
 from gateway.events import AlertEvent
 from gateway.outputs.config import LocalMqttOutputConfig
-from gateway.sources.common import Backoff
+from gateway.retry import Backoff
 
 _LOGGER = logging.getLogger(__name__)
 

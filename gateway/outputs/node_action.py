@@ -22,8 +22,8 @@ from typing import Protocol
 
 from gateway.errors import FieldgateError
 from gateway.events import AlertEvent
-from gateway.models import Command
 from gateway.outputs.config import NodeActionsConfig
+from gateway.protocol.messages import Command
 
 _LOGGER = logging.getLogger(__name__)
 

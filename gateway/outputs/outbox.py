@@ -33,7 +33,7 @@ from typing import Protocol
 
 from gateway.errors import FieldgateError, StoreError
 from gateway.events import AlertEvent
-from gateway.sources.common import Backoff
+from gateway.retry import Backoff
 
 _LOGGER = logging.getLogger(__name__)
 

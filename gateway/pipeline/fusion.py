@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.events import AnomalyScore, Disagreement, ScoreSource
-from gateway.models import NodeInference
 from gateway.pipeline.config import DisagreementConfig
+from gateway.protocol.messages import NodeInference
 
 
 @dataclass(slots=True)

@@ -3,8 +3,8 @@
 A model that replaces the running one (or runs beside it in shadow mode) must come with a
 signed manifest next to it (``<stem>.manifest.cbor`` or ``.manifest.json``, written by
 ``flash-model sign``) that verifies against the configured public key: signature, size and
-sha256 of the exact bytes that are then loaded (architecture invariant 7). Anything else is
-refused with a :class:`~gateway.errors.ModelError` saying why, and the running model stays.
+sha256 of the exact bytes that are then loaded (invariant "Models are signed end to
+end"). Anything else is refused with a :class:`~gateway.errors.ModelError` saying why, and the running model stays.
 
 Further checks for a replacement:
 
@@ -29,9 +29,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_tools.signing import find_signed, load_public_key, read_signed, verify_signed
 from gateway.errors import ModelError
 from gateway.events import AnomalyScore
+from gateway.protocol.signed_manifest import (
+    find_signed,
+    load_public_key,
+    read_signed,
+    verify_signed,
+)
 from tinymodels.runtime import (
     DEFAULT_GATEWAY_MODEL,
     GatewayModel,

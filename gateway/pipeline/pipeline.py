@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from firmware_tools.signing import load_public_key
 from gateway.errors import ModelError
 from gateway.events import (
     AnomalyScore,
@@ -43,7 +42,6 @@ from gateway.events import (
     NodeHealth,
     Observation,
 )
-from gateway.models import Channel, NodeInference, ReadingBatch, Status
 from gateway.pipeline.config import ScoringConfig
 from gateway.pipeline.fusion import Fusion
 from gateway.pipeline.hotswap import (
@@ -55,6 +53,8 @@ from gateway.pipeline.hotswap import (
 )
 from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
 from gateway.pipeline.windows import ChannelMapper, Row
+from gateway.protocol.messages import Channel, NodeInference, ReadingBatch, Status
+from gateway.protocol.signed_manifest import load_public_key
 from gateway.store.baselines import BaselineStore
 from gateway.store.journal import CommitResult
 from tinymodels.runtime import GatewayModel

@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from gateway.models import Channel
+from gateway.protocol.messages import Channel
 from tinymodels.gateway_features import (
     FeatureConfig,
     MsetFit,

@@ -32,22 +32,23 @@ from bleak.exc import BleakError
 
 from gateway.aio_compat import being_cancelled, checkpoint
 from gateway.ble import BumbleClient, BumbleScanner, close_adapters
-from gateway.codecs.adv import decode_adv
-from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
-from gateway.codecs.ble_layout import (
-    ADV_COMPANY_ID,
-    DOWNLINK_CHAR_UUID,
-    FIELDGATE_SERVICE_UUID,
-    UPLINK_CHAR_UUID,
-)
-from gateway.codecs.payload import encode_message
 from gateway.config import BleConfig
 from gateway.downlink import Downlinks
 from gateway.errors import CodecError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import Command, Message, Transport
-from gateway.sources.common import AckMailbox, Admission, Backoff, CommandOutbox, now_ms
+from gateway.protocol.adv import decode_adv
+from gateway.protocol.ble_chunks import ChunkDecoder, ChunkEncoder, max_chunk_for_mtu
+from gateway.protocol.ble_layout import (
+    ADV_COMPANY_ID,
+    DOWNLINK_CHAR_UUID,
+    FIELDGATE_SERVICE_UUID,
+    UPLINK_CHAR_UUID,
+)
+from gateway.protocol.messages import Command, Message, Transport
+from gateway.protocol.payload import encode_message
+from gateway.retry import Backoff
+from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
 
 _LOGGER = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 10.0

@@ -1,17 +1,16 @@
-"""What every source adapter shares: backoff, coalesced acks, admission, receive time."""
+"""What every source adapter shares: coalesced acks, admission, receive time."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 
-from gateway.codecs.payload import decode_message
 from gateway.errors import CodecError
 from gateway.log_limit import LimitedWarning
 from gateway.metrics import Metrics
-from gateway.models import Ack, Command, Transport, UplinkMessage
+from gateway.protocol.messages import Ack, Command, Transport, UplinkMessage
+from gateway.protocol.payload import decode_message
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_LOGGED_ONCE = 1000
@@ -20,27 +19,6 @@ _MAX_LOGGED_ONCE = 1000
 def now_ms() -> int:
     """Gateway wall time in ms; adapters stamp receive time with it (codecs never read clocks)."""
     return time.time_ns() // 1_000_000
-
-
-class Backoff:
-    """Exponential reconnect delay with full jitter, so a fleet of gateways (or a gateway
-    with many links) does not hammer a recovering broker in lockstep."""
-
-    def __init__(self, first_s: float = 0.1, max_s: float = 30.0) -> None:
-        self._first = first_s
-        self._max = max_s
-        self._attempt = 0
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self._max, self._first * 2**self._attempt)
-        self._attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    async def wait(self) -> None:
-        await asyncio.sleep(self.next_delay())
 
 
 class AckMailbox:

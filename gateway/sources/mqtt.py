@@ -23,20 +23,21 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from gateway.aio_compat import being_cancelled, checkpoint
-from gateway.codecs.mqtt_topics import (
-    decode_mqtt_payload,
-    format_topic,
-    parse_topic,
-    uplink_filters,
-)
-from gateway.codecs.payload import encode_message
 from gateway.config import MqttConfig
 from gateway.downlink import Downlinks, LinkReach
 from gateway.errors import CodecError, TopicError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import Ack, Command, Transport
-from gateway.sources.common import AckMailbox, Admission, Backoff, CommandOutbox, now_ms
+from gateway.protocol.messages import Ack, Command, Transport
+from gateway.protocol.mqtt_topics import (
+    decode_mqtt_payload,
+    format_topic,
+    parse_topic,
+    uplink_filters,
+)
+from gateway.protocol.payload import encode_message
+from gateway.retry import Backoff
+from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
 from gateway.sources.mqtt_socket import ReadControl, install_socket_buffering
 
 _LOGGER = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class MqttSource:
                 username=self._config.username,
                 password=self._config.password_value(),
             )
-            paho = client._client  # see module docstring
+            paho = client._client  # noqa: SLF001 - replaced by the mqtt public-API rework
             paho.manual_ack_set(True)
             reads = install_socket_buffering(paho)
             # Before connecting: a persistent session's backlog arrives right after CONNACK.

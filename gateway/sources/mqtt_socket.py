@@ -245,7 +245,7 @@ class ReadControl:
 def install_socket_buffering(paho_client: Any) -> ReadControl:
     """Make every connection ``paho_client`` opens from now on a :class:`BufferedSocket`,
     corked for the length of each ``loop_write``; return the control that pauses its reads."""
-    create_socket = paho_client._create_socket
+    create_socket = paho_client._create_socket  # noqa: SLF001 - replaced by the mqtt public-API rework
     loop_write = paho_client.loop_write
     loop_read = paho_client.loop_read
     control = ReadControl(paho_client)
@@ -268,7 +268,7 @@ def install_socket_buffering(paho_client: Any) -> ReadControl:
             return MQTT_ERR_SUCCESS
         return loop_read(max_packets)
 
-    paho_client._create_socket = create_buffered_socket
+    paho_client._create_socket = create_buffered_socket  # noqa: SLF001 - replaced by the mqtt public-API rework
     paho_client.loop_write = corked_loop_write
     paho_client.loop_read = gated_loop_read
     return control

@@ -15,13 +15,13 @@ import serial
 import serial_asyncio
 
 from gateway.aio_compat import being_cancelled
-from gateway.codecs.framing import FrameDecoder, encode_frame
-from gateway.codecs.payload import encode_message
 from gateway.config import SerialConfig, SerialPortConfig
 from gateway.downlink import Downlinks, LinkReach
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import Command, Transport
+from gateway.protocol.framing import FrameDecoder, encode_frame
+from gateway.protocol.messages import Command, Transport
+from gateway.protocol.payload import encode_message
 from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
 
 _LOGGER = logging.getLogger(__name__)

@@ -1,4 +1,6 @@
-"""Map node time onto gateway wall time (architecture invariant 6).
+"""Map node time onto gateway wall time.
+
+Invariant "Time is the node's, within the gateway's bounds".
 
 Nodes without a clock stamp readings with milliseconds of uptime. For each
 (node, boot) the gateway keeps ``offset = receive_time - node_time``; the smallest
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.models import TimeBase
+from gateway.protocol.messages import TimeBase
 
 
 @dataclass

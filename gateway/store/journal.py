@@ -5,7 +5,7 @@ One writer thread owns the write connection (``commit`` is called through
 (dashboard, pipeline, tests) open their own read-only connections: WAL lets them
 read while the writer commits.
 
-Identity is ``(node_id, boot_id, seq)`` (architecture invariant 1): a second copy
+Identity is ``(node_id, boot_id, seq)`` (invariant "Identity of data"): a second copy
 of a message inserts nothing and is counted as a duplicate. Sequence accounting
 (what may be acknowledged, what is lost) is in gateway.store.sequence; the
 bookkeeping is written in the same transaction as the data, so a ``kill -9``
@@ -33,85 +33,13 @@ from typing import IO, Final
 
 from gateway.errors import StorageFault, StoreError
 from gateway.ingest import Envelope
-from gateway.models import Ack, Channel, NodeInference, ReadingBatch, Status, Transport
+from gateway.protocol.messages import Ack, Channel, NodeInference, ReadingBatch, Status
 from gateway.store.clock import NodeClock
+from gateway.store.journal_schema import SCHEMA, size_bytes
 from gateway.store.recovery import hold_lock, journal_problem, set_aside
 from gateway.store.sequence import StreamState
 
 _LOGGER = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS channel_sets (
-    id INTEGER PRIMARY KEY,
-    spec TEXT NOT NULL UNIQUE               -- "name:unit,name:unit"
-);
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY,                 -- insertion order: retention evicts lowest first
-    node_id TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,                 -- wall time (node time mapped, invariant 6)
-    rx_ms INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    channel_set INTEGER NOT NULL REFERENCES channel_sets(id),
-    vals BLOB NOT NULL,                     -- little-endian float64 per channel
-    UNIQUE (node_id, boot_id, seq)
-);
-CREATE TABLE IF NOT EXISTS inferences (
-    node_id TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    rx_ms INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    model_hash BLOB NOT NULL,
-    score REAL NOT NULL,
-    label INTEGER NOT NULL,
-    latency_us INTEGER NOT NULL,
-    PRIMARY KEY (node_id, boot_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS statuses (
-    node_id TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    rx_ms INTEGER NOT NULL,
-    transport TEXT NOT NULL,
-    body TEXT NOT NULL,                     -- JSON of the Status fields
-    PRIMARY KEY (node_id, boot_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS streams (
-    node_id TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    acked INTEGER NOT NULL,
-    highest_seen INTEGER NOT NULL,
-    received INTEGER NOT NULL,
-    duplicates INTEGER NOT NULL,
-    lost INTEGER NOT NULL,
-    first_rx_ms INTEGER NOT NULL,
-    PRIMARY KEY (node_id, boot_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nodes (
-    node_id TEXT PRIMARY KEY,
-    transport TEXT NOT NULL,
-    first_seen_ms INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    boot_id INTEGER NOT NULL,
-    reboots INTEGER NOT NULL DEFAULT 0,
-    rssi_dbm INTEGER,
-    battery_mv INTEGER,
-    free_ram_bytes INTEGER,
-    firmware_version TEXT,
-    model TEXT,                              -- JSON list of slots
-    clock_skewed INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS evictions (
-    kind TEXT PRIMARY KEY,
-    count INTEGER NOT NULL
-) WITHOUT ROWID;
-"""
 
 
 @dataclass
@@ -132,32 +60,6 @@ class CommitResult:
     lost_by_node: Counter[str] = field(default_factory=Counter)  # ``lost`` split by node
     # Messages refused because their seq jumped past the node's window (by node).
     seq_jumps: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRow:
-    node_id: str
-    transport: str
-    first_seen_ms: int
-    last_seen_ms: int
-    boot_id: int
-    reboots: int
-    rssi_dbm: int | None
-    battery_mv: int | None
-    free_ram_bytes: int | None
-    firmware_version: str | None
-    model: list[dict[str, object]]
-    clock_skewed: bool
-    received: int
-    duplicates: int
-    lost: int
-    pending_gap: int
-
-    @property
-    def completeness(self) -> float:
-        """Share of the node's messages that reached the journal (1.0 = nothing lost)."""
-        expected = self.received + self.lost
-        return self.received / expected if expected else 1.0
 
 
 _INSERT_READING: Final = (
@@ -291,59 +193,10 @@ class Journal:
         db = self._require()
         started = time.perf_counter()
         result = CommitResult(envelopes=envelopes)
-        touched: dict[tuple[str, int], Envelope] = {}
         self._closed = []
-        node_updates: dict[str, Envelope] = {}
         db.execute("BEGIN IMMEDIATE")
         try:
-            new_counts, wall_ms = result.new_counts, result.wall_ms
-            # Per transport: [inserted, duplicates], folded into the result's counters below.
-            totals: dict[str, list[int]] = {}
-            for env in envelopes:
-                msg = env.msg
-                key = (msg.node_id, msg.boot_id)
-                state = self._streams.get(key)
-                if state is None:
-                    state = self._new_stream(env, result)
-                elif state.is_jump(msg.seq, self._max_seq_jump):
-                    # Not stored, not acknowledged: a forged or corrupt seq would otherwise
-                    # turn the node's real readings into "duplicates" or "late" ones.
-                    result.seq_jumps[msg.node_id] += 1
-                    new_counts.append(0)
-                    wall_ms.append(())
-                    continue
-                if isinstance(msg, ReadingBatch):
-                    new, wall = self._insert_readings(db, env, msg)
-                elif isinstance(msg, NodeInference):
-                    new, wall = self._insert_inference(db, env, msg)
-                else:
-                    new, wall = self._insert_status(db, env, msg)
-                new_counts.append(new)
-                wall_ms.append(wall)
-                first, last = msg.seq, msg.last_seq
-                duplicates = last - first + 1 - new
-                if new and first <= state.acked:
-                    # Arrived after we had counted it lost (late copy across a reboot).
-                    state.lost -= min(new, state.acked - first + 1)
-                state.commit(first, last)
-                state.received += new
-                state.duplicates += duplicates
-                counts = totals.get(env.transport)
-                if counts is None:
-                    counts = totals[env.transport] = [0, 0]
-                counts[0] += new
-                counts[1] += duplicates
-                if isinstance(msg, Status) and msg.oldest_unacked_seq:
-                    given_up = state.give_up_below(msg.oldest_unacked_seq)
-                    result.lost += given_up
-                    result.lost_by_node[msg.node_id] += given_up
-                touched[key] = env
-                node_updates[msg.node_id] = env
-            for transport, (inserted, duplicates) in totals.items():
-                result.inserted[str(transport)] += inserted
-                result.duplicates[str(transport)] += duplicates
-            self._save_streams(db, touched)
-            self._save_nodes(db, node_updates)
+            touched = self._write(db, envelopes, result)
             db.execute("COMMIT")
         except BaseException as exc:
             # SQLite may already have rolled back (SQLITE_FULL does): a failing ROLLBACK
@@ -362,6 +215,70 @@ class Journal:
                 result.acks.append((env, Ack(node_id, boot_id, state.acked)))
         result.seconds = time.perf_counter() - started
         return result
+
+    def _write(
+        self, db: sqlite3.Connection, envelopes: list[Envelope], result: CommitResult
+    ) -> dict[tuple[str, int], Envelope]:
+        """The inside of one commit's transaction; returns the streams it touched."""
+        touched: dict[tuple[str, int], Envelope] = {}
+        node_updates: dict[str, Envelope] = {}
+        new_counts, wall_ms = result.new_counts, result.wall_ms
+        # Per transport: [inserted, duplicates], folded into the result's counters below.
+        totals: dict[str, list[int]] = {}
+        for env in envelopes:
+            msg = env.msg
+            key = (msg.node_id, msg.boot_id)
+            state = self._streams.get(key)
+            if state is None:
+                state = self._new_stream(env, result)
+            elif state.is_jump(msg.seq, self._max_seq_jump):
+                # Not stored, not acknowledged: a forged or corrupt seq would otherwise
+                # turn the node's real readings into "duplicates" or "late" ones.
+                result.seq_jumps[msg.node_id] += 1
+                new_counts.append(0)
+                wall_ms.append(())
+                continue
+            new, duplicates = self._store(db, env, state, result)
+            counts = totals.get(env.transport)
+            if counts is None:
+                counts = totals[env.transport] = [0, 0]
+            counts[0] += new
+            counts[1] += duplicates
+            touched[key] = env
+            node_updates[msg.node_id] = env
+        for transport, (inserted, duplicates) in totals.items():
+            result.inserted[str(transport)] += inserted
+            result.duplicates[str(transport)] += duplicates
+        self._save_streams(db, touched)
+        self._save_nodes(db, node_updates)
+        return touched
+
+    def _store(
+        self, db: sqlite3.Connection, env: Envelope, state: StreamState, result: CommitResult
+    ) -> tuple[int, int]:
+        """Insert one message and account its seqs; returns (new, duplicates)."""
+        msg = env.msg
+        if isinstance(msg, ReadingBatch):
+            new, wall = self._insert_readings(db, env, msg)
+        elif isinstance(msg, NodeInference):
+            new, wall = self._insert_inference(db, env, msg)
+        else:
+            new, wall = self._insert_status(db, env, msg)
+        result.new_counts.append(new)
+        result.wall_ms.append(wall)
+        first, last = msg.seq, msg.last_seq
+        duplicates = last - first + 1 - new
+        if new and first <= state.acked:
+            # Arrived after we had counted it lost (late copy across a reboot).
+            state.lost -= min(new, state.acked - first + 1)
+        state.commit(first, last)
+        state.received += new
+        state.duplicates += duplicates
+        if isinstance(msg, Status) and msg.oldest_unacked_seq:
+            given_up = state.give_up_below(msg.oldest_unacked_seq)
+            result.lost += given_up
+            result.lost_by_node[msg.node_id] += given_up
+        return new, duplicates
 
     def _new_stream(self, env: Envelope, result: CommitResult) -> StreamState:
         """Start the stream of a (node, boot) not seen before; a new boot closes the old one."""
@@ -497,7 +414,7 @@ class Journal:
                      json.dumps([_slot_json(s) for s in msg.slots]), msg.rssi_dbm, node_id),
                 )  # fmt: skip
 
-    # -- retention (invariant 5: loss is explicit) --------------------------------------------
+    # -- retention (invariant "Loss is explicit") --------------------------------------------
 
     def enforce_budget(self, raw_budget_bytes: int, chunk_rows: int = 5000) -> int:
         """Evict the oldest raw readings until the file fits ``raw_budget_bytes``.
@@ -507,7 +424,7 @@ class Journal:
         """
         db = self._require()
         evicted = 0
-        while self._size_bytes(db) > raw_budget_bytes:
+        while size_bytes(db) > raw_budget_bytes:
             db.execute("BEGIN IMMEDIATE")
             cur = db.execute(
                 "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
@@ -528,13 +445,6 @@ class Journal:
             _LOGGER.warning("journal over budget: evicted %d oldest raw readings", evicted)
         return evicted
 
-    @staticmethod
-    def _size_bytes(db: sqlite3.Connection) -> int:
-        (pages,) = db.execute("PRAGMA page_count").fetchone()
-        (free,) = db.execute("PRAGMA freelist_count").fetchone()
-        (size,) = db.execute("PRAGMA page_size").fetchone()
-        return int((pages - free) * size)
-
     def stream(self, node_id: str, boot_id: int) -> StreamState | None:
         return self._streams.get((node_id, boot_id))
 
@@ -545,49 +455,3 @@ def _slot_json(slot: object) -> dict[str, object]:
     data = asdict(slot)  # type: ignore[call-overload]
     data["model_hash"] = data["model_hash"].hex()
     return data
-
-
-class JournalReader:
-    """Read-only queries for the dashboard, the pipeline and tests (own connection)."""
-
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def nodes(self) -> list[NodeRow]:
-        rows = self._db.execute(
-            "SELECT n.node_id, n.transport, n.first_seen_ms, n.last_seen_ms, n.boot_id, n.reboots,"
-            " n.rssi_dbm, n.battery_mv, n.free_ram_bytes, n.firmware_version, n.model,"
-            " n.clock_skewed, coalesce(sum(s.received), 0), coalesce(sum(s.duplicates), 0),"
-            " coalesce(sum(s.lost), 0), coalesce(sum(CASE WHEN s.boot_id = n.boot_id"
-            " THEN s.highest_seen - s.acked ELSE 0 END), 0)"
-            " FROM nodes n LEFT JOIN streams s ON s.node_id = n.node_id"
-            " GROUP BY n.node_id ORDER BY n.node_id"
-        ).fetchall()
-        return [
-            NodeRow(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                json.loads(r[10]) if r[10] else [], bool(r[11]), r[12], r[13], r[14], r[15],
-            )
-            for r in rows
-        ]  # fmt: skip
-
-    def reading_keys(self) -> list[tuple[str, int, int]]:
-        """Every stored reading's identity, for exactly-once checks."""
-        return self._db.execute("SELECT node_id, boot_id, seq FROM readings").fetchall()
-
-    def count_readings(self) -> int:
-        (n,) = self._db.execute("SELECT count(*) FROM readings").fetchone()
-        return int(n)
-
-    def evictions(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT kind, count FROM evictions").fetchall())
-
-    def size_bytes(self) -> int:
-        return Journal._size_bytes(self._db)
-
-    def transports(self) -> dict[str, Transport]:
-        rows = self._db.execute("SELECT node_id, transport FROM nodes")
-        return {n: Transport(t) for n, t in rows}

@@ -1,7 +1,7 @@
 """Per-(node, boot) sequence accounting: what is durable, what is a duplicate, what is lost.
 
 Pure logic, no I/O. The journal feeds it the seq ranges it has just committed and
-asks it which cumulative ``Ack`` each node may be sent (architecture invariant 2):
+asks it which cumulative ``Ack`` each node may be sent (invariant "Acknowledged means durable"):
 ``acked`` only ever covers seqs that are committed, or that the node itself told us
 are gone for good (counted as a gap, never invented).
 """

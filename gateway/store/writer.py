@@ -1,6 +1,6 @@
 """The journal writer: group commits off the event loop, then acknowledgements.
 
-Order is the whole point (architecture invariant 2): envelopes are committed in one
+Order is the whole point (invariant "Acknowledged means durable"): envelopes are committed in one
 transaction on the journal's own thread; only after ``COMMIT`` returns are acks sent
 back to the nodes and MQTT messages PUBACKed to the broker.
 

@@ -15,14 +15,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.codecs.adv import decode_adv, encode_adv
-from gateway.codecs.ble_chunks import ChunkDecoder
-from gateway.codecs.framing import FrameDecoder, encode_frame
-from gateway.codecs.json_payload import decode_json_message, encode_json_message
-from gateway.codecs.mqtt_topics import TopicKind, decode_mqtt_payload, parse_topic
-from gateway.codecs.payload import decode_message, encode_message
 from gateway.errors import CodecError, FrameError, PayloadError, TopicError
-from gateway.models import (
+from gateway.protocol.adv import decode_adv, encode_adv
+from gateway.protocol.ble_chunks import ChunkDecoder
+from gateway.protocol.framing import FrameDecoder, encode_frame
+from gateway.protocol.json_payload import decode_json_message, encode_json_message
+from gateway.protocol.messages import (
     Ack,
     Channel,
     Command,
@@ -35,7 +33,9 @@ from gateway.models import (
     Status,
     TimeBase,
 )
-from tests.unit.codecs import strategies as sts
+from gateway.protocol.mqtt_topics import TopicKind, decode_mqtt_payload, parse_topic
+from gateway.protocol.payload import decode_message, encode_message
+from tests.unit.protocol import strategies as sts
 
 # One slow call would be a hang in waiting; a decoder call is micro- to milliseconds.
 _MAX_CALL_S = 1.0

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from gateway.downlink import Downlinks
-from gateway.models import Command, CommandKind
+from gateway.protocol.messages import Command, CommandKind
 
 
 class Link:

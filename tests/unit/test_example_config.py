@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.alerts.config import AnomalyRule, SilentRule, ThresholdRule
-from gateway.cli import _register_subcommands, app
+from gateway.cli import app
 from gateway.config import load_config
 from gateway.errors import ConfigError
 
@@ -114,7 +114,6 @@ def test_an_enabled_script_hook_without_its_script_is_refused_with_the_key(
 
 
 def test_fieldgate_run_check_accepts_the_example() -> None:
-    _register_subcommands()
     result = CliRunner().invoke(app, ["run", "--check", "--config", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
     assert '"pressure_high"' in result.stdout

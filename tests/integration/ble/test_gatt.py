@@ -14,8 +14,8 @@ from bleak_retry_connector import establish_connection
 
 from gateway.ble import BumbleClient
 from gateway.ble.radio import LocalRadio
-from gateway.codecs.ble_chunks import ChunkDecoder, ChunkEncoder
-from gateway.codecs.ble_layout import (
+from gateway.protocol.ble_chunks import ChunkDecoder, ChunkEncoder
+from gateway.protocol.ble_layout import (
     DOWNLINK_CHAR_UUID,
     ESS_SERVICE_UUID,
     ESS_TEMPERATURE_UUID,
@@ -23,8 +23,8 @@ from gateway.codecs.ble_layout import (
     STATUS_CHAR_UUID,
     UPLINK_CHAR_UUID,
 )
-from gateway.codecs.payload import decode_message, encode_message
-from gateway.models import Ack, Channel, Message, ReadingBatch, Sample, TimeBase
+from gateway.protocol.messages import Ack, Channel, Message, ReadingBatch, Sample, TimeBase
+from gateway.protocol.payload import decode_message, encode_message
 from tests.integration.ble.conftest import WAIT_S, FindNode, MakeNode
 
 pytestmark = pytest.mark.timeout(30)

@@ -15,7 +15,7 @@ import pytest
 from bleak import BleakClient
 
 from gateway.ble import BumbleClient
-from gateway.codecs.ble_layout import DOWNLINK_CHAR_UUID, STATUS_CHAR_UUID, UPLINK_CHAR_UUID
+from gateway.protocol.ble_layout import DOWNLINK_CHAR_UUID, STATUS_CHAR_UUID, UPLINK_CHAR_UUID
 from tests.integration.ble.conftest import REPO, WAIT_S, FindNode, RadioProcess, StartNode
 
 pytestmark = pytest.mark.timeout(60)

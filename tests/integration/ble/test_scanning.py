@@ -13,7 +13,7 @@ from bumble.transport.common import Transport
 
 from gateway.ble import BumbleDeviceDetails, BumbleScanner, get_adapter, open_hci
 from gateway.ble.radio import LocalRadio
-from gateway.codecs.ble_layout import ADV_COMPANY_ID, FIELDGATE_SERVICE_UUID
+from gateway.protocol.ble_layout import ADV_COMPANY_ID, FIELDGATE_SERVICE_UUID
 from tests.integration.ble.conftest import WAIT_S, FindNode, MakeNode
 
 

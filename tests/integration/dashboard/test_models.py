@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from firmware_tools.manifest import build_manifest
+from firmware_tools.describe import build_manifest
 from firmware_tools.signing import generate_keypair, load_private_key, sign_manifest, write_signed
 from tests.fixtures.dashboard import login, running_dashboard
 

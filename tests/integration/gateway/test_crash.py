@@ -21,9 +21,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.codecs.mqtt_topics import format_topic
-from gateway.codecs.payload import decode_message, encode_message
-from gateway.models import Ack, Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.messages import Ack, Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.mqtt_topics import format_topic
+from gateway.protocol.payload import decode_message, encode_message
 from tests.fixtures.servers import Mosquitto
 
 CH = (Channel("current", "A"),)

@@ -10,7 +10,7 @@ import pytest
 from firmware_tools.sim.ble_link import BleLink
 from firmware_tools.sim.fleet import SimConfig, Simulator
 from gateway.ble.radio import LocalRadio
-from gateway.models import Command, CommandKind
+from gateway.protocol.messages import Command, CommandKind
 from tests.fixtures.gateway import gateway_config, wait_until
 from tests.fixtures.ingest import wired_gateway
 from tests.fixtures.servers import Mosquitto

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import aiomqtt
 
-from gateway.codecs.mqtt_topics import format_topic
-from gateway.codecs.payload import decode_message, encode_message
-from gateway.models import Ack, Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.messages import Ack, Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.mqtt_topics import format_topic
+from gateway.protocol.payload import decode_message, encode_message
 from gateway.sources.mqtt import MqttSource
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
 from tests.fixtures.ports import free_port

@@ -9,9 +9,9 @@ import tty
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.codecs.framing import FrameDecoder, encode_frame
-from gateway.codecs.payload import decode_message, encode_message
-from gateway.models import Ack, Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.framing import FrameDecoder, encode_frame
+from gateway.protocol.messages import Ack, Channel, ReadingBatch, Sample, TimeBase
+from gateway.protocol.payload import decode_message, encode_message
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
 
 CH = (Channel("pressure", "bar"), Channel("flow", "l/min"))

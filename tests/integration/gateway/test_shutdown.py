@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.app import Gateway, run_until_signalled
 from gateway.ingest import Envelope
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase, Transport
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase, Transport
 from tests.fixtures.gateway import gateway_config, journal_keys
 
 GRACE_S = 1.0

@@ -17,8 +17,8 @@ from gateway.config import JournalConfig
 from gateway.events import AlertEvent, AlertEventKind, AnomalyScore, Observation, ScoreSource
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.models import ReadingBatch, Sample, TimeBase, Transport
 from gateway.pipeline import ScoringConfig, ScoringPipeline
+from gateway.protocol.messages import ReadingBatch, Sample, TimeBase, Transport
 from gateway.store.journal import Journal
 from gateway.store.writer import JournalWriter
 

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.backup import GatewayRunning, backup, restore
 from gateway.ingest import Envelope
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase, Transport
-from gateway.store.journal import JournalReader
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase, Transport
+from gateway.store.journal_reader import JournalReader
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway
 
 CHANNELS = (Channel("current", "A"),)

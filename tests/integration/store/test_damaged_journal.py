@@ -13,8 +13,9 @@ from pathlib import Path
 
 from gateway.events import AlertEvent, AlertEventKind
 from gateway.ingest import Envelope
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase, Transport
-from gateway.store.journal import Journal, JournalReader
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase, Transport
+from gateway.store.journal import Journal
+from gateway.store.journal_reader import JournalReader
 from tests.fixtures.gateway import gateway_config, running_gateway
 
 CHANNELS = (Channel("current", "A"),)

@@ -21,7 +21,7 @@ import pytest
 
 from gateway.events import AlertEvent, AlertEventKind
 from gateway.ingest import Envelope
-from gateway.models import Ack, Channel, ReadingBatch, Sample, TimeBase, Transport
+from gateway.protocol.messages import Ack, Channel, ReadingBatch, Sample, TimeBase, Transport
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
 
 pytestmark = pytest.mark.timeout(90)

@@ -140,7 +140,7 @@ ops = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(ops=ops, max_escalations=st.integers(0, 3))
-def test_escalation_and_renotification_happen_only_to_unacknowledged_alerts_past_their_timeout(
+def test_escalation_and_renotification_happen_only_to_unacknowledged_alerts_past_their_timeout(  # noqa: C901 - a model of the engine that replays every operation kind, kept beside its assertions
     ops: list[tuple[str, int]], max_escalations: int
 ) -> None:
     timing = Timing(renotify_ms=300, escalate_ms=700, max_escalations=max_escalations)

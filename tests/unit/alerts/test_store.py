@@ -8,7 +8,7 @@ from gateway.alerts.config import AlertsConfig, load_alerts_config
 from gateway.alerts.engine import AlertEngine
 from gateway.events import AlertEventKind, AlertState, ChannelReading, GapObserved
 from gateway.ingest import Envelope
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase, Transport
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase, Transport
 from gateway.store.alerts import AlertStore, alerts_path_for
 from gateway.store.journal import Journal
 

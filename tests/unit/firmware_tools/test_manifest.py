@@ -7,8 +7,9 @@ import hashlib
 import cbor2
 import pytest
 
-from firmware_tools.manifest import ModelManifest, TensorSpec, build_manifest
+from firmware_tools.describe import build_manifest
 from gateway.errors import ModelError
+from gateway.protocol.manifest import ModelManifest, TensorSpec
 
 
 def _manifest(**changes: object) -> ModelManifest:

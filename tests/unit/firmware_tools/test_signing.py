@@ -11,19 +11,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from firmware_tools.cli import app
-from firmware_tools.manifest import build_manifest
-from firmware_tools.signing import (
+from firmware_tools.describe import build_manifest
+from firmware_tools.signing import generate_keypair, load_private_key, sign_manifest, write_signed
+from gateway.errors import ModelError
+from gateway.protocol.signed_manifest import (
     SignedManifest,
     VerificationError,
-    generate_keypair,
-    load_private_key,
     load_public_key,
     read_signed,
-    sign_manifest,
     verify_signed,
-    write_signed,
 )
-from gateway.errors import ModelError
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.events import Alert, AlertEvent, AlertEventKind, AlertState, Severity
-from gateway.models import Command
+from gateway.protocol.messages import Command
 
 _STATE = {
     AlertEventKind.RAISED: AlertState.RAISED,

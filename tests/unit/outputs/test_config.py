@@ -9,8 +9,8 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.events import AlertEventKind, Severity
-from gateway.models import CommandKind
 from gateway.outputs.config import OutputsConfig, parse_outputs_config
+from gateway.protocol.messages import CommandKind
 from tests.unit.outputs.helpers import make_event
 
 

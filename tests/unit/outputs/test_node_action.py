@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 
 from gateway.events import AlertEventKind, Severity
-from gateway.models import CommandKind
 from gateway.outputs.config import NodeActionsConfig
 from gateway.outputs.node_action import NodeActions, command_id, commands_for
+from gateway.protocol.messages import CommandKind
 from tests.fixtures.gateway import wait_until
 from tests.unit.outputs.helpers import RecordingSender, make_event
 

@@ -13,11 +13,18 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.manifest import build_manifest
+from firmware_tools.describe import build_manifest
 from firmware_tools.signing import sign_manifest, write_signed
 from gateway.ingest import Envelope
-from gateway.models import Channel, NodeInference, ReadingBatch, Sample, TimeBase, Transport
 from gateway.pipeline.pipeline import ScoringPipeline
+from gateway.protocol.messages import (
+    Channel,
+    NodeInference,
+    ReadingBatch,
+    Sample,
+    TimeBase,
+    Transport,
+)
 from tests.fixtures.tasks import in_background
 from tinymodels.runtime import DEFAULT_GATEWAY_MODEL
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from gateway.events import AnomalyScore, Observation, ScoreSource
-from gateway.models import Channel, ReadingBatch
 from gateway.pipeline import ScoringConfig, ScoringPipeline
+from gateway.protocol.messages import Channel, ReadingBatch
 from gateway.store.baselines import BaselineStore, baselines_path_for
 from gateway.store.journal import Journal
 from tests.unit.pipeline.helpers import (

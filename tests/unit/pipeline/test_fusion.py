@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from gateway.events import AnomalyScore, Disagreement, ScoreSource
-from gateway.models import NodeInference, TimeBase
 from gateway.pipeline.config import (
     DEFAULT_NODE_THRESHOLDS,
     DisagreementConfig,
 )
 from gateway.pipeline.fusion import Fusion
+from gateway.protocol.messages import NodeInference, TimeBase
 from tinymodels.runtime import DEFAULT_GATEWAY_MODEL, load_manifest
 
 

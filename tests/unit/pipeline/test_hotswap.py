@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_tools.signing import VerificationError
 from gateway.errors import ModelError
 from gateway.events import AnomalyScore, Observation, ScoreSource
 from gateway.pipeline import ScoringConfig, ScoringPipeline
 from gateway.pipeline.windows import Row
+from gateway.protocol.signed_manifest import VerificationError
 from tests.unit.pipeline.helpers import pump_frame, running, signed_copy, write_key_pair
 
 

@@ -19,8 +19,8 @@ from gateway.events import (
     ScoreSource,
 )
 from gateway.ingest import Envelope
-from gateway.models import NodeInference, Status, TimeBase, Transport
 from gateway.pipeline import ScoringConfig, ScoringPipeline
+from gateway.protocol.messages import NodeInference, Status, TimeBase, Transport
 from gateway.store.journal import CommitResult, Journal
 from tests.unit.pipeline.helpers import batches, envelope, pump_frame, running
 

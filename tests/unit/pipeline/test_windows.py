@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from firmware_tools.sim.replay import SKAB_CHANNELS as REPLAY_CHANNELS
 from firmware_tools.sim.signals import PUMP_CHANNELS
-from gateway.models import Channel
 from gateway.pipeline.config import DEFAULT_CHANNEL_MAP
 from gateway.pipeline.windows import ChannelMapper, NodeStream, Row
+from gateway.protocol.messages import Channel
 from tests.unit.pipeline.helpers import pump_frame
 from tinymodels.gateway_features import window_errors
 from tinymodels.runtime import GatewayModel, load_model

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from gateway.metrics import Metrics
-from gateway.models import Channel, ReadingBatch, Sample, TimeBase, Transport
+from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase, Transport
 from gateway.sources.common import Admission
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.models import Command, CommandKind
+from gateway.protocol.messages import Command, CommandKind
 from gateway.sources.common import CommandOutbox
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.models import TimeBase
+from gateway.protocol.messages import TimeBase
 from gateway.store.clock import NodeClock
 
 UPTIME, UNIX = TimeBase.UPTIME_MS, TimeBase.UNIX_MS

@@ -14,8 +14,17 @@ from pathlib import Path
 import pytest
 
 from gateway.ingest import Envelope
-from gateway.models import Ack, Channel, ReadingBatch, Sample, Status, TimeBase, Transport
-from gateway.store.journal import Journal, JournalReader
+from gateway.protocol.messages import (
+    Ack,
+    Channel,
+    ReadingBatch,
+    Sample,
+    Status,
+    TimeBase,
+    Transport,
+)
+from gateway.store.journal import Journal
+from gateway.store.journal_reader import JournalReader
 from gateway.store.sequence import StreamState
 
 CHANNELS = (Channel("current", "A"),)

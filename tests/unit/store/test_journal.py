@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from gateway.ingest import Envelope
-from gateway.models import Ack, Channel, ReadingBatch, Sample, Status, TimeBase, Transport
-from gateway.store.journal import Journal, JournalReader
+from gateway.protocol.messages import (
+    Ack,
+    Channel,
+    ReadingBatch,
+    Sample,
+    Status,
+    TimeBase,
+    Transport,
+)
+from gateway.store.journal import Journal
+from gateway.store.journal_reader import JournalReader
 
 CHANNELS = (Channel("current", "A"), Channel("pressure", "bar"))
 
@@ -99,8 +110,8 @@ def test_status_with_evicted_buffer_turns_hole_into_gap_and_unblocks_ack(journal
 
 def test_uptime_timestamps_are_mapped_to_wall_time(journal: Journal, tmp_path: Path) -> None:
     journal.commit([env(batch(1, n=1), rx_ms=5_000_000)])
-    reader = JournalReader(tmp_path / "j.db")
-    (ts,) = reader._db.execute("SELECT ts_ms FROM readings").fetchone()
+    with contextlib.closing(sqlite3.connect(tmp_path / "j.db")) as db:
+        (ts,) = db.execute("SELECT ts_ms FROM readings").fetchone()
     assert ts == 5_000_000  # node t=1000 arrived at rx 5_000_000: offset 4_999_000
 
 
@@ -115,5 +126,6 @@ def test_retention_evicts_oldest_raw_readings_and_counts_them(
     assert evicted > 0
     assert reader.count_readings() == before - evicted
     assert reader.evictions() == {"raw_readings": evicted}
-    (oldest,) = reader._db.execute("SELECT min(seq) FROM readings").fetchone()
+    with contextlib.closing(sqlite3.connect(tmp_path / "j.db")) as db:
+        (oldest,) = db.execute("SELECT min(seq) FROM readings").fetchone()
     assert oldest == 1 + evicted, "the oldest readings go first"
