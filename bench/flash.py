@@ -15,8 +15,12 @@ final verification included), as a fraction of the line rate. The model is the s
 model padded to the benchmark size (a flatbuffer tolerates trailing bytes) and signed with a
 throw-away key.
 
+A third row (issue 15, :mod:`bench.flash_stock`): flash-model against a real Zephyr 4.4 SMP
+server (native_sim, stock fs group, a pty without baud pacing) as a ratio of smpclient's own
+``upload_file`` to the same server in the same run.
+
 Run: python -m bench.flash [--quick]
-Last line: RESULT flash ours_fraction_of_line=<x> smp_fraction_of_line=<y>
+Last line: RESULT flash ours_fraction_of_line=<x> smp_fraction_of_line=<y> stock_vs_smpclient=<z>
 """
 
 from __future__ import annotations
@@ -136,11 +140,19 @@ def main() -> None:
     size = (args.size_kib or (32 if args.quick else 96)) * 1024
     line = BAUD / 10
     ours, smp = asyncio.run(run(size))
+    from bench.flash_stock import SIZE, stock_vs_smpclient
+
+    stock, smpclient = asyncio.run(stock_vs_smpclient())
     print(f"model {size} bytes, line rate {line:.0f} B/s (115200 baud, 8N1)")
     print(f"ours: {ours:8.0f} B/s  = {ours / line:.3f} of line rate")
     print(f"SMP:  {smp:8.0f} B/s  = {smp / line:.3f} of line rate")
     print(
+        f"real Zephyr fs server ({SIZE}-byte model, pty): flash-model {stock:8.0f} B/s, "
+        f"smpclient upload_file {smpclient:8.0f} B/s"
+    )
+    print(
         f"RESULT flash ours_fraction_of_line={ours / line:.3f} smp_fraction_of_line={smp / line:.3f}"
+        f" stock_vs_smpclient={stock / smpclient:.3f}"
     )
 
 

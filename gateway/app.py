@@ -21,7 +21,8 @@ from gateway.alerts.runner import AlertRunner
 from gateway.alerts.system import SystemAlert
 from gateway.config import GatewayConfig
 from gateway.downlink import Downlinks
-from gateway.events import Severity
+from gateway.events import AlertEvent, Severity
+from gateway.forward.forwarder import Forwarder
 from gateway.ingest import IngestQueue
 from gateway.metrics import Metrics, serve_metrics
 from gateway.outputs.bus import AlertBus
@@ -74,7 +75,7 @@ class Gateway:
         self.alerts = AlertRunner(
             config.alerts,
             alerts_path_for(config.journal_path),
-            self.outputs.deliver,
+            self._deliver_alert,
             seen_nodes=self._last_seen,
         )
         # Always present: with scoring disabled it still turns commits into the readings,
@@ -91,9 +92,22 @@ class Gateway:
                 if isinstance(rule, ThresholdRule)
             )
         )
+        # Upstream (docs/forwarding.md): off unless [forward] is enabled; it only listens.
+        self.forwarder: Forwarder | None = None
+        if config.forward.enabled:
+            self.forwarder = Forwarder(
+                config.forward,
+                site=config.site,
+                journal_path=config.journal_path,
+                backlog_path=config.forward.backlog_path(config.data_dir),
+                alert_sink=self._deliver_alert,
+                gateway_model=self._gateway_model,
+            )
+            self.writer.add_listener(self.forwarder.on_commit)
+            self.pipeline.add_sink(self.forwarder.on_observations)
         # A disk that refuses writes stops acknowledgements; staff hear it on the paths that
         # need no disk (live view, dashboard, local MQTT, script hook).
-        self.storage_alert = SystemAlert("journal_storage", self.outputs.deliver)
+        self.storage_alert = SystemAlert("journal_storage", self._deliver_alert)
         self.writer.add_fault_listener(self._on_journal_fault)
         self.metrics_ready = asyncio.Event()
         self.web_ready = asyncio.Event()
@@ -101,6 +115,8 @@ class Gateway:
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.gauges["queue_dropped"] = lambda: float(sum(self.queue.dropped.values()))
         self.metrics.gauges["journal_bytes"] = self._journal_bytes
+        if self.forwarder is not None:
+            self.metrics.gauges.update(self.forwarder.gauges())
         self.metrics.gauges["journal_degraded"] = lambda: float(self.writer.fault is not None)
 
     def _on_journal_fault(self, fault: str | None) -> None:
@@ -111,6 +127,15 @@ class Gateway:
                 f"the journal cannot write ({fault}): nothing new is acknowledged; nodes and "
                 "the broker keep their data until the disk has room again"
             )
+
+    def _deliver_alert(self, event: AlertEvent) -> None:
+        self.outputs.deliver(event)
+        if self.forwarder is not None:
+            self.forwarder.on_alert_event(event)
+
+    def _gateway_model(self) -> tuple[str, str]:
+        info = self.pipeline.model_info
+        return info.name, info.sha256[:16]
 
     def _make_web_view(self) -> DashboardView:
         # The dashboard sees the gateway only through this view (dashboards/view.py).
@@ -192,10 +217,16 @@ class Gateway:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.writer.run(), name="journal:writer")
+            fwd = self.forwarder
             tg.create_task(
-                self.writer.run_retention(self.config.journal.raw_budget_bytes),
+                self.writer.run_retention(
+                    self.config.journal.raw_budget_bytes,
+                    before_evict=fwd.catch_up if fwd is not None else None,
+                ),
                 name="journal:retention",
             )
+            if fwd is not None:
+                tg.create_task(fwd.run(self.writer.ready), name="forward")
             if self.config.metrics.enabled:
                 m = self.config.metrics
                 tg.create_task(
@@ -210,7 +241,7 @@ class Gateway:
             tg.create_task(self.pipeline.run(), name="pipeline:scoring")
             await self.writer.ready.wait()
             if self.journal.set_aside is not None:
-                SystemAlert("journal_set_aside", self.outputs.deliver, Severity.WARNING).raise_(
+                SystemAlert("journal_set_aside", self._deliver_alert, Severity.WARNING).raise_(
                     f"the journal was damaged ({self.journal.set_aside_reason}) and moved to "
                     f"{self.journal.set_aside}; a new one was started. Salvage it with "
                     f"`fieldgate journal recover {self.journal.set_aside}`"

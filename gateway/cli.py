@@ -238,16 +238,18 @@ def restore(
     Console().print(f"[green]restored {len(copied)} file(s) from {source}[/green]")
 
 
-def _register_journal() -> None:
+def _register_journal_and_forward() -> None:
+    from gateway.forward.cli import forward_app
     from gateway.store.journal_cli import journal_app
 
     app.add_typer(journal_app, name="journal")
+    app.add_typer(forward_app, name="forward")
     from dashboards.cli import users_app
 
     app.add_typer(users_app)
 
 
-_register_journal()
+_register_journal_and_forward()
 
 
 def main() -> None:

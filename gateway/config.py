@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.alerts.config import AlertsConfig
 from gateway.errors import ConfigError
+from gateway.forward.config import ForwardConfig
 from gateway.outputs.config import OutputsConfig
 from gateway.pipeline.config import ScoringConfig
 
@@ -239,6 +240,8 @@ class GatewayConfig(BaseSettings):
     """local alert rules, re-notification, escalation, maintenance windows (docs/alerts.md)"""
     outputs: OutputsConfig = OutputsConfig()
     """where alert events go: local MQTT, node commands, script hook, webhook, e-mail (docs/outputs.md)"""
+    forward: ForwardConfig = ForwardConfig()
+    """summaries, alerts and events into a time-series store, store-and-forward (docs/forwarding.md)"""
     web: WebConfig = WebConfig()
     """the maintenance dashboard (docs/dashboard.md)"""
 

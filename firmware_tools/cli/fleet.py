@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -112,6 +113,14 @@ def flash(
         float | None,
         typer.Option(help="Seconds to wait for a node's self-test verdict (default 60)."),
     ] = None,
+    image_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fleet private key: signs the MCUboot image built for stock image-path "
+            "smp-serial nodes (their MCUboot checks it). Without it the image carries "
+            "MCUboot's SHA256 only.",
+        ),
+    ] = None,
 ) -> None:
     """Flash a signed model onto nodes, in parallel, with retries that resume.
 
@@ -131,8 +140,13 @@ def flash(
     except FieldgateError as exc:
         raise fail(console, exc) from exc
     from firmware_tools.flash.orchestrate import FlashOptions
+    from firmware_tools.signing import load_private_key
 
-    links = _links(baud, ble_hci, defaults)
+    try:  # the key that signs MCUboot images (stock image path)
+        fleet_key = None if image_key is None else load_private_key(image_key)
+    except FieldgateError as exc:
+        raise fail(console, exc) from exc
+    links = dataclasses.replace(_links(baud, ble_hci, defaults), fleet_key=fleet_key)
     options = FlashOptions(
         retries=defaults.retries if retries is None else retries,
         parallel=parallel or defaults.parallel,

@@ -121,6 +121,9 @@ def render_dry_run(console: Console, rows: list[DryRunRow], m: ModelManifest) ->
             _outcome_text(r.verdict) if r.verdict in _OUTCOME_STYLE else f"[red]{r.verdict}[/]",
         )
     console.print(table)
+    for r in rows:  # the path each MCUmgr node's capabilities chose
+        if r.path:
+            console.print(f"{r.node_id}: {r.path}", highlight=False)
     console.print(
         "zlib -9 size is informational: the transfers send the model uncompressed. Estimates "
         "use nominal rates (serial: baud/10 × 0.9; smp-serial: baud/10 × 0.65; smp-ble: "
@@ -132,6 +135,7 @@ def render_dry_run(console: Console, rows: list[DryRunRow], m: ModelManifest) ->
 def node_info_dict(node_info: NodeInfo, transport: str) -> dict[str, object]:
     return {
         "node_id": node_info.node_id,
+        "path": node_info.path,  # how flash-model reaches this node's model
         "transport": transport,
         "target": node_info.target,
         "slot_bytes": node_info.slot_bytes,
@@ -173,3 +177,5 @@ def render_node_info(console: Console, node_info: NodeInfo, address: str) -> Non
     if not node_info.slots:
         table.add_row("-", "(no model)", "", "", "", "", "")
     console.print(table)
+    if node_info.path:  # which path the node's capabilities chose
+        console.print(f"path: {node_info.path}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from firmware_tools.flash.api import NodeFlasher
 from firmware_tools.flash.inventory import NodeEntry, Transport
 from gateway.errors import ConfigError
@@ -27,6 +29,7 @@ class LinkOptions:
     baud: int = 115_200
     ble_hci: str | None = None  # Bumble HCI transport spec for smp-ble ("usb:0", "tcp-client:...")
     timeout_s: float = 5.0  # how long a node may stay silent before it counts as unreachable
+    fleet_key: Ed25519PrivateKey | None = None  # issue 15: signs MCUboot images (image path)
 
 
 class FlasherFactory:
@@ -83,10 +86,17 @@ class FlasherFactory:
                     entry.node_id, entry.address, site=entry.site, timeout_s=opts.timeout_s
                 )
             case Transport.SMP_SERIAL:
-                from firmware_tools.flash.smp_flasher import SmpSerialFlasher
+                # issue 15: capabilities first; our profile is one of the paths it picks.
+                from firmware_tools.flash.mcumgr.flasher import McuMgrFlasher
 
-                return SmpSerialFlasher(
-                    entry.node_id, entry.address, baud=opts.baud, timeout_s=opts.timeout_s
+                return McuMgrFlasher(
+                    entry.node_id,
+                    entry.address,
+                    baud=opts.baud,
+                    timeout_s=opts.timeout_s,
+                    options=entry.mcumgr,
+                    target=entry.target,
+                    fleet_key=opts.fleet_key,
                 )
             case Transport.SMP_BLE:
                 if opts.ble_hci is None:

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from firmware_tools.flash.mcumgr.options import KEYS as MCUMGR_KEYS
+from firmware_tools.flash.mcumgr.options import McuMgrOptions, parse_options
 from gateway.errors import ConfigError
 from gateway.protocol.manifest import TARGET_CLASSES
 
@@ -67,6 +69,8 @@ class NodeEntry:
     site: str | None = None
     target: str | None = None  # expected target class; None = accept what the node reports
     origin: str = ""  # where it was declared, for messages: "fleet.toml: node[2]", "--to ..."
+    # issue 15: smp-serial nodes' MCUmgr settings (smp_kind, model_dir, fs_activate, ...)
+    mcumgr: McuMgrOptions = field(default_factory=McuMgrOptions)
 
     def describe(self) -> str:
         """The address as a person would write it (a node spec)."""
@@ -224,7 +228,7 @@ def _parse_node(raw: Any, path: Path, index: int) -> NodeEntry:
         raise ConfigError(where, "must be a table: [[node]]")
     if isinstance(raw.get("id"), str):
         where = f"{where} ({raw['id']})"
-    _no_unknown_keys(raw, {"id", "transport", "address", "site", "target"}, where)
+    _no_unknown_keys(raw, {"id", "transport", "address", "site", "target"} | MCUMGR_KEYS, where)
     node_id = _str(raw, "id", where)
     _check_node_id(node_id, f"{where}.id")
     transport = _transport(_str(raw, "transport", where), f"{where}.transport")
@@ -243,7 +247,14 @@ def _parse_node(raw: Any, path: Path, index: int) -> NodeEntry:
             f"{where}.target",
             f"unknown target class {target!r}; choose one of {', '.join(sorted(TARGET_CLASSES))}",
         )
-    return NodeEntry(node_id, transport, address, site=site, target=target, origin=where)
+    # issue 15: per-node MCUmgr settings, for smp-serial nodes only
+    mcumgr_raw = {k: v for k, v in raw.items() if k in MCUMGR_KEYS}
+    if mcumgr_raw and transport is not Transport.SMP_SERIAL:
+        raise ConfigError(f"{where}.{sorted(mcumgr_raw)[0]}", "only smp-serial nodes take this key")
+    mcumgr = parse_options(mcumgr_raw, where)
+    return NodeEntry(
+        node_id, transport, address, site=site, target=target, origin=where, mcumgr=mcumgr
+    )
 
 
 def _broker_url(text: str, key: str) -> str:

@@ -282,6 +282,13 @@ class _NodeRun:
                 return self._result(outcome, started, refusal_message(exc))
             except FlashError as exc:
                 last_error = exc
+                # issue 15: an error code no retry can change (FILE_NOT_FOUND, bad header)
+                if getattr(exc, "permanent", False):
+                    return self._result(Outcome.FAILED, started, f"{exc} (permanent: not retried)")
+            except OSError as exc:
+                # issue 15: a port that vanishes or a node that resets mid-request is this
+                # node's failure (retried, resuming), never the fleet run's.
+                last_error = NodeUnreachable(self.node_id, f"link error: {exc}")
         assert last_error is not None
         tries = f"after {self.attempts} attempt{'s' if self.attempts > 1 else ''}"
         if isinstance(last_error, NodeUnreachable):
@@ -398,6 +405,7 @@ class DryRunRow:
     rate_bytes_per_s: float
     estimated_s: float
     verdict: str  # "would flash", or why it would not
+    path: str = ""  # issue 15: how the model would reach the node (MCUmgr capabilities)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -430,11 +438,14 @@ async def dry_run(
     async def one(flasher: NodeFlasher) -> None:
         expected = expected_targets.get(flasher.node_id)
         async with gate:
+            answered = False  # issue 15: "answered but cannot take a model" vs "unreachable"
             try:
                 info: NodeInfo | None = await flasher.info()
                 error = ""
-            except FlashError as exc:
+            except NodeUnreachable as exc:
                 info, error = None, str(exc)
+            except (FlashError, OSError) as exc:
+                info, error, answered = None, str(exc), not isinstance(exc, OSError)
         if info is not None:
             target, slot, ram, budget_from = info.target, info.slot_bytes, info.ram_bytes, "node"
             v = preflight(info, manifest, expected)
@@ -448,7 +459,11 @@ async def dry_run(
             target = expected or manifest.target
             tc = TARGET_CLASSES[target]
             slot, ram, budget_from = tc.flash_bytes, tc.ram_bytes, "target class"
-            verdict = f"unreachable ({error}); budget from target class {target}"
+            verdict = (
+                f"answered but cannot take a model ({error})"
+                if answered
+                else f"unreachable ({error}); budget from target class {target}"
+            )
         rate = nominal_rate(flasher.transport, baud)
         rows[flasher.node_id] = DryRunRow(
             node_id=flasher.node_id,
@@ -465,6 +480,7 @@ async def dry_run(
             rate_bytes_per_s=rate,
             estimated_s=round(len(artifact) / rate, 2),
             verdict=verdict,
+            path=info.path if info is not None else "",
         )
 
     async with asyncio.TaskGroup() as tg:

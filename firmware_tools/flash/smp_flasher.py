@@ -50,6 +50,7 @@ from smpclient.transport.ble import (
 from smpclient.transport.serial import BufferSize, SMPSerialTransport
 
 from firmware_tools.flash.api import NodeRefused, NodeUnreachable, ProgressCallback
+from firmware_tools.flash.mcumgr.errors import rc_name
 from gateway.errors import FlashError
 from gateway.protocol.messages import SlotInfo
 from gateway.protocol.signed_manifest import SignedManifest
@@ -255,7 +256,10 @@ class _SmpFlasher(abc.ABC):
             response = await client.request(request)
         except (TimeoutError, SMPTransportDisconnected, BleakError) as exc:
             await self._drop()
-            raise NodeUnreachable(self.node_id, f"no answer to an SMP request ({exc})") from exc
+            # issue 15: the request's name, not smpclient's repr of its header and bytes
+            raise NodeUnreachable(
+                self.node_id, f"no answer to {type(request).__name__} ({type(exc).__name__})"
+            ) from exc
         except SMPClientException as exc:
             await self._drop()
             raise FlashError(f"{self.node_id}: bad SMP answer: {exc}") from exc
@@ -301,7 +305,8 @@ class _SmpFlasher(abc.ABC):
                 if int(response.err.group) == smphdr.GroupId.IMAGE_MANAGEMENT
                 else None
             )
-            detail = f"group {int(response.err.group)} rc {int(response.err.rc)}"
+            # issue 15: named by the group's own codes, never "group 1 rc 22"
+            detail = rc_name(int(response.err.rc), int(response.err.group))
         if reason is None:
             return FlashError(f"{self.node_id}: the node answered an SMP error ({detail})")
         return NodeRefused(self.node_id, reason, _ADVICE[reason])

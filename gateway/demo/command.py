@@ -64,6 +64,13 @@ def demo(  # noqa: PLR0917 - Typer maps options to parameters
             "as real nodes boot with new boot ids; printed in the summary).",
         ),
     ] = None,
+    influx: Annotated[
+        str | None,
+        typer.Option(
+            help="Forward summaries to this InfluxDB v2 write API (e.g. a VictoriaMetrics at "
+            "http://127.0.0.1:8428); unreachable, the status shows the backlog growing.",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway with simulated nodes and show node status, scores and alerts live.
 
@@ -107,6 +114,7 @@ def demo(  # noqa: PLR0917 - Typer maps options to parameters
                     node_model=node_model,
                     console=console,
                     seed=seed,
+                    influx=influx,
                 )
             )
         if result is not None:

@@ -24,6 +24,7 @@ from gateway.demo.scenario import (
     node_ids,
 )
 from gateway.demo.view import render
+from gateway.forward.demo import demo_forward_config
 from gateway.outputs.bus import Subscription
 from gateway.store.journal_reader import JournalReader
 
@@ -46,6 +47,7 @@ async def run_demo(
     stop: asyncio.Event | None = None,
     console: Console | None = None,
     seed: int = 0,
+    influx: str | None = None,
 ) -> DemoResult:
     """Run the demo until ``seconds`` pass or ``stop`` is set; everything started is stopped.
 
@@ -131,6 +133,7 @@ async def run_demo(
             metrics={"enabled": True, "port": 0},
             scoring=scenario.scoring_config(rate_hz),
             alerts=scenario.alerts_config(),
+            forward=demo_forward_config(influx),
             web={"enabled": True, "port": 0},
         )
         web_password = first_admin_password(data_dir)

@@ -18,6 +18,7 @@ from gateway.demo.scenario import (
     Scenario,
 )
 from gateway.events import AlertEventKind, Severity
+from gateway.forward.demo import upstream_status
 from gateway.store.journal_reader import JournalReader
 
 
@@ -99,7 +100,7 @@ def render(
     alerts: AlertLog | None = None,
 ) -> Group:
     table = Table(
-        title="fieldgate — live node status",
+        title="fieldgate — live node status" + upstream_status(gateway.forwarder),
         caption=_SCORE_CAPTION.format(threshold=DEMO_ANOMALY_THRESHOLD),
         expand=True,
         box=box.SIMPLE_HEAD,

@@ -69,6 +69,12 @@ def _to_json_value(key: Key, value: Any) -> Any:
     return value
 
 
+def is_json_payload(payload: bytes | bytearray | memoryview) -> bool:
+    """True when ``payload`` is in the JSON form: its first byte is ``{`` (a CBOR message
+    starts with a map header, 0xa0-0xbf). Downlinks answer a node in its uplinks' form."""
+    return payload[:1] == b"{"
+
+
 def encode_json_message(msg: Message) -> bytes:
     """Validate ``msg`` and encode it as compact UTF-8 JSON (round-trips exactly)."""
     validate_message(msg)

@@ -16,7 +16,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from gateway.errors import PayloadError, TopicError
-from gateway.protocol.json_payload import decode_json_message, encode_json_message
+from gateway.protocol.json_payload import decode_json_message, encode_json_message, is_json_payload
 from gateway.protocol.messages import (
     Ack,
     Command,
@@ -189,7 +189,7 @@ def decode_mqtt_payload(
     expected = _CLASS_OF_KIND.get(kind)
     if expected is None:
         raise PayloadError(f"unknown topic kind {kind!r}", raw, 0)
-    msg = decode_json_message(raw) if raw[:1] == b"{" else decode_message(raw)
+    msg = decode_json_message(raw) if is_json_payload(raw) else decode_message(raw)
     if type(msg) is not expected:
         raise PayloadError(
             f"a {type(msg).__name__} was published on a {str(kind)!r} topic, "

@@ -36,6 +36,9 @@ class NodeInfo:
     slot_bytes: int
     ram_bytes: int
     slots: tuple[SlotInfo, ...]
+    # How flash-model reaches the model on this node (MCUmgr nodes: "stock fs group
+    # (sha256); groups ...; buf 1024 x 4"); empty for transports with one way only.
+    path: str = ""
 
     @property
     def active(self) -> SlotInfo | None:

@@ -4,12 +4,16 @@ Durability across the broker: the session is persistent (``clean_session=False``
 with a fixed client id) and paho's manual acknowledgement is switched on, so a
 QoS 1 message is PUBACKed to the broker only once the journal has committed it.
 If the gateway dies before that, the broker redelivers it on reconnect and the
-journal drops the copy it may already hold. aiomqtt 2.x does not expose paho's
-``manual_ack``; we reach the paho client it wraps (``Client._client``) for exactly
-two calls, ``manual_ack_set`` and ``ack`` (a test pins that behaviour).
+journal drops the copy it may already hold.
 
-The same paho client reads and writes through a buffered, corked socket
-(gateway.sources.mqtt_socket): on a busy link that saves most of the system calls.
+paho-mqtt is driven through its documented external-loop API
+(gateway.sources.mqtt_loop), reading in batches and writing corked rounds through a
+buffered socket (gateway.sources.mqtt_socket): on a busy link that saves most of the
+system calls.
+
+Acks and commands go back in the form (CBOR or JSON) of the node's latest uplink
+(docs/protocol.md, "Payloads: CBOR or JSON"), so a node without a CBOR library can
+read what the gateway tells it.
 """
 
 from __future__ import annotations
@@ -17,17 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any
 from urllib.parse import urlsplit
 
-import aiomqtt
+import paho.mqtt.client as paho
 
-from gateway.aio_compat import being_cancelled, checkpoint
 from gateway.config import MqttConfig
 from gateway.downlink import Downlinks, LinkReach
-from gateway.errors import CodecError, TopicError
+from gateway.errors import CodecError, TopicError, TransportError
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
+from gateway.protocol.json_payload import encode_json_message, is_json_payload
 from gateway.protocol.messages import Ack, Command, Transport
 from gateway.protocol.mqtt_topics import (
     decode_mqtt_payload,
@@ -38,7 +41,7 @@ from gateway.protocol.mqtt_topics import (
 from gateway.protocol.payload import encode_message
 from gateway.retry import Backoff
 from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
-from gateway.sources.mqtt_socket import ReadControl, install_socket_buffering
+from gateway.sources.mqtt_loop import PahoConnection
 
 _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
@@ -63,6 +66,7 @@ class MqttSource:
         self._queue = queue
         self._admission = Admission(Transport.MQTT, metrics, allowed_nodes)
         self._mailbox = AckMailbox()
+        self._json_nodes: set[str] = set()  # nodes whose latest uplink was JSON
         url = urlsplit(config.url)
         self._host = url.hostname or "127.0.0.1"
         self._port = url.port or 1883
@@ -81,88 +85,76 @@ class MqttSource:
     async def run(self) -> None:
         backoff = Backoff(max_s=self._config.reconnect_max_s)
         while True:
-            client = aiomqtt.Client(
-                self._host,
-                self._port,
-                identifier=self._config.client_id,
-                clean_session=False,
-                keepalive=self._config.keepalive_s,
-                username=self._config.username,
-                password=self._config.password_value(),
-            )
-            paho = client._client  # noqa: SLF001 - replaced by the mqtt public-API rework
-            paho.manual_ack_set(True)
-            reads = install_socket_buffering(paho)
-            # Before connecting: a persistent session's backlog arrives right after CONNACK.
-            backlog, has_backlog = self._take_messages_from(paho, reads)
+            backlog: deque[Envelope] = deque()
+            has_backlog = asyncio.Event()
+            conn = self._connection(backlog, has_backlog)
             try:
-                async with client, asyncio.TaskGroup() as tg:
+                async with conn, asyncio.TaskGroup() as tg:
                     self.connections += 1
-                    # First the pump: a session's backlog may fill the queue and pause reading
-                    # before SUBACK is read, and only the pump resumes it.
-                    tg.create_task(
-                        self._pump(backlog, has_backlog, reads), name=f"{self.name}:pump"
-                    )
+                    tg.create_task(conn.serve(), name=f"{self.name}:link")
+                    # Before subscribing: a session's backlog may fill the queue and pause
+                    # reading before SUBACK is read, and only the pump resumes it.
+                    tg.create_task(self._pump(backlog, has_backlog, conn), name=f"{self.name}:pump")
                     # Uplink kinds only: a '+' for the kind would echo our own acks back.
-                    await client.subscribe([(f, 1) for f in uplink_filters(self._site)])
-                    checkpoint()
+                    await conn.subscribe([(f, 1) for f in uplink_filters(self._site)])
                     self.ready.set()
                     backoff.reset()
                     _LOGGER.info("mqtt: connected to %s:%d", self._host, self._port)
-                    tg.create_task(self._send_acks(client), name=f"{self.name}:acks")
-                    tg.create_task(self._send_commands(client), name=f"{self.name}:commands")
-                    await self._receive(client)
-            except* aiomqtt.MqttError as group:
+                    tg.create_task(self._send_acks(conn), name=f"{self.name}:acks")
+                    tg.create_task(self._send_commands(conn), name=f"{self.name}:commands")
+            except* TransportError as group:
                 self.ready.clear()
                 self._forget_nodes()
-                if being_cancelled():
-                    # aiomqtt turns a cancelled read into MqttError; shutting down wins.
-                    raise asyncio.CancelledError from None
                 delay = backoff.next_delay()
                 _LOGGER.warning("mqtt: %s; reconnecting in %.1f s", group.exceptions[0], delay)
                 await asyncio.sleep(delay)
 
-    def _take_messages_from(
-        self, paho: Any, reads: ReadControl
-    ) -> tuple[deque[Envelope], asyncio.Event]:
-        """Decode and queue messages straight from paho's callback.
+    def _connection(self, backlog: deque[Envelope], has_backlog: asyncio.Event) -> PahoConnection:
+        def on_message(message: paho.MQTTMessage) -> None:
+            self._on_message(message, conn, backlog, has_backlog)
 
-        The callback runs on this event loop (aiomqtt drives paho from loop reader callbacks);
-        it replaces aiomqtt's iterator, which costs a task and an asyncio.wait per message,
-        more than decoding and admitting it. Envelopes the bounded ingest queue cannot take
-        at once wait in ``backlog``, in order, and the pump feeds them with the queue's own
-        policy. The first one that waits pauses reading from the broker until the pump has
-        handed the backlog over: TCP flow control then keeps the rest at the broker, so a
-        long backlog after an outage never piles up in gateway memory, whatever in-flight
-        window the broker allows.
+        # The message handler is in place before CONNECT: a persistent session's backlog
+        # arrives right after CONNACK, before SUBACK.
+        conn = PahoConnection(
+            self._host,
+            self._port,
+            client_id=self._config.client_id,
+            keepalive_s=self._config.keepalive_s,
+            username=self._config.username,
+            password=self._config.password_value(),
+            on_message=on_message,
+        )
+        return conn
+
+    def _on_message(
+        self,
+        message: paho.MQTTMessage,
+        conn: PahoConnection,
+        backlog: deque[Envelope],
+        has_backlog: asyncio.Event,
+    ) -> None:
+        """Decode and queue one message, straight from paho's read loop.
+
+        Envelopes the bounded ingest queue cannot take at once wait in ``backlog``, in
+        order, and the pump feeds them with the queue's own policy. The first one that
+        waits pauses reading from the broker until the pump has handed the backlog over:
+        TCP flow control then keeps the rest at the broker, so a long backlog after an
+        outage never piles up in gateway memory, whatever in-flight window the broker allows.
         """
-        backlog: deque[Envelope] = deque()
-        has_backlog = asyncio.Event()
-
-        def on_message(_client: Any, _userdata: Any, message: Any) -> None:
-            self.received += 1
-            env = self._envelope(message, paho)
-            if env is None:
-                return
-            if not backlog and self._queue.try_put(env):
-                return
-            backlog.append(env)
-            has_backlog.set()
-            if not reads.paused:
-                self.read_pauses += 1
-                reads.pause()
-
-        paho.on_message = on_message
-        return backlog, has_backlog
-
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        # Never yields (paho's on_message takes every message); it raises MqttError when
-        # the connection drops, which is what ends this receive loop.
-        async for message in client.messages:
-            _LOGGER.error("mqtt: message bypassed the receiver: %s", message.topic)
+        self.received += 1
+        env = self._envelope(message, conn)
+        if env is None:
+            return
+        if not backlog and self._queue.try_put(env):
+            return
+        backlog.append(env)
+        has_backlog.set()
+        if not conn.paused:
+            self.read_pauses += 1
+            conn.pause_reading()
 
     async def _pump(
-        self, backlog: deque[Envelope], has_backlog: asyncio.Event, reads: ReadControl
+        self, backlog: deque[Envelope], has_backlog: asyncio.Event, conn: PahoConnection
     ) -> None:
         while True:
             await has_backlog.wait()
@@ -170,21 +162,21 @@ class MqttSource:
                 await self._queue.put(backlog[0])
                 backlog.popleft()
             has_backlog.clear()
-            reads.resume()
+            conn.resume_reading()
 
-    def _envelope(self, message: Any, paho: Any) -> Envelope | None:
+    def _envelope(self, message: paho.MQTTMessage, conn: PahoConnection) -> Envelope | None:
         """Decode and admit one paho message; None (and PUBACKed) when it will not enter."""
         mid, qos = message.mid, message.qos
 
         def puback() -> None:
             if qos > 0:
-                paho.ack(mid, qos)
+                conn.ack(mid, qos)
                 self.pubacked += 1
 
         try:
             topic: str = message.topic  # paho decodes it here and raises on invalid UTF-8
         except UnicodeDecodeError as exc:
-            raw_topic = bytes(getattr(message, "_topic", b""))
+            raw_topic = bytes(exc.object)
             self._admission.malformed(
                 repr(raw_topic[:80]), TopicError(f"topic is not valid UTF-8: {exc}", raw_topic, 0)
             )
@@ -207,9 +199,21 @@ class MqttSource:
         if not self._admission.admit(msg, topic):
             puback()
             return None
+        # Answer in the form of the node's latest uplink. Bounded like LinkReach: by the
+        # nodes admitted on this link.
+        if is_json_payload(message.payload):
+            self._json_nodes.add(msg.node_id)
+        else:
+            self._json_nodes.discard(msg.node_id)
         return Envelope(msg, Transport.MQTT, now_ms(), self._mailbox, on_durable=puback)
 
-    async def _send_acks(self, client: aiomqtt.Client) -> None:
+    def _payload_for(self, msg: Ack | Command) -> bytes:
+        """``msg`` encoded in the form of its node's latest uplink (CBOR or JSON)."""
+        if msg.node_id in self._json_nodes:
+            return encode_json_message(msg)
+        return encode_message(msg)
+
+    async def _send_acks(self, conn: PahoConnection) -> None:
         while True:
             # Acks are cumulative: pausing between rounds lets one ack per node cover many
             # commits instead of one publish per node per commit.
@@ -218,10 +222,10 @@ class MqttSource:
                 self._reach.note(ack.node_id)
                 # QoS 0: acks are cumulative, so a lost one is covered by the next, and
                 # waiting for a PUBACK per ack would throttle ingest to the broker's RTT.
-                await client.publish(
-                    format_topic(self._site, ack.node_id, "ack"), encode_message(ack), qos=0
+                # All acks of a round leave in one corked write.
+                conn.publish(
+                    format_topic(self._site, ack.node_id, "ack"), self._payload_for(ack), qos=0
                 )
-                checkpoint()
 
     def send_command(self, command: Command) -> bool:
         """Queue ``command`` for a QoS 1 publish to the node's cmd topic; False while the
@@ -232,11 +236,10 @@ class MqttSource:
         self._reach.forget_all()
         self._commands.drop_all()
 
-    async def _send_commands(self, client: aiomqtt.Client) -> None:
+    async def _send_commands(self, conn: PahoConnection) -> None:
         while True:
             command = await self._commands.get()
             # QoS 1 (unlike acks): a command is not cumulative, so the broker must take it.
-            await client.publish(
-                format_topic(self._site, command.node_id, "cmd"), encode_message(command), qos=1
+            await conn.publish_confirmed(
+                format_topic(self._site, command.node_id, "cmd"), self._payload_for(command)
             )
-            checkpoint()

@@ -1,4 +1,4 @@
-"""Fewer system calls under paho: buffered reads, and writes coalesced per write round.
+"""Fewer system calls under paho: buffered reads, and writes corked per write round.
 
 paho reads an MQTT packet with one ``recv`` for the fixed header byte, one per
 remaining-length byte and one for the body, and writes every queued packet with its own
@@ -8,35 +8,30 @@ gateway does with a reading. Each one also releases the GIL, and getting it back
 journal thread can take a while.
 
 :class:`BufferedSocket` reads whatever the kernel holds in one call and serves paho's small
-reads from memory. Bytes held in user space are invisible to ``epoll``, so somebody must
-keep reading until the buffer is empty: paho and aiomqtt already do that for TLS sockets,
-whose decrypted bytes live in user space too, by calling ``loop_read`` again while the
-socket's ``pending()`` is non-zero. The wrapper reports its buffered byte count there.
+reads from memory. Bytes held in user space are invisible to ``epoll``, so whoever drives
+paho keeps calling ``loop_read`` while :meth:`BufferedSocket.pending` is non-zero, as paho's
+own loop does for TLS sockets, whose decrypted bytes live in user space too.
 
-Writes: inside one ``loop_write`` (one writable callback) the socket is *corked*: packets
-are collected and leave in one ``send`` when the round ends. What the kernel will not take
-then stays here, in order, and the socket's writer callback stays registered until it is out.
+Writes: between :meth:`BufferedSocket.cork` and :meth:`BufferedSocket.uncork` (one
+``loop_write`` round) packets are collected and leave in one ``send``. What the kernel
+will not take then stays here, in order, until the next round.
 
-Reads can also be paused (:class:`ReadControl`): the gateway stops taking messages while
-its ingest queue is full, and TCP flow control keeps the rest at the broker instead of in
-gateway memory.
+Reads can also be paused (``reading_paused``): ``recv`` then says "would block", so paho
+stops between packets and TCP flow control keeps the rest at the broker.
 
-paho has no public hook for its socket; :func:`install_socket_buffering` wraps the private
-``Client._create_socket`` and the public ``Client.loop_write`` and ``Client.loop_read`` of
-one paho client (a test pins that paho still has them).
+paho has no public way to hand it a socket. :func:`buffer_sockets` wraps the one private
+method that creates it, ``Client._create_socket`` (the only private access of the MQTT
+source; ``paho-mqtt`` is pinned below 3 and a unit test pins the method's presence).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import socket
 import ssl
-from collections.abc import Callable
 from typing import Any
 
-from paho.mqtt.client import MQTT_ERR_SUCCESS
+import paho.mqtt.client as paho
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,14 +62,15 @@ class BufferedSocket:
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._corked = False
-        self._writer_fd: int | None = None  # our own writable callback, while bytes wait
         self.closed = False
-        # While paused, buffered bytes are not offered: readers stop at pending() == 0.
+        # While paused, recv() would block and pending() is 0, so paho stops reading.
         self.reading_paused = False
 
     # -- reads ---------------------------------------------------------------------------
 
     def recv(self, bufsize: int) -> bytes:
+        if self.reading_paused:
+            raise BlockingIOError("reading is paused")
         available = len(self._buffer) - self._offset
         if available == 0:
             data: bytes = self._inner.recv(max(bufsize, READ_SIZE))
@@ -101,6 +97,11 @@ class BufferedSocket:
 
     # -- writes --------------------------------------------------------------------------
 
+    @property
+    def unsent(self) -> int:
+        """Bytes accepted from paho that the kernel has not taken yet."""
+        return self._out_bytes
+
     def send(self, data: bytes | bytearray | memoryview) -> int:
         if self._out_bytes >= WRITE_LIMIT or (self._out and not self._corked):
             self._flush()
@@ -117,30 +118,20 @@ class BufferedSocket:
         """Collect sends until :meth:`uncork`."""
         self._corked = True
 
-    def uncork(
-        self, on_writable: Callable[[], object], paho_wants_write: Callable[[], bool]
-    ) -> None:
-        """Send what was collected. What the kernel will not take now waits for
-        ``on_writable``, registered as the socket's writer callback until it is all out
-        (or until paho, which has packets of its own queued, keeps the writer registered)."""
+    def uncork(self) -> bool:
+        """Send what was collected; True when the kernel took all of it.
+
+        Raises ``OSError`` when the connection is broken (what was collected is dropped).
+        """
         self._corked = False
         if self.closed:
-            return
+            return True
         try:
             self._flush()
-        except OSError as exc:
-            # A dead connection: drop what cannot be sent and let paho's reader see the end
-            # of the stream, which is how it notices a lost connection anyway.
-            _LOGGER.debug("mqtt socket: send failed (%s); shutting it down", exc)
+        except OSError:
             self._out, self._out_bytes = [], 0
-            with contextlib.suppress(OSError):
-                self._inner.shutdown(socket.SHUT_RDWR)
-        if self._out:
-            self._watch_writable(on_writable)
-        elif self._writer_fd is not None:
-            # paho's own registration follows want_write() at the end of every loop_write;
-            # whichever callback is registered now calls the same corked loop_write.
-            self._watch_writable(None, keep=paho_wants_write())
+            raise
+        return not self._out
 
     def _flush(self) -> None:
         while self._out:
@@ -153,31 +144,12 @@ class BufferedSocket:
             rest = data[sent:]
             self._out, self._out_bytes = ([rest], len(rest)) if rest else ([], 0)
 
-    def _watch_writable(
-        self, on_writable: Callable[[], object] | None, *, keep: bool = False
-    ) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # not on an event loop: the next send flushes instead
-        if on_writable is not None:
-            self._writer_fd = self._inner.fileno()
-            loop.add_writer(self._writer_fd, on_writable)
-        elif self._writer_fd is not None:
-            if not keep:
-                loop.remove_writer(self._writer_fd)
-            self._writer_fd = None
-
     def close(self) -> None:
         self.closed = True
-        self._buffer, self._offset = b"", 0  # readers loop while pending() > 0
+        self._buffer, self._offset = b"", 0
         with contextlib.suppress(OSError):
             self._flush()  # best effort: a DISCONNECT may be waiting here
         self._out, self._out_bytes = [], 0
-        if self._writer_fd is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_writer(self._writer_fd)
-            self._writer_fd = None
         self._inner.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -190,85 +162,17 @@ class BufferedSocket:
         )
 
 
-class ReadControl:
-    """Pause and resume reading from one paho client's broker connection.
+def buffer_sockets(client: paho.Client) -> None:
+    """Make every connection ``client`` opens from now on a :class:`BufferedSocket`.
 
-    Paused, the socket leaves the event loop's readers and paho's ``loop_read`` returns at
-    once, so no message is taken until :meth:`resume`; bytes already buffered wait here.
-    aiomqtt's reader callback is gone after a pause, so a resumed socket is read by
-    :meth:`_read`, which does what it did: ``loop_read`` until nothing is pending. A pause
-    longer than the keepalive ends the connection (paho misses the PINGRESP), and the
-    source reconnects; the broker still holds everything not PUBACKed.
+    The one private access of the MQTT source: paho 2.x creates its socket in
+    ``Client._create_socket`` and offers no public hook to supply or wrap it. Wrapping it
+    keeps paho's own TCP, TLS, proxy and websocket handling; everything else the source
+    does goes through paho's documented external-loop API.
     """
-
-    def __init__(self, paho_client: Any) -> None:
-        self._paho = paho_client
-        self.paused = False
-
-    def pause(self) -> None:
-        if self.paused:
-            return
-        self.paused = True
-        sock = self._paho.socket()
-        if isinstance(sock, BufferedSocket) and not sock.closed:
-            sock.reading_paused = True
-            asyncio.get_running_loop().remove_reader(sock.fileno())
-
-    def resume(self) -> None:
-        if not self.paused:
-            return
-        self.paused = False
-        sock = self._paho.socket()
-        if not isinstance(sock, BufferedSocket) or sock.closed:
-            return  # the connection went away meanwhile; its successor reads afresh
-        sock.reading_paused = False
-        loop = asyncio.get_running_loop()
-        loop.add_reader(sock.fileno(), self._read)
-        if sock.pending():
-            loop.call_soon(self._read)  # buffered bytes will not wake the selector
-
-    def _read(self) -> None:
-        sock = self._paho.socket()
-        try:
-            while not self.paused:
-                self._paho.loop_read()
-                current = self._paho.socket()
-                if current is None or not current.pending():
-                    break
-        except Exception:
-            _LOGGER.exception("mqtt: reading from the broker failed; dropping the connection")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)  # paho sees the end of the stream
-
-
-def install_socket_buffering(paho_client: Any) -> ReadControl:
-    """Make every connection ``paho_client`` opens from now on a :class:`BufferedSocket`,
-    corked for the length of each ``loop_write``; return the control that pauses its reads."""
-    create_socket = paho_client._create_socket  # noqa: SLF001 - replaced by the mqtt public-API rework
-    loop_write = paho_client.loop_write
-    loop_read = paho_client.loop_read
-    control = ReadControl(paho_client)
+    create_socket = client._create_socket  # noqa: SLF001 - no public socket hook in paho 2.x
 
     def create_buffered_socket() -> BufferedSocket:
         return BufferedSocket(create_socket())
 
-    def corked_loop_write() -> Any:
-        sock = paho_client.socket()
-        if not isinstance(sock, BufferedSocket):
-            return loop_write()
-        sock.cork()
-        try:
-            return loop_write()
-        finally:
-            sock.uncork(corked_loop_write, paho_client.want_write)
-
-    def gated_loop_read(max_packets: int = 1) -> Any:
-        if control.paused:
-            return MQTT_ERR_SUCCESS
-        return loop_read(max_packets)
-
-    paho_client._create_socket = create_buffered_socket  # noqa: SLF001 - replaced by the mqtt public-API rework
-    paho_client.loop_write = corked_loop_write
-    paho_client.loop_read = gated_loop_read
-    return control
+    client._create_socket = create_buffered_socket  # type: ignore[method-assign]  # noqa: SLF001 - as above

@@ -416,18 +416,26 @@ class Journal:
 
     # -- retention (invariant "Loss is explicit") --------------------------------------------
 
-    def enforce_budget(self, raw_budget_bytes: int, chunk_rows: int = 5000) -> int:
+    def enforce_budget(
+        self, raw_budget_bytes: int, chunk_rows: int = 5000, *, keep_from_id: int | None = None
+    ) -> int:
         """Evict the oldest raw readings until the file fits ``raw_budget_bytes``.
 
         Only raw readings are evicted (alerts and node inferences never are). Every evicted
         row is counted in the ``evictions`` table. Returns how many rows went.
+        ``keep_from_id``: rows from this id on are kept even over budget (the forwarder has
+        not summarised them yet). The newest row always stays, so ids never restart.
         """
         db = self._require()
         evicted = 0
+        limit = "SELECT max(id) FROM readings"
+        if keep_from_id is not None:
+            limit = f"SELECT min(({limit}), {int(keep_from_id)})"
         while size_bytes(db) > raw_budget_bytes:
             db.execute("BEGIN IMMEDIATE")
             cur = db.execute(
-                "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
+                "DELETE FROM readings WHERE id IN (SELECT id FROM readings"
+                f" WHERE id < ({limit}) ORDER BY id LIMIT ?)",
                 (chunk_rows,),
             )
             n = cur.rowcount

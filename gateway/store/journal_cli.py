@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gateway.store.journal import SCHEMA
+from gateway.store.journal_schema import SCHEMA
 from gateway.store.recovery import journal_problem, recover
 
 journal_app = typer.Typer(help="Check the journal, or salvage a damaged one.", no_args_is_help=True)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -144,10 +145,22 @@ class JournalWriter:
             self._executor.shutdown(wait=True)
             _LOGGER.info("journal closed")
 
-    async def run_retention(self, raw_budget_bytes: int) -> None:
-        """Keep the journal file within its byte budget, evicting raw readings first."""
+    async def run_retention(
+        self,
+        raw_budget_bytes: int,
+        *,
+        before_evict: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        """Keep the journal file within its byte budget, evicting raw readings first.
+
+        ``before_evict`` (the forwarder's catch-up) runs first and returns the lowest
+        reading id that must stay: nothing it has not summarised durably is evicted.
+        """
         await self.ready.wait()
         while True:
-            evicted = await self.call(lambda: self._journal.enforce_budget(raw_budget_bytes))
+            keep = await before_evict() if before_evict is not None else None
+            evicted = await self.call(
+                functools.partial(self._journal.enforce_budget, raw_budget_bytes, keep_from_id=keep)
+            )
             self._metrics.evicted += evicted
             await asyncio.sleep(self._config.retention_interval_s)

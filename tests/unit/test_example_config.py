@@ -117,3 +117,12 @@ def test_fieldgate_run_check_accepts_the_example() -> None:
     result = CliRunner().invoke(app, ["run", "--check", "--config", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
     assert '"pressure_high"' in result.stdout
+
+
+def test_example_forward_section_is_off_and_keeps_the_token_out_of_the_file() -> None:
+    fwd = load_config(EXAMPLE).forward
+    assert not fwd.enabled
+    assert fwd.token is None
+    assert fwd.token_file is None
+    assert fwd.interval_s == 60.0
+    assert fwd.budgets.total_bytes == 256 * 1024 * 1024

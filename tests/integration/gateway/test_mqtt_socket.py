@@ -1,21 +1,58 @@
-"""A buffered, corked paho socket against a real broker: nothing is held back, nothing reordered."""
+"""paho driven from asyncio through a buffered, corked socket, against a real broker:
+nothing is held back, nothing reordered, nothing PUBACKed before the caller says so."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiomqtt
+import paho.mqtt.client as paho
+import pytest
 
-from gateway.sources.mqtt_socket import BufferedSocket, install_socket_buffering
+from gateway.errors import TransportError
+from gateway.sources.mqtt_loop import PahoConnection
+from tests.fixtures.ports import free_port
 from tests.fixtures.servers import Mosquitto
 
 N = 2000
 
 
-def buffered_client(broker: Mosquitto, identifier: str, **kwargs: object) -> aiomqtt.Client:
-    client = aiomqtt.Client(broker.host, broker.port, identifier=identifier, **kwargs)  # type: ignore[arg-type]
-    install_socket_buffering(client._client)  # noqa: SLF001 - replaced by the mqtt public-API rework
-    return client
+class Inbox:
+    """Collects what a PahoConnection receives; PUBACKs each message as it arrives
+    unless told to hold them."""
+
+    def __init__(self, *, ack: bool = True) -> None:
+        self.messages: list[paho.MQTTMessage] = []
+        self.conn: PahoConnection | None = None
+        self._ack = ack
+        self.arrived = asyncio.Event()
+
+    def __call__(self, message: paho.MQTTMessage) -> None:
+        self.messages.append(message)
+        self.arrived.set()
+        if self._ack and self.conn is not None:
+            self.conn.ack(message.mid, message.qos)
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.messages) < count:
+            self.arrived.clear()
+            await self.arrived.wait()
+
+
+@asynccontextmanager
+async def connection(
+    broker: Mosquitto, client_id: str, inbox: Inbox
+) -> AsyncIterator[PahoConnection]:
+    conn = PahoConnection(
+        broker.host, broker.port, client_id=client_id, keepalive_s=30, on_message=inbox
+    )
+    inbox.conn = conn
+    async with conn, asyncio.TaskGroup() as tg:
+        serving = tg.create_task(conn.serve(), name="test:mqtt:serve")
+        yield conn
+        serving.cancel()
 
 
 async def test_a_backlog_and_the_quiet_message_after_it_all_arrive_in_order(
@@ -25,26 +62,20 @@ async def test_a_backlog_and_the_quiet_message_after_it_all_arrive_in_order(
     sub_id = f"{mqtt_prefix}-sub"
     # A persistent session collects the backlog while the subscriber is away, so on
     # reconnect the broker floods it: many packets per kernel read.
-    async with buffered_client(mosquitto, sub_id, clean_session=False) as sub:
-        await sub.subscribe(topic, qos=1)
+    async with connection(mosquitto, sub_id, Inbox()) as sub:
+        await sub.subscribe([(topic, 1)])
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
         await asyncio.gather(*(pub.publish(topic, i.to_bytes(4, "big"), qos=1) for i in range(N)))
-        async with buffered_client(mosquitto, sub_id, clean_session=False) as sub:
-            assert isinstance(sub._client.socket(), BufferedSocket)  # noqa: SLF001 - replaced by the mqtt public-API rework
-            got: list[int] = []
-            async with asyncio.timeout(20):
-                async for message in sub.messages:
-                    assert isinstance(message.payload, bytes)
-                    got.append(int.from_bytes(message.payload, "big"))
-                    if len(got) == N:
-                        break
-                assert got == list(range(N))
-                # After the backlog the buffer is empty; a single late message must still
-                # wake the reader (bytes left in user space would not).
-                await asyncio.sleep(0.2)
-                await pub.publish(topic, b"late", qos=1)
-                message = await anext(aiter(sub.messages))
-                assert message.payload == b"late"
+        inbox = Inbox()
+        async with connection(mosquitto, sub_id, inbox), asyncio.timeout(20):
+            await inbox.wait_for(N)
+            assert [int.from_bytes(m.payload, "big") for m in inbox.messages] == list(range(N))
+            # After the backlog the buffer is empty; a single late message must still
+            # wake the reader (bytes left in user space would not).
+            await asyncio.sleep(0.2)
+            await pub.publish(topic, b"late", qos=1)
+            await inbox.wait_for(N + 1)
+            assert inbox.messages[-1].payload == b"late"
 
 
 async def test_a_burst_published_through_corked_writes_arrives_whole(
@@ -53,12 +84,12 @@ async def test_a_burst_published_through_corked_writes_arrives_whole(
     topic = f"{mqtt_prefix}/corked"
     async with (
         aiomqtt.Client(mosquitto.host, mosquitto.port) as sub,
-        buffered_client(mosquitto, f"{mqtt_prefix}-pub") as pub,
+        connection(mosquitto, f"{mqtt_prefix}-pub", Inbox()) as pub,
     ):
         await sub.subscribe(topic, qos=1)
         # QoS 1 publishes wait for their PUBACKs, so these write rounds interleave with reads.
         await asyncio.gather(
-            *(pub.publish(topic, i.to_bytes(4, "big") * 64, qos=1) for i in range(N))
+            *(pub.publish_confirmed(topic, i.to_bytes(4, "big") * 64) for i in range(N))
         )
         got = []
         async with asyncio.timeout(20):
@@ -68,3 +99,56 @@ async def test_a_burst_published_through_corked_writes_arrives_whole(
                 if len(got) == N:
                     break
         assert sorted(got) == list(range(N))
+
+
+async def test_what_is_not_pubacked_is_redelivered_and_what_is_pubacked_is_not(
+    mosquitto: Mosquitto, mqtt_prefix: str
+) -> None:
+    topic = f"{mqtt_prefix}/manual"
+    sub_id = f"{mqtt_prefix}-manual"
+    async with connection(mosquitto, sub_id, Inbox()) as sub:
+        await sub.subscribe([(topic, 1)])
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
+        for i in range(10):
+            await pub.publish(topic, bytes([i]), qos=1)
+    held = Inbox(ack=False)
+    async with connection(mosquitto, sub_id, held) as sub, asyncio.timeout(10):
+        await held.wait_for(10)
+        for message in held.messages[:4]:
+            sub.ack(message.mid, message.qos)  # "committed": only the first four
+        await asyncio.sleep(0.2)  # the PUBACKs leave in the next write round
+    again = Inbox()
+    async with connection(mosquitto, sub_id, again), asyncio.timeout(10):
+        await again.wait_for(6)
+        await asyncio.sleep(0.2)  # anything more would have arrived by now
+    assert [m.payload[0] for m in again.messages] == list(range(4, 10))
+
+
+async def test_paused_reading_takes_nothing_until_resumed(
+    mosquitto: Mosquitto, mqtt_prefix: str
+) -> None:
+    topic = f"{mqtt_prefix}/paused"
+    inbox = Inbox()
+    async with (
+        connection(mosquitto, f"{mqtt_prefix}-paused", inbox) as sub,
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as pub,
+        asyncio.timeout(10),
+    ):
+        await sub.subscribe([(topic, 1)])
+        sub.pause_reading()
+        for i in range(50):
+            await pub.publish(topic, bytes([i]), qos=1)
+        await asyncio.sleep(0.3)
+        assert inbox.messages == []
+        sub.resume_reading()
+        await inbox.wait_for(50)
+        assert [m.payload[0] for m in inbox.messages] == list(range(50))
+
+
+async def test_no_broker_is_a_transport_error(mqtt_prefix: str) -> None:
+    conn = PahoConnection(
+        "127.0.0.1", free_port(), client_id=mqtt_prefix, keepalive_s=30, on_message=Inbox()
+    )
+    with pytest.raises(TransportError, match="cannot connect"):
+        async with conn:
+            pass

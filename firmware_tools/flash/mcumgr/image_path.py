@@ -1,0 +1,215 @@
+"""The stock image-group path: the model as an MCUboot image in a slot, through img_mgmt.
+
+Upload: the first request carries the image header (a stock node checks its magic on the
+first chunk and refuses an empty one), the image length, the image number and the sha256 of
+the whole upload, which names the session: after a break, the same first request makes the
+node answer with the offset it already holds, and the upload goes on from there. The upload is
+confirmed by the node's image state listing MCUboot's image hash in a slot.
+
+Activate: image state ``test`` for that hash, ``os reset``, then the state again: the new
+image active means MCUboot took it and flash-model confirms it; the old one active means the
+node went back (reported as a rollback). Rollback: ``test`` + ``confirm`` the other slot.
+An MCUboot build that cannot test-boot (RAM load, direct XIP) answers ``ENOTSUP``; that is
+reported by name and not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from smp.image_management import (
+    ImageStatesReadRequest,
+    ImageStatesWriteRequest,
+    ImageUploadWriteRequest,
+)
+
+from firmware_tools.flash.api import NodeRefused, ProgressCallback
+from firmware_tools.flash.mcumgr.capabilities import Capabilities, ImageSlot, image_slot
+from firmware_tools.flash.mcumgr.link import McuMgrLink
+from firmware_tools.flash.mcumgr.mcuboot_image import McubootImage, wrap
+from gateway.errors import FlashError
+from gateway.protocol.messages import SlotInfo
+from gateway.protocol.signed_manifest import SignedManifest
+from gateway.protocol.slots import RefusalReason
+
+if TYPE_CHECKING:
+    from firmware_tools.flash.mcumgr.flasher import McuMgrFlasher
+
+_LOGGER = logging.getLogger(__name__)
+_CBOR_BSTR_HEAD: Final = 3
+_FIRST_TIMEOUT_S: Final = 30.0  # the first chunk makes the node erase the slot
+
+
+class ImagePath:
+    """A model in MCUboot image ``image_number`` on a stock img-group node."""
+
+    def __init__(
+        self,
+        link: McuMgrLink,
+        caps: Capabilities,
+        image_number: int,
+        key: Ed25519PrivateKey | None,
+    ) -> None:
+        self.link = link
+        self.caps = caps
+        self.image_number = image_number
+        self.key = key
+        self.wrapped: McubootImage | None = None
+
+    async def state(self) -> list[ImageSlot]:
+        reply = await self.link.request(ImageStatesReadRequest(), "img state read")
+        images = reply.body.get("images", [])
+        slots = [image_slot(i) for i in images if isinstance(i, dict)]
+        return [s for s in slots if s.image == self.image_number]
+
+    async def slots(self) -> list[SlotInfo]:
+        """The image's slots as flash-model reports them (version's 4th part = sequence)."""
+        return [_slot_info(s, self.image_number) for s in await self.state()]
+
+    async def wrap(self, artifact: bytes, signed: SignedManifest) -> McubootImage:
+        if self.wrapped is None:
+            non_bootable = self.image_number != 0
+            self.wrapped = await asyncio.to_thread(
+                wrap, artifact, signed, self.key, non_bootable=non_bootable
+            )
+        return self.wrapped
+
+    async def upload(
+        self, artifact: bytes, signed: SignedManifest, progress: ProgressCallback
+    ) -> int:
+        image = await self.wrap(artifact, signed)
+        total = len(image.data)
+        if any(s.hash == image.image_hash for s in await self.state()):
+            progress(total, total)
+            return 0  # the node holds this very image already
+        what = f"img upload of image {self.image_number}"
+        first = self._request(image.data, 0, first=True)
+        reply = await self.link.request(first, what, timeout_s=_FIRST_TIMEOUT_S)
+        off = _offset(self.link.node_id, reply.body, what)
+        start_sent = len(first.data) if off == len(first.data) else 0
+        if off != len(first.data):
+            _LOGGER.info(
+                "%s: the node resumes image %d at byte %d",
+                self.link.node_id,
+                self.image_number,
+                off,
+            )
+        progress(off, total)
+        sent = start_sent
+        # One request at a time: a stock img_mgmt under QEMU lost replies with two in flight
+        # (the flash writes hold the MCUmgr work queue); fs uploads do pipeline.
+        async for reply in self.link.pipeline(self._chunks(image.data, off), 1):
+            new_off = _offset(self.link.node_id, reply.body, what)
+            sent += max(0, new_off - off)
+            off = new_off
+            progress(off, total)
+        slots = await self.state()
+        if not any(s.hash == image.image_hash for s in slots):
+            raise NodeRefused(
+                self.link.node_id,
+                RefusalReason.BAD_HASH,
+                f"no slot of image {self.image_number} reports MCUboot hash "
+                f"{image.image_hash.hex()[:16]} after the upload",
+            )
+        return sent
+
+    async def activate(
+        self, flasher: McuMgrFlasher, timeout_s: float, signed: SignedManifest | None
+    ) -> None:
+        target = await self._pending_target()
+        await self.link.request(
+            ImageStatesWriteRequest(hash=target.hash, confirm=False),
+            f"img state write (test) of image {self.image_number} slot {target.slot}",
+        )
+        await flasher.reset_and_wait(timeout_s)
+        now = next((s for s in await self.state() if s.hash == target.hash), None)
+        if now is None or not now.active:
+            raise NodeRefused(
+                self.link.node_id,
+                RefusalReason.SELF_TEST_FAILED,
+                "MCUboot did not boot the new image and the node runs its previous one",
+            )
+        if not now.confirmed:
+            await self.link.request(
+                ImageStatesWriteRequest(hash=target.hash, confirm=True),
+                f"img state write (confirm) of image {self.image_number}",
+            )
+
+    async def rollback(self, flasher: McuMgrFlasher, timeout_s: float) -> None:
+        other = next((s for s in await self.state() if not s.active and s.hash), None)
+        if other is None:
+            raise FlashError(
+                f"{self.link.node_id}: image {self.image_number} has no other slot to go back to"
+            )
+        await self.link.request(
+            ImageStatesWriteRequest(hash=other.hash, confirm=True),
+            f"img state write (confirm) of image {self.image_number} slot {other.slot}",
+        )
+        await flasher.reset_and_wait(timeout_s)
+
+    async def _pending_target(self) -> ImageSlot:
+        wanted = self.wrapped.image_hash if self.wrapped is not None else None
+        slots = await self.state()
+        target = next(
+            (
+                s
+                for s in slots
+                if (s.hash == wanted if wanted else not s.active and not s.confirmed)
+            ),
+            None,
+        )
+        if target is None:
+            raise FlashError(
+                f"{self.link.node_id}: no uploaded image waits for activation; upload first"
+            )
+        return target
+
+    def _request(self, data: bytes, off: int, *, first: bool = False) -> ImageUploadWriteRequest:
+        extra: dict[str, object] = {}
+        if first:
+            extra = {
+                "len": len(data),
+                "image": self.image_number,
+                "sha": hashlib.sha256(data).digest(),
+            }
+        empty = ImageUploadWriteRequest(off=off, data=b"", **extra)
+        room = self.caps.max_message - len(empty.BYTES) - _CBOR_BSTR_HEAD
+        if room <= 0:
+            raise FlashError(
+                f"{self.link.node_id}: the node's {self.caps.buf_size}-byte MCUmgr buffer leaves "
+                "no room for image data"
+            )
+        return ImageUploadWriteRequest(off=off, data=data[off : off + room], **extra)
+
+    def _chunks(self, data: bytes, start: int) -> Iterator[tuple[ImageUploadWriteRequest, str]]:
+        off = start
+        while off < len(data):
+            request = self._request(data, off)
+            yield request, f"img upload of image {self.image_number}"
+            off += len(request.data)
+
+
+def _offset(node_id: str, body: dict[str, object], what: str) -> int:
+    off = body.get("off")
+    if not isinstance(off, int):
+        raise FlashError(f"{node_id}: {what}: reply without an offset")
+    return off
+
+
+def _slot_info(s: ImageSlot, image_number: int) -> SlotInfo:
+    parts = s.version.split(".")
+    sequence = int(parts[3]) if len(parts) == 4 and parts[3].isdigit() else 0
+    return SlotInfo(
+        slot=s.slot,
+        model_id=f"mcuboot-image-{image_number}",
+        model_version=".".join(parts[:3]),
+        model_hash=s.hash[:8],
+        sequence=sequence,
+        active=s.active,
+        confirmed=s.confirmed,
+    )
