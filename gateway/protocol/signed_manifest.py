@@ -79,8 +79,10 @@ class SignedManifest:
             raise VerificationError("format", f"signed manifest is not valid CBOR: {exc}") from exc
         env = _check_envelope(env, bytes)
         signed = env["manifest"]
+        if not isinstance(env["signature"], bytes) or not isinstance(env["key_id"], bytes):
+            raise VerificationError("format", "signature and key_id must be byte strings")
         return cls(
-            manifest=ModelManifest.from_cbor(signed),
+            manifest=_manifest(ModelManifest.from_cbor, signed),
             signature=env["signature"],
             key_id=env["key_id"],
             signed_bytes=signed,
@@ -99,7 +101,7 @@ class SignedManifest:
     def from_json(cls, text: str | bytes) -> SignedManifest:
         try:
             env = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # also bytes that are not UTF-8
             raise VerificationError("format", f"signed manifest is not valid JSON: {exc}") from exc
         env = _check_envelope(env, dict)
         try:
@@ -108,8 +110,21 @@ class SignedManifest:
         except (TypeError, ValueError) as exc:
             raise VerificationError("format", "signature and key_id must be hex") from exc
         return cls(
-            manifest=ModelManifest.from_dict(env["manifest"]), signature=signature, key_id=kid
+            manifest=_manifest(ModelManifest.from_dict, env["manifest"]),
+            signature=signature,
+            key_id=kid,
         )
+
+
+def _manifest(parse: Any, data: Any) -> ModelManifest:
+    """Parse the manifest inside an envelope; any malformation is a VerificationError."""
+    try:
+        manifest: ModelManifest = parse(data)
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, cbor2.CBORDecodeError) as exc:
+        raise VerificationError("format", f"manifest is malformed: {exc!r}") from exc
+    return manifest
 
 
 def _check_envelope(env: Any, manifest_type: type) -> dict[str, Any]:

@@ -97,7 +97,10 @@ def decode_reply(message: bytes) -> Reply:
     """Parse an SMP reply; raises :class:`FrameError`/:class:`PayloadError` on bad bytes."""
     if len(message) < smphdr.Header.SIZE:
         raise FrameError("SMP message shorter than its header", message)
-    header = smphdr.Header.loads(message[: smphdr.Header.SIZE])
+    try:
+        header = smphdr.Header.loads(message[: smphdr.Header.SIZE])
+    except ValueError as exc:  # an op, group or command the smp package does not know
+        raise FrameError(f"not an SMP header ({exc})", message) from exc
     payload = message[smphdr.Header.SIZE : smphdr.Header.SIZE + header.length]
     try:
         body = cbor2.loads(payload) if payload else {}
@@ -108,11 +111,14 @@ def decode_reply(message: bytes) -> Reply:
     rc = 0
     err_group = None
     err = body.get("err")
-    if isinstance(err, dict):
-        rc = int(err.get("rc", 0))
-        err_group = int(err.get("group", header.group_id))
-    elif "rc" in body:
-        rc = int(body["rc"])
+    try:
+        if isinstance(err, dict):
+            rc = int(err.get("rc", 0))
+            err_group = int(err.get("group", header.group_id))
+        elif "rc" in body:
+            rc = int(body["rc"])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PayloadError(f"SMP reply has a non-integer rc ({exc})", message, 8) from exc
     return Reply(
         group=int(header.group_id),
         command=int(header.command_id),
