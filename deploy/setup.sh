@@ -32,6 +32,8 @@ if [ "$mode" = test ]; then
     dpkg --print-foreign-architectures | grep -qx i386 || ${sudo_arch:-} dpkg --add-architecture i386
     apt_wanted+=(libc6:i386)
   fi
+  # The dashboard browser tests: Playwright drives Debian's chromium (no browser download).
+  command -v chromium >/dev/null 2>&1 || apt_wanted+=(chromium)
 fi
 if [ ${#apt_wanted[@]} -gt 0 ]; then
   say "installing Debian packages: ${apt_wanted[*]}"

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.alerts.config import ThresholdRule
 from gateway.alerts.runner import AlertRunner
@@ -35,6 +35,9 @@ from gateway.store.baselines import baselines_path_for
 from gateway.store.journal import Journal
 from gateway.store.journal_reader import JournalReader
 from gateway.store.writer import JournalWriter
+
+if TYPE_CHECKING:
+    from dashboards.view import GatewayView as DashboardView
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -108,6 +111,8 @@ class Gateway:
         self.storage_alert = SystemAlert("journal_storage", self._deliver_alert)
         self.writer.add_fault_listener(self._on_journal_fault)
         self.metrics_ready = asyncio.Event()
+        self.web_ready = asyncio.Event()
+        self.web_view = self._make_web_view() if config.web.enabled else None
         self.metrics.gauges["queue_depth"] = lambda: float(self.queue.qsize())
         self.metrics.counter_fns["queue_dropped"] = (
             "Messages a full ingest queue dropped (never acknowledged: nodes resend them).",
@@ -141,6 +146,20 @@ class Gateway:
     def _gateway_model(self) -> tuple[str, str]:
         info = self.pipeline.model_info
         return info.name, info.sha256[:16]
+
+    def _make_web_view(self) -> DashboardView:
+        # The dashboard sees the gateway only through this view (dashboards/view.py).
+        from dashboards.view import GatewayView, LiveScores
+
+        live = LiveScores()
+        self.pipeline.add_sink(live)
+        return GatewayView(
+            config=self.config,
+            alerts=self.alerts,
+            live=live,
+            healthy=self.healthy,
+            engine_ready=self.alerts.ready.wait,
+        )
 
     def _journal_bytes(self) -> float:
         try:
@@ -237,6 +256,10 @@ class Gateway:
                     serve_metrics(self.metrics, m.host, m.port, self.metrics_ready),
                     name="metrics:http",
                 )
+            if self.web_view is not None:
+                from dashboards.server import serve_dashboard
+
+                tg.create_task(serve_dashboard(self.web_view, self.web_ready), name="web:dashboard")
             tg.create_task(self.outputs.run(), name="alerts:outputs")
             tg.create_task(self.pipeline.run(), name="pipeline:scoring")
             await self.writer.ready.wait()

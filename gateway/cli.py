@@ -244,6 +244,9 @@ def _register_journal_and_forward() -> None:
 
     app.add_typer(journal_app, name="journal")
     app.add_typer(forward_app, name="forward")
+    from dashboards.cli import users_app
+
+    app.add_typer(users_app)
 
 
 _register_journal_and_forward()

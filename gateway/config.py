@@ -205,6 +205,27 @@ class MetricsConfig(_Section):
     """port of the metrics endpoint"""
 
 
+class WebConfig(_Section):
+    """The maintenance dashboard (dashboards/), served by the gateway process."""
+
+    enabled: bool = False
+    """serve the web dashboard (docs/dashboard.md); the first start logs a one-time admin password"""
+    host: str = "127.0.0.1"
+    """address the dashboard listens on (0.0.0.0 for the site LAN)"""
+    port: int = Field(8080, ge=0, le=65535)
+    """port of the dashboard"""
+    tls: bool = False
+    """HTTPS with a self-signed certificate made on first start in <data_dir>/web/ (fingerprint logged)"""
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    """names and addresses people reach the dashboard by; any other Host is refused (DNS rebinding)"""
+    session_ttl_s: float = Field(8 * 3600.0, gt=0)
+    """a sign-in ends after this long without a request"""
+    login_attempts_per_minute: int = Field(5, ge=1)
+    """failed sign-ins per client address or user name in a minute before sign-in is refused for the rest of it"""
+    live_interval_s: float = Field(1.0, gt=0)
+    """how often live charts and the overview get new data"""
+
+
 class GatewayConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FIELDGATE_",
@@ -250,6 +271,8 @@ class GatewayConfig(BaseSettings):
     """where alert events go: local MQTT, node commands, script hook, webhook, e-mail (docs/outputs.md)"""
     forward: ForwardConfig = ForwardConfig()
     """summaries, alerts and events into a time-series store, store-and-forward (docs/forwarding.md)"""
+    web: WebConfig = WebConfig()
+    """the maintenance dashboard (docs/dashboard.md)"""
 
     @property
     def journal_path(self) -> Path:

@@ -22,7 +22,8 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "gateway.example.toml"
+_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = _ROOT / "deploy" / "gateway.example.toml"
 
 _HEADER = """\
 # Configuration reference
@@ -112,6 +113,10 @@ def _default(field: FieldInfo) -> str:
 
 
 def _scalar(value: Any) -> str:
+    if isinstance(value, Path) and value.is_absolute() and value.is_relative_to(_ROOT):
+        # A default inside the source tree (the shipped model) is shown relative to it, so
+        # the reference does not depend on where the tree was checked out (CI uses a clone).
+        value = value.relative_to(_ROOT)
     return f'"{value}"' if isinstance(value, str | Path) else str(value)
 
 

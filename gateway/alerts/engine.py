@@ -13,14 +13,10 @@ compare. Not thread-safe: one caller (the pipeline's thread or the loop) owns an
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
-from zoneinfo import ZoneInfo
 
 from gateway.alerts.config import (
     AlertsConfig,
@@ -33,8 +29,10 @@ from gateway.alerts.config import (
     SilentRule,
     ThresholdRule,
 )
+from gateway.alerts.silences import Silences, selector
 from gateway.alerts.state import (
     AlertBook,
+    AlertError,
     LevelDetector,
     SilenceDetector,
     Timing,
@@ -63,62 +61,12 @@ MEMORY_HISTORY = 10_000
 Detector = LevelDetector | WindowCounter | SilenceDetector
 
 
-def _selector(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    if "*" in patterns:
-        return lambda _node: True
-    exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
-    globs = [p for p in patterns if p not in exact]
-    if not globs:
-        return exact.__contains__
-    rx = re.compile("|".join(fnmatch.translate(g) for g in globs))
-    return lambda node: node in exact or rx.match(node) is not None
-
-
 @dataclass(frozen=True, slots=True)
 class _Rule:
     name: str
     cfg: Rule
     matches: Callable[[str], bool]
     timing: Timing
-
-
-class _Silences:
-    """Which (node, rule) pairs are in a silence window at a given wall-clock time."""
-
-    def __init__(self, windows: tuple[SilenceWindow, ...]) -> None:
-        self._windows: list[tuple[Callable[[str], bool], frozenset[str], Callable[[int], bool]]] = [
-            (_selector(w.nodes), frozenset(w.rules), self._when(w)) for w in windows
-        ]
-
-    @staticmethod
-    def _when(w: SilenceWindow) -> Callable[[int], bool]:
-        daily = w.daily_range()
-        if daily is None:
-            assert w.start is not None  # validated
-            assert w.end is not None
-            start_ms = int(w.start.timestamp() * 1000)
-            end_ms = int(w.end.timestamp() * 1000)
-            return lambda t_ms: start_ms <= t_ms < end_ms
-        begin, end = daily
-        zone = ZoneInfo(w.timezone)
-
-        def in_daily(t_ms: int) -> bool:
-            local = datetime.fromtimestamp(t_ms / 1000, UTC).astimezone(zone)
-            now = time(local.hour, local.minute, local.second)
-            if begin < end:
-                return begin <= now < end
-            return now >= begin or now < end  # wraps midnight
-
-        return in_daily
-
-    def __bool__(self) -> bool:
-        return bool(self._windows)
-
-    def active(self, node_id: str, rule: str, t_ms: int) -> bool:
-        for matches, rules, when in self._windows:
-            if (not rules or rule in rules) and matches(node_id) and when(t_ms):
-                return True
-        return False
 
 
 class AlertEngine:
@@ -140,7 +88,7 @@ class AlertEngine:
                 else cfg.escalation_timeout_s
             )
             timing = Timing(round(renotify * 1000), round(escalate * 1000), config.max_escalations)
-            self._rules[name] = _Rule(name, cfg, _selector(cfg.nodes), timing)
+            self._rules[name] = _Rule(name, cfg, selector(cfg.nodes), timing)
         # Rules by what they look at; the per-node match is resolved once per node.
         self._by_channel: dict[str, list[_Rule]] = {}
         self._by_source: dict[ScoreSource, list[_Rule]] = {}
@@ -154,7 +102,7 @@ class AlertEngine:
             else:
                 self._by_kind.setdefault(cfg.kind, []).append(rule)
         self._match_cache: dict[tuple[object, str], tuple[_Rule, ...]] = {}
-        self._silences = _Silences(config.silences)
+        self._silences = Silences(config.silences)
 
         self._detectors: dict[str, Detector] = {}
         self._pending: set[str] = set()  # level detectors waiting out their minimum duration
@@ -237,6 +185,23 @@ class AlertEngine:
         event = self._book.acknowledge(alert_id, by, comment, now_ms)
         self._emit([event])
         return event
+
+    def clear(self, alert_id: str, by: str, comment: str, now_ms: int) -> AlertEvent:
+        """A person closes an open alert. Its detector keeps its state: while the condition
+        still holds no new alert is raised; the next one comes after it recovers and trips
+        again. Raises :class:`~gateway.alerts.state.AlertError` for an unknown or cleared id."""
+        rec = self._book.by_id(alert_id)
+        if rec is None:
+            raise AlertError(alert_id, "no open alert with this id (cleared or unknown)")
+        note = f"cleared by {by}" + (f": {comment}" if comment else "")
+        event = self._book.clear(rec.alert.key, now_ms, f"{rec.alert.message} ({note})")
+        assert event is not None  # by_id found it open
+        self._emit([event])
+        return event
+
+    def add_silence(self, window: SilenceWindow) -> None:
+        """Silence nodes (and rules) for a window decided at run time; not persisted here."""
+        self._silences.add(window)
 
     def open_alerts(self) -> list[Alert]:
         """Raised and acknowledged alerts, oldest first."""

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.alerts.config import AlertsConfig
+from gateway.alerts.config import AlertsConfig, SilenceWindow
 from gateway.alerts.engine import AlertEngine
 from gateway.events import AlertEvent, ChannelReading, Observation
 from gateway.store.alerts import AlertStore
@@ -90,6 +90,18 @@ class AlertRunner:
         event = await self._call(lambda: engine.acknowledge(alert_id, by, comment, _now_ms()))
         self._emit([event])
         return event
+
+    async def clear(self, alert_id: str, by: str, comment: str) -> AlertEvent:
+        """A person clears an open alert (the dashboard calls this)."""
+        engine = self._require()
+        event = await self._call(lambda: engine.clear(alert_id, by, comment, _now_ms()))
+        self._emit([event])
+        return event
+
+    async def add_silence(self, window: SilenceWindow) -> None:
+        """Apply a maintenance window decided at run time (on the engine's thread)."""
+        engine = self._require()
+        await self._call(lambda: engine.add_silence(window))
 
     def _require(self) -> AlertEngine:
         if self.engine is None:

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from dashboards.users import first_admin_password
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.demo.broker import local_broker
@@ -134,7 +135,9 @@ async def run_demo(
             scoring=scenario.scoring_config(rate_hz),
             alerts=scenario.alerts_config(),
             forward=demo_forward_config(influx),
+            web={"enabled": True, "port": 0},
         )
+        web_password = first_admin_password(data_dir)
         gateway = Gateway(cfg)
         result = DemoResult(gateway, AlertLog(), sim_t0_ms=sim_t0_ms)
         started = time.monotonic()
@@ -150,6 +153,8 @@ async def run_demo(
                 _collect_alerts(subscription, result.alerts), name="demo:alerts"
             )
             await gateway.writer.ready.wait()
+            await gateway.web_ready.wait()
+            _print_dashboard(console, gateway, web_password)
             reader = JournalReader(cfg.journal_path)
             try:
                 with Live(refresh_per_second=2, screen=False, console=console) as live:
@@ -217,3 +222,10 @@ async def until_signalled(**kwargs: Any) -> DemoResult:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def _print_dashboard(console: Console | None, gateway: Gateway, password: str | None) -> None:
+    assert gateway.web_view is not None
+    url = f"http://127.0.0.1:{gateway.web_view.bound_port[0]}/"
+    login = f"user admin, one-time password {password}" if password else "your existing users"
+    (console or Console()).print(f"[bold]Dashboard[/bold]: {url}  (sign in: {login})")

@@ -1,0 +1,67 @@
+"""The read-only pages: overview, nodes, one node, models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+
+from dashboards import auth
+from dashboards.data import Reads
+from dashboards.templating import page
+
+router = APIRouter(include_in_schema=False)
+Viewer = Annotated[auth.Session, Depends(auth.viewer)]
+NodeId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+def _reads(request: Request) -> Reads:
+    reads: Reads = request.app.state.reads
+    return reads
+
+
+@router.get("/")
+async def overview(request: Request, _s: Viewer) -> Any:
+    ov = await _reads(request).run(Reads.overview)
+    return await page(request, "overview.html", title="Overview", nav="overview", ov=ov)
+
+
+@router.get("/nodes")
+async def nodes(request: Request, _s: Viewer, status: str = "") -> Any:
+    rows = await _reads(request).run(Reads.nodes)
+    if status in ("ok", "warning", "silent"):
+        rows = [n for n in rows if n.status == status]
+    else:
+        status = ""
+    # Worst first: silent, then with alerts, then by name.
+    order = {"silent": 0, "warning": 1, "ok": 2}
+    rows.sort(key=lambda n: (order[n.status], n.node_id))
+    return await page(request, "nodes.html", title="Nodes", nav="nodes", nodes=rows, filter=status)
+
+
+@router.get("/nodes/{node_id}")
+async def node(request: Request, _s: Viewer, node_id: NodeId) -> Any:
+    detail = await _reads(request).run(lambda r: r.node(node_id))
+    if detail is None:
+        raise HTTPException(404, f"no node {node_id!r} has sent anything")
+    return await page(request, "node.html", title=node_id, nav="nodes", d=detail)
+
+
+@router.get("/models")
+async def models(request: Request, _s: Viewer) -> Any:
+    rows, held = await _reads(request).run(lambda r: (r.nodes(), r.artifacts()))
+    scoring = request.app.state.cfg.scoring
+    summary = {
+        k: v
+        for k, v in scoring.model_dump(mode="json").items()
+        if isinstance(v, str | int | float | bool) or v is None
+    }
+    return await page(
+        request,
+        "models.html",
+        title="Models",
+        nav="models",
+        nodes=rows,
+        scoring=summary,
+        artifacts=held,
+    )
