@@ -6,6 +6,7 @@ place where data is given up: every step counts what it removes, exactly.
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import sqlite3
@@ -33,8 +34,9 @@ def _from_doc(text: str) -> Point:
     return Point(m, tuple((k, v) for k, v in tags), tuple((k, v) for k, v in fields), ts)
 
 
-class EvictionLadder:
-    """Needs the backlog's connection, per-class counters and row encoder."""
+class EvictionLadder(abc.ABC):
+    """Needs the backlog's connection, per-class counters and row encoder: the abstract
+    methods below, which :class:`~gateway.forward.backlog.Backlog` implements."""
 
     budgets: ForwardBudgets
     downsample_factor: int
@@ -44,19 +46,23 @@ class EvictionLadder:
     _bytes: dict[PointClass, int]
     _evicted: dict[str, int]
 
+    @abc.abstractmethod
     def _require(self) -> sqlite3.Connection:
-        raise NotImplementedError
+        """(implemented by the backlog)"""
 
+    @abc.abstractmethod
     def _recount(self) -> None:
-        raise NotImplementedError
+        """(implemented by the backlog)"""
 
+    @abc.abstractmethod
     def load_state(self) -> dict[str, object]:
-        raise NotImplementedError
+        """(implemented by the backlog)"""
 
+    @abc.abstractmethod
     def _rows(
         self, points: Iterable[Point], now: int, level: int
     ) -> Iterator[tuple[int, int, int, int, bytes, str | None]]:
-        raise NotImplementedError
+        """(implemented by the backlog)"""
 
     def enforce_budgets(self) -> dict[str, int]:
         """Bring every class within its budget; returns what was evicted now, by kind.
