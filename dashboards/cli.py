@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dashboards.users import Role, UserError, UserStore, web_db_path
+from gateway.config_cli import ConfigOption, load_or_exit
 
 users_app = typer.Typer(
     name="users",
@@ -18,24 +19,13 @@ users_app = typer.Typer(
     no_args_is_help=True,
 )
 _err = Console(stderr=True)
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="The gateway's TOML config (for data_dir).")
-]
 StdinOption = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from standard input.")
 ]
 
 
 def _store(config: Path | None) -> UserStore:
-    from gateway.config import load_config
-    from gateway.errors import ConfigError
-
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        _err.print(f"[red]invalid configuration[/red]: {exc}")
-        raise typer.Exit(2) from None
-    return UserStore(web_db_path(cfg.data_dir))
+    return UserStore(web_db_path(load_or_exit(config).data_dir))
 
 
 def _password(from_stdin: bool) -> str:

@@ -6,18 +6,16 @@ import asyncio
 import importlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 import typer.main
 from rich.console import Console
 from typer.core import TyperGroup
 
-from gateway.errors import ConfigError, FieldgateError
+from gateway.config_cli import ConfigOption, load_or_exit
+from gateway.errors import FieldgateError
 from gateway.log_format import LogFormat, setup_logging
-
-if TYPE_CHECKING:
-    from gateway.config import GatewayConfig
 
 
 class _LazyCommands(TyperGroup):
@@ -118,13 +116,7 @@ def run(
     Every accepted node message is committed to the SQLite journal before the node
     (or the MQTT broker) is told it arrived.
     """
-    from gateway.config import load_config
-
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        _err.print(f"[red]invalid configuration[/red]: {exc}")
-        raise typer.Exit(2) from None
+    cfg = load_or_exit(config)
     if check:
         Console().print_json(cfg.model_dump_json())
         _err.print("[green]configuration is valid[/green]")
@@ -181,23 +173,10 @@ def doctor(
     out.print("[green]no problems found[/green]")
 
 
-def _load_or_exit(config: Path | None) -> GatewayConfig:
-    from gateway.config import load_config
-
-    try:
-        return load_config(config)
-    except ConfigError as exc:
-        _err.print(f"[red]invalid configuration[/red]: {exc}")
-        raise typer.Exit(2) from None
-
-
-_CONFIG_OPTION = typer.Option("--config", "-c", help="The gateway's TOML config file.")
-
-
 @app.command()
 def backup(
     dest: Annotated[Path, typer.Argument(help="A new directory to write the backup into.")],
-    config: Annotated[Path | None, _CONFIG_OPTION] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Back up the journal, alert history, baselines and outboxes; safe while running.
 
@@ -206,7 +185,7 @@ def backup(
     """
     from gateway.backup import backup as run_backup
 
-    cfg = _load_or_exit(config)
+    cfg = load_or_exit(config)
     try:
         copied = run_backup(cfg, dest)
     except FileExistsError:
@@ -220,13 +199,13 @@ def backup(
 @app.command()
 def restore(
     source: Annotated[Path, typer.Argument(help="A directory written by `fieldgate backup`.")],
-    config: Annotated[Path | None, _CONFIG_OPTION] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Put a backup in place of the gateway's state. The gateway must be stopped."""
     from gateway.backup import GatewayRunning
     from gateway.backup import restore as run_restore
 
-    cfg = _load_or_exit(config)
+    cfg = load_or_exit(config)
     try:
         copied = run_restore(cfg, source)
     except GatewayRunning as exc:

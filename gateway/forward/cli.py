@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.errors import ConfigError
+from gateway.config_cli import ConfigOption, load_or_exit
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -30,21 +30,6 @@ forward_app = typer.Typer(
 )
 _out = Console()
 _err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file (FIELDGATE_* env vars override it)."),
-]
-
-
-def _load(config: Path | None) -> GatewayConfig:
-    from gateway.config import load_config
-
-    try:
-        return load_config(config)
-    except ConfigError as exc:
-        _err.print(f"[red]invalid configuration[/red]: {exc}")
-        raise typer.Exit(2) from None
 
 
 def _human(n: float) -> str:
@@ -63,7 +48,7 @@ def status(
     """What waits to be sent, per class against its budget; evictions; quarantined batches."""
     from gateway.forward.backlog import Backlog
 
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     fwd = cfg.forward
     path = fwd.backlog_path(cfg.data_dir)
     if not path.exists():
@@ -130,7 +115,7 @@ def drain(
     ] = 600.0,
 ) -> None:
     """Send the backlog now and exit when it is empty (waits while the gateway itself drains)."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     from gateway.cli import setup_logging
 
     setup_logging("WARNING")
@@ -189,7 +174,7 @@ def export(
     """
     from gateway.forward.backlog import Backlog, Batch
 
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     fwd = cfg.forward
     path = fwd.backlog_path(cfg.data_dir)
     if not path.exists():
