@@ -27,6 +27,7 @@ from gateway.doctor import (
 )
 from tests.fixtures.ports import free_port
 from tests.fixtures.servers import Mosquitto
+from tests.fixtures.tmpfs import mounted_tmpfs
 
 
 def config(tmp_path: Path, **overrides: Any) -> GatewayConfig:
@@ -65,17 +66,8 @@ def test_a_journal_budget_larger_than_the_free_disk_is_a_warning(tmp_path: Path)
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mount:
+        yield mount
 
 
 def test_an_almost_full_disk_fails(tiny_disk: Path) -> None:

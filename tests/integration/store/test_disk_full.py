@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from gateway.events import AlertEvent, AlertEventKind
 from gateway.ingest import Envelope
 from gateway.protocol.messages import Ack, Channel, ReadingBatch, Sample, TimeBase, Transport
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
+from tests.fixtures.tmpfs import mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(90)
 CHANNELS = (Channel("current", "A"), Channel("pressure", "bar"), Channel("flow", "l/min"))
@@ -50,17 +50,8 @@ class Node:
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
+    with mounted_tmpfs(tmp_path / "tiny", "4m") as mount:
+        yield mount
 
 
 async def test_a_full_disk_stops_acks_raises_an_alert_and_recovers(tiny_disk: Path) -> None:
