@@ -6,13 +6,14 @@ import asyncio
 import datetime as dt
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 from dashboards.data import now_ms
 from dashboards.users import Silence, UserStore
 from dashboards.view import GatewayView
 from gateway.alerts.config import SilenceWindow
 from gateway.alerts.state import AlertError
-from gateway.events import Alert
+from gateway.events import Alert, AlertEvent
 
 _LOGGER = logging.getLogger(__name__)
 NODE_SELECTOR = re.compile(r"^[A-Za-z0-9._*-]{1,64}$")
@@ -32,32 +33,44 @@ def _not_ready(exc: RuntimeError) -> ActionError:
     return ActionError(503, f"the alert engine is not running yet ({exc}); try again shortly")
 
 
+async def _change_alert(
+    change: Callable[[str, str, str], Awaitable[AlertEvent]],
+    *,
+    verb: str,
+    done: str,
+    users: UserStore,
+    who: str,
+    alert_id: str,
+    comment: str,
+) -> Alert:
+    """Acknowledge or clear through the alert engine, then audit and log who did it."""
+    try:
+        event = await change(alert_id, who, comment[:200])
+    except AlertError as exc:
+        raise ActionError(409, f"cannot {verb} {alert_id}: {exc.reason}") from None
+    except RuntimeError as exc:
+        raise _not_ready(exc) from None
+    await asyncio.to_thread(users.audit, who, f"alert.{verb}", alert_id, comment[:200])
+    _LOGGER.info("%s: alert %s %s by %s", event.alert.node_id, alert_id, done, who)
+    return event.alert
+
+
 async def acknowledge(
     view: GatewayView, users: UserStore, who: str, alert_id: str, comment: str
 ) -> Alert:
-    try:
-        event = await view.alerts.acknowledge(alert_id, who, comment[:200])
-    except AlertError as exc:
-        raise ActionError(409, f"cannot acknowledge {alert_id}: {exc.reason}") from None
-    except RuntimeError as exc:
-        raise _not_ready(exc) from None
-    await asyncio.to_thread(users.audit, who, "alert.acknowledge", alert_id, comment[:200])
-    _LOGGER.info("%s: alert %s acknowledged by %s", event.alert.node_id, alert_id, who)
-    return event.alert
+    return await _change_alert(
+        view.alerts.acknowledge, verb="acknowledge", done="acknowledged",
+        users=users, who=who, alert_id=alert_id, comment=comment,
+    )  # fmt: skip
 
 
 async def clear(
     view: GatewayView, users: UserStore, who: str, alert_id: str, comment: str
 ) -> Alert:
-    try:
-        event = await view.alerts.clear(alert_id, who, comment[:200])
-    except AlertError as exc:
-        raise ActionError(409, f"cannot clear {alert_id}: {exc.reason}") from None
-    except RuntimeError as exc:
-        raise _not_ready(exc) from None
-    await asyncio.to_thread(users.audit, who, "alert.clear", alert_id, comment[:200])
-    _LOGGER.info("%s: alert %s cleared by %s", event.alert.node_id, alert_id, who)
-    return event.alert
+    return await _change_alert(
+        view.alerts.clear, verb="clear", done="cleared",
+        users=users, who=who, alert_id=alert_id, comment=comment,
+    )  # fmt: skip
 
 
 async def silence(
