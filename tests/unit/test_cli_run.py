@@ -6,13 +6,11 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from tests.fixtures.cli import FIELDGATE, fieldgate
 from tests.fixtures.ports import free_port
-
-FIELDGATE = [sys.executable, "-m", "gateway.cli"]
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
@@ -22,7 +20,8 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
 
 
 def test_version() -> None:
-    done = subprocess.run([*FIELDGATE, "--version"], capture_output=True, text=True, check=True)
+    done = fieldgate("--version")
+    assert done.returncode == 0
     assert done.stdout.startswith("fieldgate ")
     assert done.stdout.split()[1][0].isdigit()
 
@@ -51,12 +50,7 @@ def test_a_metrics_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> No
 def test_an_mqtt_port_out_of_range_is_refused_by_check(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text('[mqtt]\nurl = "mqtt://127.0.0.1:99999"\n')
-    done = subprocess.run(
-        [*FIELDGATE, "run", "--check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = fieldgate("run", "--check", "--config", str(config))
     assert done.returncode == 2
     assert "mqtt.url" in done.stderr
     assert "1-65535" in done.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from gateway.doctor import (
     check_metrics_port,
     check_serial,
 )
+from tests.fixtures.cli import fieldgate
 from tests.fixtures.ports import free_port
 from tests.fixtures.servers import Mosquitto
 from tests.fixtures.tmpfs import mounted_tmpfs
@@ -180,23 +179,13 @@ def test_the_command_exits_nonzero_and_prints_the_fix(tmp_path: Path) -> None:
         f'data_dir = "{tmp_path / "var"}"\n[mqtt]\nurl = "mqtt://127.0.0.1:{free_port()}"\n'
         f"[metrics]\nport = {free_port()}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "doctor", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = fieldgate("doctor", "--config", str(path))
     assert done.returncode == 1
     assert "FAIL broker" in done.stdout
     assert "fix: start the broker" in done.stdout
     path.write_text(f'data_dir = "{tmp_path / "var"}"\n[mqtt]\nenabled = false\n')
     path.write_text(path.read_text() + f"[metrics]\nport = {free_port()}\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "doctor", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = fieldgate("doctor", "--config", str(path))
     assert done.returncode == 0, done.stdout
     assert "no problems found" in done.stdout
 

@@ -13,6 +13,7 @@ from gateway.backup import GatewayRunning, backup, restore
 from gateway.ingest import Envelope
 from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase, Transport
 from gateway.store.journal_reader import JournalReader
+from tests.fixtures.cli import fieldgate
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway
 
 CHANNELS = (Channel("current", "A"),)
@@ -70,27 +71,11 @@ def test_the_commands_say_what_they_did(tmp_path: Path) -> None:
         ],
         check=True,
     )
-    run = [sys.executable, "-m", "gateway.cli"]
-    done = subprocess.run(
-        [*run, "backup", str(tmp_path / "b"), "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = fieldgate("backup", str(tmp_path / "b"), "-c", str(config))
     assert done.returncode == 0, done.stderr
     assert "alerts.db" in done.stdout
-    again = subprocess.run(
-        [*run, "backup", str(tmp_path / "b"), "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    again = fieldgate("backup", str(tmp_path / "b"), "-c", str(config))
     assert again.returncode == 2
     assert "exists" in again.stderr
-    done = subprocess.run(
-        [*run, "restore", str(tmp_path / "b"), "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = fieldgate("restore", str(tmp_path / "b"), "-c", str(config))
     assert done.returncode == 0, done.stderr

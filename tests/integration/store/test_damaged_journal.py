@@ -7,8 +7,6 @@ journal file was silently replaced; random bytes mid-file went undetected.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from gateway.events import AlertEvent, AlertEventKind
@@ -16,6 +14,7 @@ from gateway.ingest import Envelope
 from gateway.protocol.messages import Channel, ReadingBatch, Sample, TimeBase, Transport
 from gateway.store.journal import Journal
 from gateway.store.journal_reader import JournalReader
+from tests.fixtures.cli import fieldgate
 from tests.fixtures.gateway import gateway_config, running_gateway
 
 CHANNELS = (Channel("current", "A"),)
@@ -36,12 +35,6 @@ def damage(path: Path) -> None:
     with path.open("r+b") as f:
         f.seek(size // 2)
         f.write(os.urandom(8192))
-
-
-def fieldgate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, check=False
-    )
 
 
 async def test_random_bytes_mid_file_are_detected_and_the_journal_set_aside(
