@@ -27,11 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.alerts.system import SystemAlert
 from gateway.events import Alert, AlertEvent, AnomalyScore, Observation
 from gateway.forward.backlog import Backlog, Batch
 from gateway.forward.config import ForwardConfig
 from gateway.forward.ladder import EVICTION_KINDS
-from gateway.forward.operator import auth_accepted, auth_refused
+from gateway.forward.operator import RULE as AUTH_RULE
+from gateway.forward.operator import auth_refused_message
 from gateway.forward.points import ALERT, FORWARD, Point, PointClass, point
 from gateway.forward.sender import Outcome, Sender, Verdict
 from gateway.forward.status import StatusEvents
@@ -102,7 +104,7 @@ class Forwarder:
         self.dropped_scores = 0
         self.retries = 0
         self.online: bool | None = None  # None: nothing tried yet
-        self.auth_alert: Alert | None = None
+        self._auth = SystemAlert(AUTH_RULE, self._emit, clock_ms=_now_ms)
         self.last_error = ""
         self._oldest_enq_ms: int | None = None
         self._delivered_log: deque[tuple[float, int, int]] = deque()  # (t, points, bytes)
@@ -426,20 +428,22 @@ class Forwarder:
 
     # -- the operator alert (401/403) ---------------------------------------------------------
 
+    @property
+    def auth_alert(self) -> Alert | None:
+        """The open operator alert while the store refuses the token."""
+        return self._auth.current
+
     def _raise_auth_alert(self, outcome: Outcome) -> None:
-        if self.auth_alert is not None:
+        if self._auth.current is not None:
             return
-        event = auth_refused(self.config.url, outcome.status, outcome.reason, _now_ms())
-        self.auth_alert = event.alert
-        _LOGGER.error("forward: %s", event.alert.message)
-        self._emit(event)
+        message = auth_refused_message(self.config.url, outcome.status, outcome.reason)
+        _LOGGER.error("forward: %s", message)
+        self._auth.raise_(message, value=float(outcome.status or 0))
 
     def _clear_auth_alert(self) -> None:
-        if self.auth_alert is not None:
-            event = auth_accepted(self.auth_alert, _now_ms())
-            self.auth_alert = None
+        if self._auth.current is not None:
             _LOGGER.warning("forward: the store accepts the token again")
-            self._emit(event)
+            self._auth.clear()
 
     def _emit(self, event: AlertEvent) -> None:
         if self._alert_sink is not None:
