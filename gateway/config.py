@@ -102,6 +102,12 @@ class MqttConfig(_Section):
     def tls(self) -> bool:
         return urlsplit(self.url).scheme in ("mqtts", "ssl")
 
+    @property
+    def broker(self) -> tuple[str, int]:
+        """(host, port) of ``url``; the port defaults to 8883 for mqtts, else 1883."""
+        parts = urlsplit(self.url)
+        return parts.hostname or "127.0.0.1", parts.port or (8883 if self.tls else 1883)
+
     @model_validator(mode="after")
     def _tls_files(self) -> MqttConfig:
         for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
@@ -158,15 +157,10 @@ def check_metrics_port(cfg: GatewayConfig) -> Finding:
     return _ok("metrics port", f"{m.host}:{m.port} is free")
 
 
-def _host_port(url: str, default_port: int) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or default_port
-
-
 def check_broker(cfg: GatewayConfig, timeout_s: float = 3.0) -> Finding:
     if not cfg.mqtt.enabled:
         return _ok("broker", "MQTT disabled")
-    host, port = _host_port(cfg.mqtt.url, 8883 if cfg.mqtt.tls else 1883)
+    host, port = cfg.mqtt.broker
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:

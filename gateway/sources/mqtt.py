@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
@@ -68,9 +67,7 @@ class MqttSource:
         self._admission = Admission(Transport.MQTT, metrics, allowed_nodes)
         self._mailbox = AckMailbox()
         self._json_nodes: set[str] = set()  # nodes whose latest uplink was JSON
-        url = urlsplit(config.url)
-        self._host = url.hostname or "127.0.0.1"
-        self._port = url.port or (8883 if config.tls else 1883)
+        self._host, self._port = config.broker
         self._tls = client_context(config)
         self.ready = asyncio.Event()
         self.connections = 0
