@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sqlite3
 import ssl
 import stat
 import time
@@ -26,6 +25,7 @@ from typing import Literal
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.sources.mqtt_tls import client_context
+from gateway.store.recovery import journal_problem
 
 Status = Literal["ok", "warn", "fail"]
 # The clock is wrong for sure before this instant (no release of fieldgate is older): a
@@ -116,26 +116,13 @@ def check_journal(cfg: GatewayConfig) -> Finding:
     path = cfg.journal_path
     if not path.exists():
         return _ok("journal", f"{path} does not exist yet (created on first start)")
-    if path.stat().st_size == 0:
+    problem = journal_problem(path)  # the same check the gateway runs at open (read-only)
+    if problem is not None:
         return Finding(
             "journal",
             "fail",
-            f"{path} is an empty file",
-            "move it aside (a journal is never empty once created) and restore from backup",
-        )
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            result = db.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        return Finding(
-            "journal", "fail", f"{path} cannot be read: {exc}", "move it aside; restore a backup"
-        )
-    if result != "ok":
-        return Finding(
-            "journal", "fail", f"{path} is damaged: {result}", "move it aside; restore a backup"
+            f"{path}: {problem}",
+            "move it aside and restore a backup; `fieldgate journal recover` salvages it",
         )
     return _ok("journal", f"{path} passes quick_check ({path.stat().st_size / 1e6:.1f} MB)")
 

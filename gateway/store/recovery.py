@@ -65,7 +65,7 @@ def journal_problem(path: Path) -> str | None:
     if path.stat().st_size == 0:
         return "the file is empty (a journal never is once created)"
     try:
-        db = sqlite3.connect(path, timeout=10)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
             rows = db.execute("PRAGMA quick_check(5)").fetchall()
         finally:
