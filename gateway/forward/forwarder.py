@@ -434,11 +434,10 @@ class Forwarder:
         return self._auth.current
 
     def _raise_auth_alert(self, outcome: Outcome) -> None:
-        if self._auth.current is not None:
-            return
-        message = auth_refused_message(self.config.url, outcome.status, outcome.reason)
-        _LOGGER.error("forward: %s", message)
-        self._auth.raise_(message, value=float(outcome.status or 0))
+        if self._auth.current is None:
+            message = auth_refused_message(self.config.url, outcome.status, outcome.reason)
+            _LOGGER.error("forward: %s", message)
+            self._auth.raise_(message, value=float(outcome.status or 0))
 
     def _clear_auth_alert(self) -> None:
         if self._auth.current is not None:
