@@ -23,6 +23,8 @@ from gateway.config import GatewayConfig
 from gateway.downlink import Downlinks
 from gateway.events import AlertEvent, Severity
 from gateway.forward.forwarder import Forwarder
+from gateway.identity.gate import ADMISSION_RATE, PIN_MISMATCH, REGISTRY_FULL, NodeGate
+from gateway.identity.pins import PinStore, pins_path_for
 from gateway.ingest import IngestQueue
 from gateway.metrics import Metrics, serve_metrics
 from gateway.metrics_exposition import NodeFigures
@@ -66,6 +68,15 @@ class Gateway:
         )
         self.writer = JournalWriter(self.journal, self.queue, config.journal, self.metrics)
         self.downlinks = Downlinks()
+        # Pins, the registry cap and new-node admission, checked by every source before a
+        # message is stored (invariant "Trust is earned, state is bounded").
+        self.pins = PinStore(pins_path_for(config.data_dir), config.nodes.pins)
+        self.gate = NodeGate(
+            config.nodes,
+            self.pins,
+            allowed=frozenset(config.allowed_nodes),
+            alert_sink=self._deliver_alert,
+        )
         self.sources: list[Source] = self._make_sources()
         # The local decision path (invariant "The local path never waits for the network"):
         # journal → scoring → alerts → outputs, none of which waits for the broker or the network.
@@ -128,6 +139,16 @@ class Gateway:
         if self.forwarder is not None:
             self.metrics.gauges.update(self.forwarder.gauges())
         self.metrics.gauges["journal_degraded"] = lambda: float(self.writer.fault is not None)
+        self.metrics.gauges["nodes_admitted"] = lambda: float(self.gate.admitted)
+        for reason, what in (
+            (REGISTRY_FULL, "new node ids refused: the registry held nodes.max_nodes"),
+            (ADMISSION_RATE, "new node ids refused: over nodes.new_per_minute"),
+            (PIN_MISMATCH, "messages refused: not from the channel their node is pinned to"),
+        ):
+            self.metrics.counter_fns[f"nodes_refused_{reason}"] = (
+                f"Messages refused at admission: {what}.",
+                self.gate.refused_for(reason),
+            )
 
     def _on_journal_fault(self, fault: str | None) -> None:
         if fault is None:
@@ -181,13 +202,27 @@ class Gateway:
             reader.close()
 
     def _last_seen(self) -> dict[str, int]:
+        """The journal's nodes that are admitted at start-up: the newest ``nodes.max_nodes``
+        (and only allowed ones when ``allowed_nodes`` is set). Only these enter alerting:
+        made-up ids left in an older journal never raise "node silent"."""
         if not self.config.journal_path.exists():
             return {}
         reader = JournalReader(self.config.journal_path)
         try:
-            return {row.node_id: row.last_seen_ms for row in reader.nodes()}
+            rows = reader.nodes()
         finally:
             reader.close()
+        allowed = frozenset(self.config.allowed_nodes)
+        seen = sorted(
+            ((r.last_seen_ms, r.node_id) for r in rows if not allowed or r.node_id in allowed),
+            reverse=True,
+        )[: self.config.nodes.max_nodes]
+        return {node_id: last_seen for last_seen, node_id in seen}
+
+    def _load_nodes(self) -> None:
+        """Pins from their file, admitted nodes from the journal (blocking; before sources)."""
+        self.pins.load(forget=self.config.nodes.unpin)
+        self.gate.seed(self._last_seen())
 
     def _make_sources(self) -> list[Source]:
         cfg = self.config
@@ -197,7 +232,13 @@ class Gateway:
             from gateway.sources.mqtt import MqttSource
 
             mqtt = MqttSource(
-                cfg.mqtt, cfg.site, self.queue, self.metrics, allowed, downlinks=self.downlinks
+                cfg.mqtt,
+                cfg.site,
+                self.queue,
+                self.metrics,
+                allowed,
+                downlinks=self.downlinks,
+                gate=self.gate,
             )
             sources.append(mqtt)
             # What the gateway holds from the broker without a PUBACK yet, and how often a
@@ -209,7 +250,13 @@ class Gateway:
 
             sources.extend(
                 SerialSource(
-                    port, cfg.serial, self.queue, self.metrics, allowed, downlinks=self.downlinks
+                    port,
+                    cfg.serial,
+                    self.queue,
+                    self.metrics,
+                    allowed,
+                    downlinks=self.downlinks,
+                    gate=self.gate,
                 )
                 for port in cfg.serial.ports
             )
@@ -224,6 +271,7 @@ class Gateway:
                     allowed,
                     downlinks=self.downlinks,
                     session_share_s=cfg.ble.session_share_s,
+                    gate=self.gate,
                 )
             )
         return sources
@@ -269,6 +317,9 @@ class Gateway:
                     f"{self.journal.set_aside}; a new one was started. Salvage it with "
                     f"`fieldgate journal recover {self.journal.set_aside}`"
                 )
+            # Before any source: the pins, and the nodes the journal already admitted.
+            await asyncio.to_thread(self._load_nodes)
+            tg.create_task(self.gate.run(), name="nodes:gate")
             # After the journal is open: the engine seeds "node silent" from its node registry.
             tg.create_task(self.alerts.run(), name="alerts:engine")
             for source in self.sources:

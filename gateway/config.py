@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.alerts.config import AlertsConfig
 from gateway.errors import ConfigError
 from gateway.forward.config import ForwardConfig
+from gateway.identity.config import NodesConfig
 from gateway.outputs.config import OutputsConfig
 from gateway.pipeline.config import ScoringConfig
 
@@ -257,6 +258,8 @@ class GatewayConfig(BaseSettings):
     allowed_nodes: tuple[str, ...] = Field(
         (), description="accept only these node ids (empty: any)"
     )
+    nodes: NodesConfig = NodesConfig()
+    """which nodes are admitted and from where: registry cap, new-node rate, pins (docs/security.md)"""
     journal: JournalConfig = JournalConfig()
     """the durable journal of node messages (SQLite, WAL)"""
     queue: QueueConfig = QueueConfig()

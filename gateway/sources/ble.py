@@ -35,6 +35,8 @@ from gateway.ble import BumbleClient, BumbleScanner, close_adapters
 from gateway.config import BleConfig
 from gateway.downlink import Downlinks
 from gateway.errors import CodecError
+from gateway.identity.config import ble_channel
+from gateway.identity.gate import NodeGate
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.protocol.adv import decode_adv
@@ -99,13 +101,14 @@ class BleSource:
         *,
         downlinks: Downlinks | None = None,
         session_share_s: float | None = DEFAULT_SESSION_SHARE_S,
+        gate: NodeGate | None = None,
     ) -> None:
         self._config = config
         self._downlinks = downlinks
         self._share_s = session_share_s
         self._waiting = 0
         self._queue = queue
-        self._admission = Admission(Transport.BLE, metrics, allowed_nodes)
+        self._admission = Admission(Transport.BLE, metrics, allowed_nodes, gate)
         self._nodes = frozenset(config.nodes)
         self._slots = asyncio.Semaphore(config.max_connections)
         self._sightings: dict[str, tuple[BLEDevice, int | None]] = {}
@@ -221,7 +224,7 @@ class BleSource:
         key = (msg.boot_id, msg.seq)
         if self._last_beacon.get(msg.node_id) == key:
             return  # beacons repeat each reading; the journal would drop the copy anyway
-        if not self._admission.admit(msg, where):
+        if not self._admission.admit(msg, where, ble_channel(device.address)):
             return
         if len(self._last_beacon) >= _MAX_REMEMBERED_BEACONS:
             # Only a repeat filter: forgetting lets a few copies through to the journal's
@@ -307,7 +310,9 @@ class BleSource:
                         checkpoint()
 
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._receive(node, inbox), name=f"source:ble:{node}:rx")
+                tg.create_task(
+                    self._receive(node, device.address, inbox), name=f"source:ble:{node}:rx"
+                )
                 tg.create_task(self._send_acks(node, write), name=f"source:ble:{node}:acks")
                 tg.create_task(self._send_commands(link, write), name=f"source:ble:{node}:commands")
                 await self._hold(gone)
@@ -332,15 +337,16 @@ class BleSource:
                 continue
             raise _Disconnected("peer disconnected")
 
-    async def _receive(self, node: str, inbox: asyncio.Queue[bytes]) -> None:
+    async def _receive(self, node: str, address: str, inbox: asyncio.Queue[bytes]) -> None:
         where = f"ble:{node}"
+        channel = ble_channel(address)
         decoder = ChunkDecoder()
         mailbox = self._mailboxes[node]
         while True:
             data = await inbox.get()
             rx = now_ms()
             for item in decoder.feed(data):
-                msg = self._admission.accept_frame(item, where)
+                msg = self._admission.accept_frame(item, where, channel)
                 if msg is None:
                     continue
                 rssi = self._sightings[node][1]

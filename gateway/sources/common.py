@@ -7,6 +7,7 @@ import logging
 import time
 
 from gateway.errors import CodecError
+from gateway.identity.gate import NodeGate
 from gateway.log_limit import LimitedWarning
 from gateway.metrics import Metrics
 from gateway.protocol.messages import Ack, Command, Transport, UplinkMessage
@@ -77,10 +78,18 @@ class CommandOutbox:
 class Admission:
     """Counts and logs bad input; decides whether a decoded message may enter the journal."""
 
-    def __init__(self, transport: Transport, metrics: Metrics, allowed: frozenset[str]) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        metrics: Metrics,
+        allowed: frozenset[str],
+        gate: NodeGate | None = None,
+    ) -> None:
         self.transport = transport
         self._metrics = metrics
         self._allowed = allowed
+        # Shared by all sources: pins, the registry cap and new-node admission (None: off).
+        self._gate = gate
         # What was logged once; bounded, so made-up node ids cannot grow it: past the cap
         # the rest are logged at most once per interval with a count.
         self._logged: set[tuple[str, str]] = set()
@@ -95,8 +104,11 @@ class Admission:
         elif (where, reason) not in self._logged:
             self._overflow_log.warning("%s: %s rejected: %s", where, self.transport.value, error)
 
-    def accept_frame(self, item: bytes | CodecError, where: str) -> UplinkMessage | None:
-        """Decode one frame (or count its framing error); the uplink message if it may enter."""
+    def accept_frame(
+        self, item: bytes | CodecError, where: str, channel: str
+    ) -> UplinkMessage | None:
+        """Decode one frame (or count its framing error); the uplink message if it may enter
+        (``channel``: where it came from, as pins name it, e.g. ``serial:/dev/ttyACM0``)."""
         if isinstance(item, CodecError):
             self.malformed(where, item)
             return None
@@ -107,7 +119,7 @@ class Admission:
             return None
         if isinstance(msg, Ack | Command):
             return None  # downlink kinds never come from a node
-        return msg if self.admit(msg, where) else None
+        return msg if self.admit(msg, where, channel) else None
 
     @property
     def remembered(self) -> int:
@@ -121,9 +133,9 @@ class Admission:
         self._logged.add(key)
         return True
 
-    def admit(self, msg: UplinkMessage, where: str) -> bool:
+    def admit(self, msg: UplinkMessage, where: str, channel: str) -> bool:
         if not self._allowed or msg.node_id in self._allowed:
-            return True
+            return self._gate is None or self._gate.admit(msg.node_id, channel)
         self._metrics.rejected_nodes[(self.transport.value, msg.node_id)] += 1
         key = (msg.node_id, "unknown")
         if self._first_time(key):

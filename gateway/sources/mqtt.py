@@ -27,6 +27,8 @@ import paho.mqtt.client as paho
 from gateway.config import MqttConfig
 from gateway.downlink import Downlinks, LinkReach
 from gateway.errors import CodecError, TopicError, TransportError
+from gateway.identity.config import MQTT_CHANNEL
+from gateway.identity.gate import NodeGate
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.protocol.json_payload import encode_json_message, is_json_payload
@@ -58,13 +60,14 @@ class MqttSource:
         allowed_nodes: frozenset[str] = frozenset(),
         *,
         downlinks: Downlinks | None = None,
+        gate: NodeGate | None = None,
     ) -> None:
         self._config = config
         self._reach = LinkReach(downlinks, self)
         self._commands = CommandOutbox("broker", _COMMAND_QUEUE_SIZE)
         self._site = site
         self._queue = queue
-        self._admission = Admission(Transport.MQTT, metrics, allowed_nodes)
+        self._admission = Admission(Transport.MQTT, metrics, allowed_nodes, gate)
         self._mailbox = AckMailbox()
         self._json_nodes: set[str] = set()  # nodes whose latest uplink was JSON
         self._host, self._port = config.broker
@@ -196,7 +199,7 @@ class MqttSource:
         if isinstance(msg, Ack | Command):  # decode checks type against the topic kind
             puback()
             return None
-        if not self._admission.admit(msg, topic):
+        if not self._admission.admit(msg, topic, MQTT_CHANNEL):
             puback()
             return None
         # Answer in the form of the node's latest uplink. Bounded like LinkReach: by the

@@ -17,6 +17,8 @@ import serial_asyncio
 from gateway.aio_compat import being_cancelled
 from gateway.config import SerialConfig, SerialPortConfig
 from gateway.downlink import Downlinks, LinkReach
+from gateway.identity.config import serial_channel
+from gateway.identity.gate import NodeGate
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
 from gateway.protocol.framing import FrameDecoder, encode_frame
@@ -38,12 +40,13 @@ class SerialSource:
         allowed_nodes: frozenset[str] = frozenset(),
         *,
         downlinks: Downlinks | None = None,
+        gate: NodeGate | None = None,
     ) -> None:
         self._port = port
         self._reach = LinkReach(downlinks, self)
         self._config = config
         self._queue = queue
-        self._admission = Admission(Transport.SERIAL, metrics, allowed_nodes)
+        self._admission = Admission(Transport.SERIAL, metrics, allowed_nodes, gate)
         self._mailbox = AckMailbox()
         self.ready = asyncio.Event()
         self.opens = 0
@@ -95,10 +98,11 @@ class SerialSource:
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         where = self._port.path
+        channel = serial_channel(where)
         while data := await reader.read(_READ_CHUNK):
             rx = now_ms()
             for item in self.decoder.feed(data):
-                msg = self._admission.accept_frame(item, where)
+                msg = self._admission.accept_frame(item, where, channel)
                 if msg is not None:
                     await self._queue.put(Envelope(msg, Transport.SERIAL, rx, self._mailbox))
 

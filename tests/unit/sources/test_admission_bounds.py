@@ -22,10 +22,10 @@ def test_made_up_ids_cannot_grow_memory_or_the_log(caplog: pytest.LogCaptureFixt
     admission = Admission(Transport.MQTT, metrics, frozenset({"pump-01"}))
     with caplog.at_level(logging.WARNING):
         refused = sum(
-            not admission.admit(reading(f"fake-{i}"), "fieldgate/s/x/readings")
+            not admission.admit(reading(f"fake-{i}"), "fieldgate/s/x/readings", "mqtt")
             for i in range(50_000)
         )
-        assert admission.admit(reading("pump-01"), "fieldgate/s/pump-01/readings")
+        assert admission.admit(reading("pump-01"), "fieldgate/s/pump-01/readings", "mqtt")
     assert refused == 50_000
     assert admission.remembered <= 1000
     assert len(caplog.records) <= 1002
