@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,10 @@ class Clock:
 
 
 def make_gate(
-    tmp_path: Path, events: list[AlertEvent] | None = None, clock: Clock | None = None, **config
+    tmp_path: Path,
+    events: list[AlertEvent] | None = None,
+    clock: Clock | None = None,
+    **config: Any,
 ) -> tuple[NodeGate, PinStore]:
     cfg = NodesConfig(**config)
     pins = PinStore(tmp_path / "node_pins.json", cfg.pins)
