@@ -133,6 +133,13 @@ class Gateway:
             "Alert events handed to the outputs.",
             lambda: float(self.outputs.delivered_events),
         )
+        if self.outputs.outbox is not None:
+            outbox = self.outputs.outbox
+            self.metrics.counter_fns["outbox_refused"] = (
+                "Notifications (not alerts) the outbox refused over outputs.outbox.max_bytes.",
+                lambda: float(outbox.refused),
+            )
+            self.metrics.gauges["outbox_pending_bytes"] = lambda: float(outbox.pending_bytes)
         self.metrics.node_figures = self._node_figures
         self.metrics.node_scores = self.pipeline.fusion.latest
         self.metrics.gauges["journal_bytes"] = self._journal_bytes

@@ -315,7 +315,12 @@ class OutboxConfig(_Section):
     """longest retry delay"""
     # deliver() never blocks; events wait here until the outbox writer commits them.
     queue_max_events: int = Field(10_000, ge=1)
-    """events waiting to be written to the outbox; beyond this new events are dropped and counted"""
+    """events waiting to be written to the outbox; beyond this new events other than raised
+    and escalated alerts are dropped and counted (alerts are always taken)"""
+    max_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+    """undelivered notifications the outbox holds (bytes of their bodies); past it, cleared,
+    acknowledged and re-notified events are refused and counted and the outbox_full system
+    alert is raised; raised and escalated alerts are always taken, never dropped for room"""
 
 
 class OutputsConfig(_Section):

@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.events import AlertEvent
+from gateway.alerts.system import SystemAlert
+from gateway.events import AlertEvent, Severity
 from gateway.outputs.bus import AlertBus
 from gateway.outputs.config import OutputsConfig
 from gateway.outputs.email import EmailDestination
@@ -81,11 +82,26 @@ class AlertOutputs:
                 retry_first_s=config.outbox.retry_first_s,
                 retry_max_s=config.outbox.retry_max_s,
                 queue_max_events=config.outbox.queue_max_events,
+                max_bytes=config.outbox.max_bytes,
+                on_full=self._outbox_full,
             )
             if destinations
             else None
         )
         self.delivered_events = 0
+        # Raised on the outputs that need no outbox (bus, local MQTT, script hook) and, being
+        # an alert, taken by the outbox too.
+        self.outbox_full_alert = SystemAlert("outbox_full", self.deliver, Severity.WARNING)
+
+    def _outbox_full(self, full: bool) -> None:
+        if not full:
+            self.outbox_full_alert.clear()
+            return
+        self.outbox_full_alert.raise_(
+            "the notification outbox is over outputs.outbox.max_bytes (webhook or e-mail "
+            "unreachable for long?): cleared, acknowledged and re-notified events are not "
+            "sent on; raised and escalated alerts still are"
+        )
 
     def deliver(self, event: AlertEvent) -> None:
         """Fan ``event`` out to every output; returns at once (no I/O on the caller)."""

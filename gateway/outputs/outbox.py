@@ -15,6 +15,14 @@ a crash between the receiver's confirmation and our commit — is recognisable. 
 an event id that is already in the outbox does nothing, so the alert journal may be
 replayed into :meth:`Outbox.put` after a restart.
 
+Budget (``outputs.outbox.max_bytes``): the bodies of undelivered events, queued or in the
+file. Alerts (raised, escalated) are never dropped and never make room by dropping another
+event: they are always taken, past the budget if need be. Their number is bounded upstream
+(one open alert per rule and admitted node, and the node registry is capped). While the
+budget is exceeded, every other kind (cleared, acknowledged, re-notified) is refused and
+counted, and ``on_full(True)`` is called once (the ``outbox_full`` system alert); once the
+undelivered bytes are back under 90 % of the budget, ``on_full(False)``.
+
 Blocking SQLite work runs in worker threads (``asyncio.to_thread``), never on the loop.
 """
 
@@ -26,17 +34,20 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from gateway.errors import FieldgateError, StoreError
-from gateway.events import AlertEvent
+from gateway.events import AlertEvent, AlertEventKind
+from gateway.log_limit import LimitedWarning
 from gateway.retry import Backoff
 from gateway.store.schema_version import open_schema
 
 _LOGGER = logging.getLogger(__name__)
+# Never refused, however full the outbox: someone must hear of these.
+ALERT_KINDS = frozenset({AlertEventKind.RAISED, AlertEventKind.ESCALATED})
 
 # docs: gateway/store/schema_version.py; 1 = the tables below (0: the same, unnumbered).
 SCHEMA_VERSION = 1
@@ -154,19 +165,39 @@ class OutboxStore:
             return None
         return Notification(row=row[0], event_id=row[1], body=bytes(row[2]), attempts=row[3])
 
-    def mark_delivered(self, destination: str, row: int) -> None:
-        self._finish(destination, row, "delivered", None)
+    def mark_delivered(self, destination: str, row: int) -> int:
+        return self._finish(destination, row, "delivered", None)
 
-    def mark_rejected(self, destination: str, row: int, reason: str) -> None:
-        self._finish(destination, row, "rejected", reason)
+    def mark_rejected(self, destination: str, row: int, reason: str) -> int:
+        return self._finish(destination, row, "rejected", reason)
 
-    def _finish(self, destination: str, row: int, state: str, reason: str | None) -> None:
+    def _finish(self, destination: str, row: int, state: str, reason: str | None) -> int:
+        """Close one delivery; the event's body size when no destination waits for it any more."""
         with self._lock:
             self._db.execute(
                 "UPDATE deliveries SET state = ?, done_ms = ?, last_error = ? "
                 "WHERE destination = ? AND event_row = ? AND state = 'pending'",
                 (state, int(time.time() * 1000), reason, destination, row),
             )
+            (waiting,) = self._db.execute(
+                "SELECT count(*) FROM deliveries WHERE event_row = ? AND state = 'pending'",
+                (row,),
+            ).fetchone()
+            if waiting:
+                return 0
+            found = self._db.execute(
+                "SELECT length(body) FROM events WHERE id = ?", (row,)
+            ).fetchone()
+        return int(found[0]) if found else 0
+
+    def pending_bytes(self) -> int:
+        """Bytes of the bodies of events some destination still waits for."""
+        with self._lock:
+            (total,) = self._db.execute(
+                "SELECT coalesce(sum(length(body)), 0) FROM events WHERE id IN "
+                "(SELECT event_row FROM deliveries WHERE state = 'pending')"
+            ).fetchone()
+        return int(total)
 
     def record_failure(self, destination: str, row: int, error: str) -> None:
         with self._lock:
@@ -210,8 +241,17 @@ class Outbox:
         retry_first_s: float = 1.0,
         retry_max_s: float = 60.0,
         queue_max_events: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        on_full: Callable[[bool], None] | None = None,
     ) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self._on_full = on_full
+        self.full = False
+        # Bodies of undelivered events: queued here or pending in the file (loaded at run()).
+        self.pending_bytes = 0
+        self.refused = 0  # non-alert events refused while over budget
+        self._refused_log = LimitedWarning(_LOGGER)
         self._destinations = list(destinations)
         self._retry_first_s = retry_first_s
         self._retry_max_s = retry_max_s
@@ -234,12 +274,25 @@ class Outbox:
         return self._store
 
     def put(self, event: AlertEvent, body: bytes) -> bool:
-        """Hand an event to the outbox (never blocks). False when no destination wants it
-        or the writer is ``queue_max_events`` behind (then it is counted as dropped)."""
+        """Hand an event to the outbox (never blocks). False when no destination wants it,
+        or, for kinds other than raised/escalated alerts (always taken), when the outbox is
+        over ``max_bytes`` (refused) or the writer is ``queue_max_events`` behind (dropped)."""
         wanted = tuple(d.name for d in self._destinations if d.wants(event))
         if not wanted:
             return False
-        if len(self._incoming) >= self._queue_max:
+        alert = event.kind in ALERT_KINDS
+        if not alert and self.pending_bytes + len(body) > self.max_bytes:
+            self.refused += 1
+            self._refused_log.warning(
+                "outbox: %s: refused, %d bytes undelivered (outputs.outbox.max_bytes = %d); "
+                "alerts are still taken",
+                event.event_id,
+                self.pending_bytes,
+                self.max_bytes,
+            )
+            self._set_full(True)
+            return False
+        if not alert and len(self._incoming) >= self._queue_max:
             # Only reachable when SQLite stalls for a long time; the alert itself is in
             # the alert journal, so a replay after restart can still deliver it.
             self.dropped += 1
@@ -250,11 +303,39 @@ class Outbox:
             )
             return False
         self._incoming.append(Pending(event.event_id, body, wanted))
+        self.pending_bytes += len(body)
         self._incoming_ready.set()
+        if self.pending_bytes > self.max_bytes:
+            self._set_full(True)
         return True
+
+    def _set_full(self, full: bool) -> None:
+        if full == self.full:
+            return
+        self.full = full
+        if full:
+            _LOGGER.error(
+                "outbox: over its budget (%d bytes undelivered, outputs.outbox.max_bytes = %d): "
+                "only raised and escalated alerts are taken until deliveries catch up",
+                self.pending_bytes,
+                self.max_bytes,
+            )
+        else:
+            _LOGGER.info("outbox: back under its budget (%d bytes undelivered)", self.pending_bytes)
+        if self._on_full is not None:
+            self._on_full(full)
+
+    def _freed(self, size: int) -> None:
+        self.pending_bytes = max(0, self.pending_bytes - size)
+        if self.full and self.pending_bytes < self.max_bytes * 0.9:
+            self._set_full(False)
 
     async def run(self) -> None:
         self._store = await asyncio.to_thread(OutboxStore, self.path)
+        stored = await asyncio.to_thread(self._store.pending_bytes)
+        self.pending_bytes += stored
+        if self.pending_bytes > self.max_bytes:
+            self._set_full(True)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._write(), name=f"outbox:writer:{self.path.name}")
@@ -277,9 +358,14 @@ class Outbox:
                     continue
                 # Leave the batch in _incoming until committed: if shutdown cancels us
                 # mid-commit, the handler below commits it again (INSERT OR IGNORE).
-                await asyncio.to_thread(store.enqueue, batch)
+                added = await asyncio.to_thread(store.enqueue, batch)
                 for _ in batch:
                     self._incoming.popleft()
+                if added < len(batch):
+                    # Replays of events already in the file were counted twice: count again.
+                    stored = await asyncio.to_thread(store.pending_bytes)
+                    self.pending_bytes = stored + sum(len(p.body) for p in self._incoming)
+                    self._freed(0)
                 for item in batch:
                     for name in item.destinations:
                         self._wake[name].set()
@@ -311,7 +397,8 @@ class Outbox:
                     dest.name,
                     exc,
                 )
-                await asyncio.to_thread(store.mark_rejected, dest.name, note.row, str(exc))
+                freed = await asyncio.to_thread(store.mark_rejected, dest.name, note.row, str(exc))
+                self._freed(freed)
                 continue
             except FieldgateError as exc:  # TransportError and friends: retry
                 self.failures[dest.name] += 1
@@ -328,7 +415,7 @@ class Outbox:
                 await asyncio.to_thread(store.record_failure, dest.name, note.row, str(exc))
                 await asyncio.sleep(delay)
                 continue
-            await asyncio.to_thread(store.mark_delivered, dest.name, note.row)
+            self._freed(await asyncio.to_thread(store.mark_delivered, dest.name, note.row))
             self.delivered[dest.name] += 1
             if not self.online[dest.name]:
                 _LOGGER.info("outbox: %s reachable again", dest.name)
