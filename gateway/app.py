@@ -148,12 +148,12 @@ class Gateway:
         self.metrics.gauges["journal_degraded"] = lambda: float(self.writer.fault is not None)
         self.metrics.gauges["nodes_admitted"] = lambda: float(self.gate.admitted)
         for reason, what in (
-            (REGISTRY_FULL, "new node ids refused: the registry held nodes.max_nodes"),
-            (ADMISSION_RATE, "new node ids refused: over nodes.new_per_minute"),
-            (PIN_MISMATCH, "messages refused: not from the channel their node is pinned to"),
+            (REGISTRY_FULL, "a new node id while the registry held nodes.max_nodes"),
+            (ADMISSION_RATE, "a new node id over nodes.new_per_minute"),
+            (PIN_MISMATCH, "not from the channel its node is pinned to"),
         ):
             self.metrics.counter_fns[f"nodes_refused_{reason}"] = (
-                f"Messages refused at admission: {what}.",
+                f"Messages refused before the journal: {what}.",
                 self.gate.refused_for(reason),
             )
 
