@@ -89,6 +89,7 @@ class Gateway:
             alerts_path_for(config.journal_path),
             self._deliver_alert,
             seen_nodes=self._last_seen,
+            on_store_fault=self._on_alert_store_fault,
         )
         # Always present: with scoring disabled it still turns commits into the readings,
         # health and gap observations the other alert rules need.
@@ -120,6 +121,7 @@ class Gateway:
         # A disk that refuses writes stops acknowledgements; staff hear it on the paths that
         # need no disk (live view, dashboard, local MQTT, script hook).
         self.storage_alert = SystemAlert("journal_storage", self._deliver_alert)
+        self.alert_store_alert = SystemAlert("alert_storage", self._deliver_alert)
         self.writer.add_fault_listener(self._on_journal_fault)
         self.metrics_ready = asyncio.Event()
         self.web_ready = asyncio.Event()
@@ -164,6 +166,15 @@ class Gateway:
             self.storage_alert.raise_(
                 f"the journal cannot write ({fault}): nothing new is acknowledged; nodes and "
                 "the broker keep their data until the disk has room again"
+            )
+
+    def _on_alert_store_fault(self, fault: str | None) -> None:
+        if fault is None:
+            self.alert_store_alert.clear()
+        else:
+            self.alert_store_alert.raise_(
+                f"the alert history cannot be written ({fault}): alerts still reach the "
+                "outputs; their history is kept in memory until the disk has room"
             )
 
     def _deliver_alert(self, event: AlertEvent) -> None:

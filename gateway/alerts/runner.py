@@ -47,12 +47,16 @@ class AlertRunner:
         *,
         max_pending: int = 200_000,
         seen_nodes: Callable[[], dict[str, int]] | None = None,
+        on_store_fault: Callable[[str | None], None] | None = None,
     ) -> None:
         self.config = config
         self._store_path = store_path
         self._deliver = deliver
         self._max_pending = max_pending
         self._seen_nodes = seen_nodes
+        # Called on the loop when the alert store's disk fails (the cause) and recovers (None).
+        self._on_store_fault = on_store_fault
+        self._store: AlertStore | None = None
         self._pending: deque[Observation] = deque()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
@@ -109,7 +113,14 @@ class AlertRunner:
         return self.engine
 
     async def run(self) -> None:
-        store = AlertStore(self._store_path)
+        loop = asyncio.get_running_loop()
+        notify = self._on_store_fault
+
+        def on_fault(cause: str | None) -> None:  # on the engine's thread
+            if notify is not None:
+                loop.call_soon_threadsafe(notify, cause)
+
+        store = self._store = AlertStore(self._store_path, on_fault=on_fault)
         try:
             self.engine = await self._call(lambda: AlertEngine(self.config, store.open()))
             engine = self.engine
@@ -146,6 +157,9 @@ class AlertRunner:
         while True:
             await asyncio.sleep(self.config.tick_interval_s)
             self._emit(await self._call(lambda: engine.tick(_now_ms())))
+            store = self._store
+            if store is not None and store.fault is not None:
+                await self._call(store.flush)  # the disk may have room again
 
     def _emit(self, events: list[AlertEvent]) -> None:
         for event in events:

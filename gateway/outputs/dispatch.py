@@ -84,6 +84,7 @@ class AlertOutputs:
                 queue_max_events=config.outbox.queue_max_events,
                 max_bytes=config.outbox.max_bytes,
                 on_full=self._outbox_full,
+                on_fault=self._outbox_fault,
             )
             if destinations
             else None
@@ -92,6 +93,16 @@ class AlertOutputs:
         # Raised on the outputs that need no outbox (bus, local MQTT, script hook) and, being
         # an alert, taken by the outbox too.
         self.outbox_full_alert = SystemAlert("outbox_full", self.deliver, Severity.WARNING)
+        self.outbox_storage_alert = SystemAlert("outbox_storage", self.deliver)
+
+    def _outbox_fault(self, fault: str | None) -> None:
+        if fault is None:
+            self.outbox_storage_alert.clear()
+        else:
+            self.outbox_storage_alert.raise_(
+                f"the notification outbox cannot write ({fault}): webhook and e-mail "
+                "notifications wait in memory until the disk has room"
+            )
 
     def _outbox_full(self, full: bool) -> None:
         if not full:

@@ -29,6 +29,7 @@ Blocking SQLite work runs in worker threads (``asyncio.to_thread``), never on th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -37,15 +38,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway.errors import FieldgateError, StoreError
 from gateway.events import AlertEvent, AlertEventKind
 from gateway.log_limit import LimitedWarning
 from gateway.retry import Backoff
+from gateway.store.faults import is_storage_fault
 from gateway.store.schema_version import open_schema
 
 _LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 # Never refused, however full the outbox: someone must hear of these.
 ALERT_KINDS = frozenset({AlertEventKind.RAISED, AlertEventKind.ESCALATED})
 
@@ -148,7 +151,9 @@ class OutboxStore:
                     )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back (SQLITE_FULL does): keep the cause.
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
         return added
 
@@ -243,8 +248,13 @@ class Outbox:
         queue_max_events: int = 10_000,
         max_bytes: int = 64 * 1024 * 1024,
         on_full: Callable[[bool], None] | None = None,
+        on_fault: Callable[[str | None], None] | None = None,
     ) -> None:
         self.path = path
+        # A full disk or an I/O error: events wait in memory (put's bounds hold), deliveries
+        # pause, the store is tried again with backoff; on_fault(cause), then on_fault(None).
+        self._on_fault = on_fault
+        self.fault: str | None = None
         self.max_bytes = max_bytes
         self._on_full = on_full
         self.full = False
@@ -325,6 +335,34 @@ class Outbox:
         if self._on_full is not None:
             self._on_full(full)
 
+    async def _durably(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in a thread, retried with backoff while the disk refuses writes."""
+        backoff = Backoff(first_s=self._retry_first_s, max_s=self._retry_max_s)
+        while True:
+            try:
+                result = await asyncio.to_thread(fn, *args)
+            except sqlite3.Error as exc:
+                if not is_storage_fault(exc):
+                    raise
+                if self.fault is None:
+                    self.fault = str(exc)
+                    _LOGGER.error(
+                        "outbox %s cannot write (%s): notifications wait in memory and "
+                        "deliveries pause until the disk has room",
+                        self.path,
+                        exc,
+                    )
+                    if self._on_fault is not None:
+                        self._on_fault(self.fault)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if self.fault is not None:
+                self.fault = None
+                _LOGGER.warning("outbox %s writable again", self.path)
+                if self._on_fault is not None:
+                    self._on_fault(None)
+            return result
+
     def _freed(self, size: int) -> None:
         self.pending_bytes = max(0, self.pending_bytes - size)
         if self.full and self.pending_bytes < self.max_bytes * 0.9:
@@ -358,7 +396,7 @@ class Outbox:
                     continue
                 # Leave the batch in _incoming until committed: if shutdown cancels us
                 # mid-commit, the handler below commits it again (INSERT OR IGNORE).
-                added = await asyncio.to_thread(store.enqueue, batch)
+                added = await self._durably(store.enqueue, batch)
                 for _ in batch:
                     self._incoming.popleft()
                 if added < len(batch):
@@ -373,7 +411,17 @@ class Outbox:
             # Shutdown: what put() accepted must be durable before we go (one short
             # blocking commit on the way out is cheaper than a lost alert).
             if self._incoming:
-                store.enqueue(list(self._incoming))
+                try:
+                    store.enqueue(list(self._incoming))
+                except sqlite3.Error as exc:
+                    if not is_storage_fault(exc):
+                        raise
+                    _LOGGER.error(
+                        "outbox %s: %d notification(s) not written at shutdown (%s)",
+                        self.path,
+                        len(self._incoming),
+                        exc,
+                    )
                 self._incoming.clear()
             raise
 
@@ -412,10 +460,11 @@ class Outbox:
                         delay,
                     )
                 self.online[dest.name] = False
-                await asyncio.to_thread(store.record_failure, dest.name, note.row, str(exc))
+                await self._durably(store.record_failure, dest.name, note.row, str(exc))
                 await asyncio.sleep(delay)
                 continue
-            self._freed(await asyncio.to_thread(store.mark_delivered, dest.name, note.row))
+            # Retried until written: a delivered row is never sent again.
+            self._freed(await self._durably(store.mark_delivered, dest.name, note.row))
             self.delivered[dest.name] += 1
             if not self.online[dest.name]:
                 _LOGGER.info("outbox: %s reachable again", dest.name)

@@ -18,16 +18,18 @@ so outputs that were offline can forward them later in order (:meth:`AlertStore.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway.alerts.state import OpenAlert
 from gateway.errors import StoreError
 from gateway.events import Alert, AlertEvent, AlertEventKind, AlertState, Severity
+from gateway.store.faults import is_storage_fault
 from gateway.store.schema_version import open_schema
 
 _LOGGER = logging.getLogger(__name__)
@@ -118,14 +120,35 @@ def _event_from_row(row: Sequence[Any]) -> AlertEvent:
     )
 
 
+# Events held in memory while the disk refuses writes; past this the oldest are given up
+# (history only: every one of them was already handed to the outputs), and counted.
+MAX_UNWRITTEN = 10_000
+
+
 class AlertStore:
     """Alerts and alert events in their own SQLite file. One writer (the engine); any number
-    of readers with their own ``AlertStore`` on the same path."""
+    of readers with their own ``AlertStore`` on the same path.
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    A full disk or an I/O error does not stop alerting: :meth:`record` keeps the events in
+    memory (bounded by ``MAX_UNWRITTEN``), logs once, calls ``on_fault(cause)`` and returns, so
+    the engine hands them to the outputs as usual; the next :meth:`record` or :meth:`flush`
+    writes them first, in order, and ``on_fault(None)`` says the history is whole again.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        on_fault: Callable[[str | None], None] | None = None,
+    ) -> None:
         self.path = path
         self._synchronous = synchronous
         self._db: sqlite3.Connection | None = None
+        self._on_fault = on_fault
+        self._unwritten: list[AlertEvent] = []
+        self.fault: str | None = None
+        self.unwritten_dropped = 0
 
     def open(self) -> AlertStore:
         if isinstance(self.path, Path):
@@ -162,10 +185,54 @@ class AlertStore:
     def record(self, events: Sequence[AlertEvent]) -> None:
         """Append ``events`` and update their alerts, in one transaction.
 
-        Idempotent per ``event_id``: recording an event twice stores it once.
+        Idempotent per ``event_id``: recording an event twice stores it once. On a disk
+        fault the events are held and written later (see the class).
         """
-        if not events:
+        if not events and not self._unwritten:
             return
+        batch = [*self._unwritten, *events]
+        try:
+            self._write(batch)
+        except StoreError as exc:
+            if not is_storage_fault(exc.__cause__ or exc):
+                raise
+            self._hold(events, str(exc.__cause__))
+            return
+        if self._unwritten:
+            _LOGGER.warning(
+                "alert store %s writable again: %d held event(s) written",
+                self.path,
+                len(self._unwritten),
+            )
+            self._unwritten.clear()
+        if self.fault is not None:
+            self.fault = None
+            if self._on_fault is not None:
+                self._on_fault(None)
+
+    def flush(self) -> None:
+        """Try again to write what a disk fault held back (the runner calls it each tick)."""
+        self.record([])
+
+    def _hold(self, events: Sequence[AlertEvent], cause: str) -> None:
+        self._unwritten.extend(events)
+        excess = len(self._unwritten) - MAX_UNWRITTEN
+        if excess > 0:
+            del self._unwritten[:excess]
+            self.unwritten_dropped += excess
+        if self.fault is None:
+            self.fault = cause
+            _LOGGER.error(
+                "alert store %s cannot write (%s): alerts still go to the outputs; their "
+                "history is held in memory (up to %d events) and written when the disk has room",
+                self.path,
+                cause,
+                MAX_UNWRITTEN,
+            )
+            if self._on_fault is not None:
+                self._on_fault(cause)
+
+    def _write(self, events: Sequence[AlertEvent]) -> None:
         db = self._require()
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -194,7 +261,10 @@ class AlertStore:
                     )  # fmt: skip
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite may already have rolled back (SQLITE_FULL does): a failing ROLLBACK
+                # must not hide the cause.
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record alert events in {self.path}: {exc}") from exc

@@ -35,6 +35,7 @@ from gateway.errors import StorageFault, StoreError
 from gateway.ingest import Envelope
 from gateway.protocol.messages import Ack, Channel, NodeInference, ReadingBatch, Status
 from gateway.store.clock import NodeClock
+from gateway.store.faults import is_storage_fault
 from gateway.store.journal_schema import JOURNAL_SCHEMA_VERSION, SCHEMA, size_bytes
 from gateway.store.recovery import hold_lock, journal_problem, set_aside
 from gateway.store.schema_version import open_schema
@@ -76,15 +77,6 @@ def _pack(values: tuple[float, ...]) -> bytes:
 
 def unpack_values(blob: bytes) -> tuple[float, ...]:
     return struct.unpack(f"<{len(blob) // 8}d", blob)
-
-
-# SQLite result codes (low byte of extended codes) that mean "the disk, not the data".
-_STORAGE_CODES = frozenset({10, 13, 14})  # SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
-
-
-def _is_storage_fault(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _STORAGE_CODES
 
 
 class Journal:
@@ -207,7 +199,7 @@ class Journal:
             # The in-memory stream state ran ahead of what is committed: go back to the
             # file, so no ack is ever computed from a transaction that did not happen.
             self._reload_state()
-            if isinstance(exc, sqlite3.Error) and _is_storage_fault(exc):
+            if is_storage_fault(exc):
                 raise StorageFault(f"journal {self.path}: {exc}") from exc
             raise
         for (node_id, boot_id), env in touched.items():
