@@ -20,10 +20,11 @@ service UUID and a beacon payload fit in one advert.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from bumble import att, core, data_types
+from bumble import att, core, data_types, hci
 from bumble.core import UUID, AdvertisingData
 from bumble.device import (
     AdvertisingEventProperties,
@@ -58,6 +59,14 @@ DownlinkHandler = Callable[[bytes], Awaitable[None]]
 
 _Props = Characteristic.Properties
 _Perms = Characteristic.Permissions
+
+
+def static_address(node_id: str) -> hci.Address:
+    """The node's BLE address: a random static address derived from its id, the same at every
+    start, as a real node's (the gateway pins a node id to its address)."""
+    raw = bytearray(hashlib.sha256(node_id.encode()).digest()[:6])
+    raw[0] |= 0xC0  # the two top bits of a random static address
+    return hci.Address(":".join(f"{b:02X}" for b in raw), hci.Address.RANDOM_DEVICE_ADDRESS)
 
 
 class BlePeripheral:
@@ -129,7 +138,11 @@ class BlePeripheral:
     async def start(self) -> None:
         """Attach to the controller, serve GATT (if connectable) and start advertising."""
         transport = await open_hci(self.transport_spec)
-        device = Device(name=self.node_id, host=Host(transport.source, transport.sink))
+        device = Device(
+            name=self.node_id,
+            address=static_address(self.node_id),
+            host=Host(transport.source, transport.sink),
+        )
         self._transport, self._device = transport, device
         if self.connectable:
             device.add_services(self._services)
