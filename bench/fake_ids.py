@@ -11,8 +11,9 @@ Method:
   one (admitted + refused counters on /metrics), then reads RSS again and the registry size
   (journal ``nodes`` rows); then ``pump-01`` sends ``flow = 500`` and the run waits for its
   alert in the alert history.
-* Restart: the gateway is stopped (SIGTERM) and started with the silence rule at 1 s; after
-  5 s the ``node_silent`` alerts in the history are counted.
+* Restart: the gateway is stopped (SIGTERM) and started with the silence rule at 1 s; the
+  ``node_silent`` alerts in the history are counted once there are as many as registered
+  nodes (or after 60 s), plus 3 s.
 * Baseline, same run, same machine: the same with the bounds lifted (``nodes.max_nodes`` =
   10⁶, ``nodes.new_per_minute`` = 10⁶: the gateway before issue 14 admitted every id).
 
@@ -24,6 +25,7 @@ baseline_rss_growth_mb=<x> baseline_registry=<r> baseline_silent_after_restart=<
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import signal
 import sqlite3
@@ -185,12 +187,17 @@ def run_once(ids: int, *, bounded: bool) -> Outcome:
             stop(gateway)
         registry = query(workdir / "var" / "journal.db", "SELECT count(*) FROM nodes")
         gateway = start_gateway(write_config(workdir, broker, port, bounded, 1), log, port)
+        count_silent = "SELECT count(*) FROM alerts WHERE rule = 'silent'"
         try:
-            time.sleep(5)
+            # Every registered node is silent after 1 s; wait for them (up to 60 s), then 3 s
+            # more for any beyond them.
+            with contextlib.suppress(SystemExit):
+                wait_for("node_silent", lambda: query(alerts_db, count_silent) >= registry, 60)
+            time.sleep(3)
         finally:
             stop(gateway)
             broker.stop()
-        silent = query(alerts_db, "SELECT count(*) FROM alerts WHERE rule = 'silent'")
+        silent = query(alerts_db, count_silent)
         return Outcome(growth, registry, silent, real_alert)
 
 

@@ -26,19 +26,19 @@ def _pins_file(config: Path | None) -> tuple[Path, dict[str, str]]:
 
 @nodes_app.command()
 def pins(config: ConfigOption = None) -> None:
-    """List the pins: configured ones (nodes.pins) and those learned on first contact."""
+    """List the pins, one tab-separated line each: node, channel, configured or learned when."""
     path, configured = _pins_file(config)
     learned = read_pins(path)
     if not configured and not learned:
         _out.print(f"no pins yet ({path})")
         return
     for node, channel in sorted(configured.items()):
-        _out.print(f"{node}\t{channel}\tconfigured", soft_wrap=True, markup=False)
+        typer.echo(f"{node}\t{channel}\tconfigured")
     for node, entry in sorted(learned.items()):
         if node in configured:
             continue
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(str(entry["since_ms"])) / 1000))
-        _out.print(f"{node}\t{entry['channel']}\tlearned {since} UTC", soft_wrap=True, markup=False)
+        typer.echo(f"{node}\t{entry['channel']}\tlearned {since} UTC")
 
 
 @nodes_app.command(name="unpin")
