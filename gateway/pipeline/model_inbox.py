@@ -128,7 +128,8 @@ class ModelInbox:
 
     def _move(self, bundle: Path, label: str) -> Path:
         self.state.installed.mkdir(parents=True, exist_ok=True)
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", label)[-64:] or "model"
+        # fieldgate model install names bundles <time>-<stem>: keep the stem only
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", re.sub(r"^\d+-", "", label))[-64:] or "model"
         target = self.state.installed / self.state.bundle_name(safe)
         os.replace(bundle, target)
         return target
@@ -149,6 +150,7 @@ class ModelInbox:
         return InboxResult(bundle.name, info)
 
     async def _reject(self, bundle: Path, reason: str) -> InboxResult:
+        reason = reason.replace(str(bundle), str(self.state.rejected / bundle.name))
         aside = await asyncio.to_thread(self.state.set_aside, bundle, reason)
         _LOGGER.error("gateway model refused, set aside in %s: %s", aside, reason)
         # Each refusal reaches staff: a raised alert is replaced by the new one.

@@ -61,8 +61,11 @@ class Floor:
 class ModelState:
     """Floors and the active installed bundle, in ``root/state.json``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, repair: bool = True) -> None:
+        """``repair``: move a damaged ``state.json`` aside (the gateway); False only reports
+        it in ``problems`` (the command line, beside a running gateway)."""
         self.root = root
+        self._repair = repair
         self.incoming = root / "incoming"
         self.installed = root / "installed"
         self.rejected = root / "rejected"
@@ -90,6 +93,9 @@ class ModelState:
             if active is not None and not isinstance(active, str):
                 raise TypeError("active must be a string")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            if not self._repair:
+                self.problems.append(f"the model state {self.path} is damaged: {exc}")
+                return
             aside = self.path.with_name(f"state.json.damaged-{int(time.time())}")
             os.replace(self.path, aside)
             message = (
