@@ -274,7 +274,7 @@ class Gateway:
                 tg.create_task(serve_dashboard(self.web_view, self.web_ready), name="web:dashboard")
             tg.create_task(self.outputs.run(), name="alerts:outputs")
             tg.create_task(self.pipeline.run(), name="pipeline:scoring")
-            if self.config.scoring.enabled and self.config.scoring.model_inbox_poll_s > 0:
+            if self.config.scoring.enabled:
                 tg.create_task(self.model_inbox.run(self.pipeline.ready), name="pipeline:inbox")
             await self.writer.ready.wait()
             if self.journal.set_aside is not None:

@@ -73,9 +73,12 @@ class ModelInbox:
         self.results: list[InboxResult] = []  # the latest few, newest last (for status/tests)
 
     async def run(self, ready: asyncio.Event) -> None:
-        """Raise what the state found at start-up, then poll until cancelled."""
+        """Raise what the state found at start-up, then poll until cancelled (unless
+        ``poll_s`` is 0)."""
         for problem in self.state.problems:
             self._alert.raise_(problem)
+        if self._poll_s <= 0:
+            return  # not watched (scoring.model_inbox_poll_s = 0)
         await asyncio.to_thread(self.state.incoming.mkdir, parents=True, exist_ok=True)
         await ready.wait()  # the scoring worker runs: swaps can be served
         while True:
