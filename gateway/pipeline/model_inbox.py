@@ -169,7 +169,11 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 def _the_model(bundle: Path) -> Path:
     """The one ``.tflite`` of a bundle, after checking the bundle's shape and size."""
-    files = [p for p in bundle.iterdir() if p.is_file()]
+    entries = list(bundle.iterdir())
+    odd = [p.name for p in entries if p.is_symlink() or not p.is_file()]
+    if odd:  # a link to /dev/zero or elsewhere must not be read
+        raise ModelError(f"{bundle.name}: only regular files belong in a bundle, not {odd}")
+    files = entries
     models = [p for p in files if p.suffix == ".tflite"]
     if len(models) != 1:
         raise ModelError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,10 +15,12 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.alerts.system import SystemAlert
 from gateway.errors import ModelError
-from gateway.events import AnomalyScore, Observation, ScoreSource
+from gateway.events import AlertEvent, AlertEventKind, AnomalyScore, Observation, ScoreSource
 from gateway.pipeline import ScoringConfig, ScoringPipeline
-from gateway.pipeline.hotswap import PACKAGE_PUBLIC_KEY, load_package
+from gateway.pipeline.hotswap import PACKAGE_PUBLIC_KEY, ModelInfo, load_package
+from gateway.pipeline.model_inbox import MAX_BUNDLE_BYTES, ModelInbox
 from gateway.pipeline.model_state import ModelState
 from gateway.pipeline.windows import Row
 from gateway.protocol.signed_manifest import VerificationError
@@ -242,3 +245,33 @@ def test_a_damaged_state_file_is_set_aside_and_reported(tmp_path: Path) -> None:
     assert "damaged" in state.problems[0]
     assert not (root / "state.json").exists()
     assert [p.name.startswith("state.json.damaged-") for p in root.iterdir()] == [True]
+
+
+async def test_a_bundle_with_a_link_or_too_many_bytes_is_refused_unread(tmp_path: Path) -> None:
+    state = ModelState(tmp_path / "gateway-model")
+    swapped: list[Path] = []
+    alerts: list[AlertEvent] = []
+
+    async def swap(path: Path) -> ModelInfo:
+        swapped.append(path)
+        raise AssertionError("a refused bundle never reaches the swap")
+
+    inbox = ModelInbox(state, swap, SystemAlert("gateway_model_rejected", alerts.append), 0.05)
+    linked = state.incoming / "linked"
+    linked.mkdir(parents=True)
+    (linked / "gateway_model.tflite").symlink_to("/dev/zero")  # read it and the gateway hangs
+    huge = state.incoming / "huge"
+    huge.mkdir()
+    for name in ("gateway_model.tflite", "gateway_model.json", "gateway_model.manifest.cbor"):
+        (huge / name).write_bytes(b"")
+    os.truncate(huge / "gateway_model.tflite", MAX_BUNDLE_BYTES + 1)  # sparse: no disk used
+    results = await inbox.poll_once()
+    assert swapped == []
+    assert [r.info for r in results] == [None, None]
+    reasons = sorted(r.reason or "" for r in results)
+    assert "more than a gateway model bundle may hold" in reasons[0]
+    assert "only regular files" in reasons[1]
+    assert len(list(state.rejected.iterdir())) == 2
+    assert [e.alert.rule for e in alerts if e.kind is AlertEventKind.RAISED] == [
+        "gateway_model_rejected"
+    ] * 2
