@@ -23,6 +23,7 @@ accepted model) and the files are set aside in ``rejected/`` with ``REJECTED.txt
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from gateway.alerts.system import SystemAlert
 from gateway.errors import ModelError
+from gateway.log_limit import LimitedWarning
 from gateway.pipeline.hotswap import ModelInfo
 from gateway.pipeline.model_state import ModelState
 from gateway.protocol.signed_manifest import manifest_paths
@@ -39,7 +41,8 @@ from gateway.protocol.signed_manifest import manifest_paths
 _LOGGER = logging.getLogger(__name__)
 
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # far above any gateway model; bounds what a drop can cost
-MAX_ENTRIES = 64  # directory entries looked at per poll
+MAX_ENTRIES = 64  # directory entries taken per poll
+MAX_SCAN = 4096  # directory entries read per poll (a flood of files costs a bounded listing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class ModelInbox:
         self._alert = alert
         self._poll_s = poll_s
         self._loose_seen: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._warn = LimitedWarning(_LOGGER)
         self.results: list[InboxResult] = []  # the latest few, newest last (for status/tests)
 
     async def run(self, ready: asyncio.Event) -> None:
@@ -98,36 +102,54 @@ class ModelInbox:
     # -- finding bundles (file I/O: in a thread) ---------------------------------------------
 
     def _collect(self) -> list[Path]:
-        """Complete bundles, each moved into ``installed/`` under a fresh name."""
+        """Complete bundles, each moved into ``installed/`` under a fresh name.
+
+        An entry that cannot be handled (not ours to move, gone meanwhile) is skipped with a
+        rate-limited warning: whatever is dropped here must never stop the gateway.
+        """
         try:
-            entries = sorted(os.scandir(self.state.incoming), key=lambda e: e.name)[:MAX_ENTRIES]
+            with os.scandir(self.state.incoming) as it:
+                entries = sorted(itertools.islice(it, MAX_SCAN), key=lambda e: e.name)
         except FileNotFoundError:
             return []
         ready: list[Path] = []
         loose: dict[str, list[Path]] = {}
-        for entry in entries:
+        for entry in entries[:MAX_ENTRIES]:
             if entry.name.startswith("."):
                 continue
             path = Path(entry.path)
-            if entry.is_dir(follow_symlinks=False):
-                ready.append(self._move(path, path.name))
-            elif entry.name.endswith(".tflite") and entry.is_file(follow_symlinks=False):
-                loose[path.stem] = [p for p in bundle_files(path) if p.exists()]
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    ready.append(self._move(path, path.name))
+                elif entry.name.endswith(".tflite") and entry.is_file(follow_symlinks=False):
+                    loose[path.stem] = [p for p in bundle_files(path) if p.exists()]
+            except OSError as exc:
+                self._warn.warning("cannot take %s from the model inbox: %s", path, exc)
         for stem, files in loose.items():
-            stamp = tuple(_stamp(p) for p in files)
-            complete = len(files) >= 3  # model, settings and at least one signed manifest
-            if complete and self._loose_seen.get(stem) == stamp:
-                del self._loose_seen[stem]
-                staging = self.state.incoming / f".loose-{self.state.bundle_name(stem)}"
-                staging.mkdir()
-                for f in files:
-                    os.replace(f, staging / f.name)
-                ready.append(self._move(staging, stem))
-            else:
-                self._loose_seen[stem] = stamp
+            try:
+                bundle = self._loose_bundle(stem, files)
+            except OSError as exc:
+                self._warn.warning("cannot take %s from the model inbox: %s", stem, exc)
+                continue
+            if bundle is not None:
+                ready.append(bundle)
         for stem in set(self._loose_seen) - set(loose):
             del self._loose_seen[stem]
         return ready
+
+    def _loose_bundle(self, stem: str, files: list[Path]) -> Path | None:
+        """Loose files of ``stem`` as a bundle once complete and unchanged since last poll."""
+        stamp = tuple(_stamp(p) for p in files)
+        complete = len(files) >= 3  # model, settings and at least one signed manifest
+        if not complete or self._loose_seen.get(stem) != stamp:
+            self._loose_seen[stem] = stamp
+            return None
+        del self._loose_seen[stem]
+        staging = self.state.incoming / f".loose-{self.state.bundle_name(stem)}"
+        staging.mkdir()
+        for f in files:
+            os.replace(f, staging / f.name)
+        return self._move(staging, stem)
 
     def _move(self, bundle: Path, label: str) -> Path:
         self.state.installed.mkdir(parents=True, exist_ok=True)
@@ -154,7 +176,11 @@ class ModelInbox:
 
     async def _reject(self, bundle: Path, reason: str) -> InboxResult:
         reason = reason.replace(str(bundle), str(self.state.rejected / bundle.name))
-        aside = await asyncio.to_thread(self.state.set_aside, bundle, reason)
+        try:
+            aside: Path = await asyncio.to_thread(self.state.set_aside, bundle, reason)
+        except OSError as exc:  # left in installed/ (never active), pruned later
+            _LOGGER.error("cannot set %s aside: %s", bundle, exc)
+            aside = bundle
         _LOGGER.error("gateway model refused, set aside in %s: %s", aside, reason)
         # Each refusal reaches staff: a raised alert is replaced by the new one.
         self._alert.clear()

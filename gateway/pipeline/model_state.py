@@ -88,7 +88,7 @@ class ModelState:
             doc = json.loads(raw)
             if doc.get("format") != STATE_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r} is not {STATE_FORMAT}")
-            floors = {str(k): Floor(**v) for k, v in doc["floors"].items()}
+            floors = {str(k): _floor(v) for k, v in doc["floors"].items()}
             active = doc.get("active")
             if active is not None and not isinstance(active, str):
                 raise TypeError("active must be a string")
@@ -142,7 +142,7 @@ class ModelState:
         A bundle already in ``installed/`` (the inbox moves bundles there) is used as it is.
         The copy is made before verification: the bytes verified are the bytes kept.
         """
-        if path.parent.parent == self.installed:
+        if self._in_installed(path):
             return self._checked(path, load)
         bundle = self.installed / self.bundle_name(path.stem)
         bundle.mkdir(parents=True)
@@ -154,6 +154,9 @@ class ModelState:
         except BaseException:
             remove_tree(bundle)
             raise
+
+    def _in_installed(self, model: Path) -> bool:
+        return model.parent.parent.resolve() == self.installed.resolve()
 
     def _checked(
         self, path: Path, load: Callable[[Path], tuple[_T, ModelInfo]]
@@ -187,7 +190,7 @@ class ModelState:
             if old is None or info.sequence > old.sequence:
                 floors[info.family] = Floor(info.sequence, info.name, info.version, info.sha256)
         active = self._active
-        if info.path.parent.parent == self.installed:
+        if self._in_installed(info.path):
             active = info.path.parent.name
         elif info.signed:
             active = None  # a model from elsewhere now runs: start with scoring.model_path
@@ -238,6 +241,13 @@ class ModelState:
         bundles = sorted(p for p in self.rejected.iterdir() if p.is_dir())
         for bundle in bundles[:-KEEP_REJECTED]:
             remove_tree(bundle)
+
+
+def _floor(entry: dict[str, Any]) -> Floor:
+    sequence = entry["sequence"]
+    if not isinstance(sequence, int) or isinstance(sequence, bool):
+        raise TypeError(f"a floor's sequence must be an integer, not {sequence!r}")
+    return Floor(sequence, str(entry["name"]), str(entry["version"]), str(entry["sha256"]))
 
 
 def fsync_dir(path: Path) -> None:
