@@ -1,4 +1,4 @@
-"""The read-only pages: overview, nodes, one node, models."""
+"""The read-only pages: overview, nodes, one node (the Models page is in jobs_pages.py)."""
 
 from __future__ import annotations
 
@@ -45,23 +45,3 @@ async def node(request: Request, _s: Viewer, node_id: NodeId) -> Any:
     if detail is None:
         raise HTTPException(404, f"no node {node_id!r} has sent anything")
     return await page(request, "node.html", title=node_id, nav="nodes", d=detail)
-
-
-@router.get("/models")
-async def models(request: Request, _s: Viewer) -> Any:
-    rows, held = await _reads(request).run(lambda r: (r.nodes(), r.artifacts()))
-    scoring = request.app.state.cfg.scoring
-    summary = {
-        k: v
-        for k, v in scoring.model_dump(mode="json").items()
-        if isinstance(v, str | int | float | bool) or v is None
-    }
-    return await page(
-        request,
-        "models.html",
-        title="Models",
-        nav="models",
-        nodes=rows,
-        scoring=summary,
-        artifacts=held,
-    )
