@@ -86,8 +86,14 @@ async def test_an_operator_flashes_a_node_through_the_api_and_sees_each_step(
         assert node["result"]["outcome"] == "flashed", node
         assert (node["result"]["old_version"], node["result"]["new_version"]) == ("1.1.0", "1.2.0")
         assert node["result"]["bytes_sent"] == kit.update.stat().st_size
-        # Not the dashboard's word for it: the node runs and has confirmed the new model.
+        # Not the dashboard's word for it: the node runs and has confirmed the new model,
         assert _active(dash) == ("1.2.0", True)
+        # and says so in its next status report, which the node table shows.
+        async with dash.client(headers=_bearer(dash, "viewer")) as viewer:
+            while not str((await viewer.get(f"/api/nodes/{NODE}")).json()["model"]).startswith(
+                "pump_ae 1.2.0 (slot"
+            ):
+                await asyncio.sleep(0.2)
 
         # The same model again: the orchestrator's pre-flight sees it is already there.
         async with dash.client(headers=_bearer(dash, "admin")) as admin:
