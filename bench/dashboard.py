@@ -219,7 +219,7 @@ async def run(quick: bool) -> None:
                     "/", "/nodes", f"/nodes/{node}", "/alerts", "/models", "/settings",
                     "/api/health", "/api/nodes", f"/api/nodes/{node}",
                     f"/api/nodes/{node}/readings?limit=300", "/api/alerts", "/api/alerts/history",
-                    "/api/models",
+                    "/api/models", "/api/jobs",
                 ]  # fmt: skip
                 # Ingest alone for a while, then ingest while the dashboard is busy.
                 c0, t_idle = await committed(cfg.journal_path), time.perf_counter()
