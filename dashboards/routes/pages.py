@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from dashboards import auth
 from dashboards.data import Reads
+from dashboards.scoring_view import describe_scoring
 from dashboards.templating import page
 
 router = APIRouter(include_in_schema=False)
@@ -44,4 +45,9 @@ async def node(request: Request, _s: Viewer, node_id: NodeId) -> Any:
     detail = await _reads(request).run(lambda r: r.node(node_id))
     if detail is None:
         raise HTTPException(404, f"no node {node_id!r} has sent anything")
-    return await page(request, "node.html", title=node_id, nav="nodes", d=detail)
+    state = request.app.state
+    scored = state.view.live.latest_scores(node_id)  # on the loop, where it is fed
+    return await page(
+        request, "node.html", title=node_id, nav="nodes", d=detail,
+        scoring=describe_scoring(scored, fusion_configured=state.cfg.scoring.fusion_rule_path is not None),
+    )  # fmt: skip
