@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -280,11 +281,15 @@ class FlashJobs:
         self, kind: str, who: str, model: str, sha256: str | None, entries: list[NodeEntry]
     ) -> Job:
         nodes = [(e.node_id, e.transport.value) for e in entries]
-        job = await asyncio.to_thread(
-            lambda: self.store.create(
-                kind=kind, who=who, model=model, artifact_sha256=sha256, nodes=nodes
+        try:
+            job = await asyncio.to_thread(
+                lambda: self.store.create(
+                    kind=kind, who=who, model=model, artifact_sha256=sha256, nodes=nodes
+                )
             )
-        )
+        except (sqlite3.Error, OSError) as exc:
+            # Not started: a job nobody could find again after a reload is worse than none.
+            raise ActionError(503, f"cannot record the job ({exc}); check the disk") from None
         names = ", ".join(n for n, _ in nodes)
         await asyncio.to_thread(
             self.users.audit, who, f"job.{kind}", names, f"{model}: job {job.job_id}"
@@ -312,6 +317,10 @@ class FlashJobs:
             results, error = [], f"internal error: {exc!r}"
         try:
             await asyncio.to_thread(self.store.finish, job.job_id, results, error)
+        except (sqlite3.Error, OSError):
+            # A storage fault never stops the gateway (architecture, "Trust is earned"): the
+            # job reads "interrupted" after the next restart; its results are in this log.
+            _LOGGER.exception("dashboard: job %d: cannot record its results", job.job_id)
         finally:
             self._current = None
         ok = sum(r.ok for r in results)

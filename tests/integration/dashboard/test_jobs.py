@@ -10,6 +10,7 @@ signature itself.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,9 @@ async def test_viewers_cannot_start_jobs_and_bad_requests_are_refused_with_the_r
                 await viewer.post("/api/jobs/rollback", json={"nodes": [NODE]})
             ).status_code == 403
             assert (await viewer.get("/api/jobs")).json() == []
+            models_page = (await viewer.get("/models")).text  # no forms to act with
+            assert "Start flash job" not in models_page
+            assert "Roll back" not in models_page
         async with dash.client(headers=_bearer(dash, "operator")) as op:
             unknown = await op.post("/api/jobs", json={**body, "nodes": ["pump-77"]})
             assert unknown.status_code == 404
@@ -127,9 +131,8 @@ async def test_viewers_cannot_start_jobs_and_bad_requests_are_refused_with_the_r
             # A tampered artifact (one byte more than was signed) is never sent.
             with kit.update.open("ab") as f:
                 f.write(b"\0")
-            tampered = (await op.get("/api/models")).json()
-            [entry] = [m for m in tampered if m["path"] == str(kit.update)]
-            refused = await op.post("/api/jobs", json={**body, "artifact_sha256": entry["sha256"]})
+            tampered = hashlib.sha256(kit.update.read_bytes()).hexdigest()
+            refused = await op.post("/api/jobs", json={**body, "artifact_sha256": tampered})
             assert refused.status_code == 409
             assert "will not send this model" in refused.json()["detail"]
             assert (await op.get("/api/jobs")).json() == []  # nothing was started
