@@ -21,12 +21,16 @@ def build_manifest(
     target: str = DEFAULT_TARGET,
     arena_bytes: int | None = None,
     created_at: str | None = None,
+    family: str | None = None,
+    runtime: bytes | None = None,
 ) -> ModelManifest:
     """Describe a ``.tflite`` artifact: hash it, read its tensors and ops from the flatbuffer.
 
     When ``arena_bytes`` is None it is measured by loading the model in TFLite Micro (needs the
     ``tflite-micro`` wheel). Raises :class:`ModelError` for an unknown target or a file that is
-    not a TFLite model.
+    not a TFLite model. ``runtime``: the exact bytes of the runtime settings beside the
+    artifact (``<stem>.json``), whose sha256 the manifest then records; ``family``: the
+    anti-rollback family (default: the name).
     """
     from firmware_tools.report import analyse_tflite
 
@@ -51,4 +55,6 @@ def build_manifest(
         arena_bytes=arena_bytes,
         target=target,
         created_at=created_at or utc_now_iso(),
+        family=family,
+        runtime_sha256=sha256_hex(runtime) if runtime is not None else None,
     )

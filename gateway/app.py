@@ -28,6 +28,8 @@ from gateway.metrics import Metrics, serve_metrics
 from gateway.metrics_exposition import NodeFigures
 from gateway.outputs.bus import AlertBus
 from gateway.outputs.dispatch import AlertOutputs
+from gateway.pipeline.model_inbox import ModelInbox
+from gateway.pipeline.model_state import ModelState, model_dir_for
 from gateway.pipeline.pipeline import ScoringPipeline
 from gateway.service_notify import ServiceNotifier
 from gateway.store.alerts import alerts_path_for
@@ -81,8 +83,18 @@ class Gateway:
         )
         # Always present: with scoring disabled it still turns commits into the readings,
         # health and gap observations the other alert rules need.
+        self.model_state = ModelState(model_dir_for(config.data_dir))
         self.pipeline = ScoringPipeline(
-            config.scoring, baselines_path=baselines_path_for(config.journal_path)
+            config.scoring,
+            baselines_path=baselines_path_for(config.journal_path),
+            model_state=self.model_state,
+        )
+        # The hot-swap trigger: signed models dropped in <data_dir>/gateway-model/incoming/.
+        self.model_inbox = ModelInbox(
+            self.model_state,
+            self.pipeline.swap_model,
+            SystemAlert("gateway_model_rejected", self._deliver_alert, Severity.WARNING),
+            config.scoring.model_inbox_poll_s,
         )
         self.writer.add_listener(self.pipeline.on_commit)
         self.pipeline.add_sink(self.alerts.submit)
@@ -262,6 +274,8 @@ class Gateway:
                 tg.create_task(serve_dashboard(self.web_view, self.web_ready), name="web:dashboard")
             tg.create_task(self.outputs.run(), name="alerts:outputs")
             tg.create_task(self.pipeline.run(), name="pipeline:scoring")
+            if self.config.scoring.enabled:
+                tg.create_task(self.model_inbox.run(self.pipeline.ready), name="pipeline:inbox")
             await self.writer.ready.wait()
             if self.journal.set_aside is not None:
                 SystemAlert("journal_set_aside", self._deliver_alert, Severity.WARNING).raise_(

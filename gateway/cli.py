@@ -219,10 +219,12 @@ def restore(
 
 def _register_journal_and_forward() -> None:
     from gateway.forward.cli import forward_app
+    from gateway.pipeline.model_cli import model_app
     from gateway.store.journal_cli import journal_app
 
     app.add_typer(journal_app, name="journal")
     app.add_typer(forward_app, name="forward")
+    app.add_typer(model_app, name="model")
     from dashboards.cli import users_app
 
     app.add_typer(users_app)

@@ -10,6 +10,7 @@ fieldgate reads ``os.environ``.
 from __future__ import annotations
 
 import logging
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -232,6 +233,14 @@ class WebConfig(_Section):
     """how often live charts and the overview get new data"""
 
 
+def default_data_dir() -> Path:
+    """The data directory when the config names none."""
+    # Under systemd the working directory may be / or /var; StateDirectory= hands the unit its
+    # own directory (a colon-separated list when several are declared: the first is ours).
+    state = os.environ.get("STATE_DIRECTORY", "")
+    return Path(state.split(":")[0]) if state else Path("var")
+
+
 class GatewayConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FIELDGATE_",
@@ -246,8 +255,10 @@ class GatewayConfig(BaseSettings):
     a log line saying what changed), a newer one is refused"""
     site: str = Field("site1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
     """site name; MQTT topics are fieldgate/<site>/<node>/<kind>"""
-    data_dir: Path = Path("var")
-    """where the journal, alert history, baselines and outbox live (use an absolute path for a service, e.g. /var/lib/fieldgate)"""
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """where the journal, alert history, baselines and outbox live; unset: systemd's
+    $STATE_DIRECTORY when the service manager gives one (the shipped unit: /var/lib/fieldgate),
+    else `var` under the working directory"""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """log verbosity"""
     shutdown_grace_s: float = Field(5.0, gt=0)

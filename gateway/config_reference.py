@@ -209,7 +209,8 @@ def render() -> str:
 def _table(title: str, keys: list[Key]) -> str:
     rows = [f"## {title}\n", "| key | type | default | meaning |", "|---|---|---|---|"]
     for key in keys:
-        meaning = key.meaning.replace("|", "\\|")
+        # A docstring wrapped over lines would end the table row at the first newline.
+        meaning = " ".join(key.meaning.split()).replace("|", "\\|")
         rows.append(f"| `{key.path}` | {key.type} | {key.default} | {meaning} |")
     return "\n".join(rows) + "\n"
 

@@ -141,6 +141,13 @@ def keygen(
     console.print(f"public key:  {pub}", highlight=False)
 
 
+def read_runtime(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read runtime settings {path}: {exc}") from exc
+
+
 def sign(
     model: Annotated[Path, typer.Argument(help="The .tflite artifact to sign.")],
     *,
@@ -154,6 +161,20 @@ def sign(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: file stem).")] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            help="Anti-rollback family: models of one family share one sequence space whatever "
+            "their name (default: the name)."
+        ),
+    ] = None,
+    runtime: Annotated[
+        Path | None,
+        typer.Option(
+            help="Runtime settings to cover by the signature (default: MODEL's .json beside it, "
+            "if there is one; a gateway refuses a gateway model whose settings are not signed)."
+        ),
+    ] = None,
     target: Annotated[
         str, typer.Option(help=f"Target class: {', '.join(sorted(TARGET_CLASSES))}.")
     ] = DEFAULT_TARGET,
@@ -165,7 +186,8 @@ def sign(
     """Write a signed manifest (MODEL.manifest.cbor and .json) for a .tflite artifact.
 
     The manifest records the artifact's sha256 and size, I/O quantisation, ops, arena bytes,
-    target class, version and sequence; the Ed25519 signature covers its canonical CBOR.
+    target class, version, sequence, family and the sha256 of the runtime settings (MODEL's
+    .json: thresholds, features); the Ed25519 signature covers its canonical CBOR.
     """
     from firmware_tools.signing import load_private_key, sign_manifest, write_signed
     from gateway.protocol.signed_manifest import find_signed, read_signed
@@ -174,6 +196,8 @@ def sign(
     try:
         private_key = load_private_key(key)
         artifact = read_artifact(model)
+        runtime_path = runtime or model.with_suffix(".json")
+        runtime_bytes = read_runtime(runtime_path) if runtime or runtime_path.exists() else None
         if sequence is None:
             existing = find_signed(model)
             sequence = read_signed(existing).manifest.sequence + 1 if existing else 1
@@ -184,6 +208,8 @@ def sign(
             sequence=sequence,
             target=target,
             arena_bytes=arena_bytes,
+            family=family,
+            runtime=runtime_bytes,
         )
         signed = sign_manifest(manifest, private_key)
         paths = write_signed(signed, model)
@@ -194,6 +220,11 @@ def sign(
         f"sha256 {manifest.sha256[:16]}..., key {signed.key_id.hex()})",
         highlight=False,
     )
+    if manifest.runtime_sha256 is not None:
+        console.print(
+            f"runtime settings {runtime_path} covered (sha256 {manifest.runtime_sha256[:16]}...)",
+            highlight=False,
+        )
     for path in paths:
         console.print(f"  {path}", highlight=False)
 
@@ -206,7 +237,8 @@ def verify(
         typer.Option(help="Signed manifest (default: MODEL.manifest.cbor, else .json)."),
     ] = None,
 ) -> None:
-    """Check a model's signed manifest: the signature, then the artifact's size and sha256.
+    """Check a model's signed manifest: the signature, the artifact's size and sha256, and the
+    runtime settings (MODEL's .json) when the manifest covers them.
 
     Needs only the public key. Exits 0 when everything matches, 1 saying what failed.
     """
@@ -214,6 +246,7 @@ def verify(
         find_signed,
         load_public_key,
         read_signed,
+        verify_runtime,
         verify_signed,
     )
 
@@ -228,11 +261,15 @@ def verify(
         verified = verify_signed(
             read_signed(manifest_path), read_artifact(model), load_public_key(pubkey)
         )
+        runtime_path = model.with_suffix(".json")
+        if verified.runtime_sha256 is not None:
+            verify_runtime(verified, read_runtime(runtime_path), str(runtime_path))
     except FieldgateError as exc:
         raise fail(console, exc) from exc
     console.print(
         f"[green]OK[/green] {verified.name} {verified.version} sequence {verified.sequence} "
-        f"target {verified.target}, {verified.size_bytes} bytes, sha256 {verified.sha256}",
+        f"target {verified.target}, {verified.size_bytes} bytes, sha256 {verified.sha256}"
+        + (", runtime settings covered" if verified.runtime_sha256 else ""),
         highlight=False,
     )
 

@@ -130,6 +130,11 @@ class ScoringConfig(_Section):
     )
     public_key_path: Path | None = Field(
         None,
-        description="Ed25519 public key that signed models must verify against; without it "
-        "hot-swap and shadow models are refused",
+        description="Ed25519 public key that signed models must verify against (the model and "
+        "its runtime settings); without it only the shipped model runs and hot-swap and shadow "
+        "models are refused",
     )
+    model_families: tuple[str, ...] = ()
+    """model families (signed manifest family, else name) a hot-swap may switch to besides the running model's own; each keeps its own anti-rollback floor"""
+    model_inbox_poll_s: float = Field(2.0, ge=0)
+    """how often <data_dir>/gateway-model/incoming/ is checked for a new signed gateway model to swap in (fieldgate model install puts it there); 0: not watched"""

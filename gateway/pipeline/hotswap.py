@@ -3,27 +3,33 @@
 A model that replaces the running one (or runs beside it in shadow mode) must come with a
 signed manifest next to it (``<stem>.manifest.cbor`` or ``.manifest.json``, written by
 ``flash-model sign``) that verifies against the configured public key: signature, size and
-sha256 of the exact bytes that are then loaded (invariant "Models are signed end to
-end"). Anything else is refused with a :class:`~gateway.errors.ModelError` saying why, and the running model stays.
+sha256 of the exact bytes that are then loaded, and the sha256 of its runtime settings
+(``<stem>.json``: feature config, thresholds), which the manifest must record
+(``runtime_sha256``) (invariant "Models are signed end to end"). Anything else is refused
+with a :class:`~gateway.errors.ModelError` naming the file and what is wrong, and the
+running model stays.
 
-Further checks for a replacement:
+Further checks for a replacement (:func:`check_replacement`):
 
 * it must be a gateway model with a feature config taking the same input ``channels`` as the
   running one (the per-node baselines are kept and refitted, so the channels must match);
-* anti-rollback: when both are signed with the same manifest ``name``, the new ``sequence``
-  must be greater than the running one's.
+* its family (the manifest's ``family``, else its ``name``) must be the running model's or
+  one of ``scoring.model_families``;
+* anti-rollback: in the running model's family its ``sequence`` must be above the running
+  one's. The persisted per-family floor (:mod:`gateway.pipeline.model_state`) adds the
+  highest sequence this gateway ever ran, across restarts.
 
-The runtime manifest (``<stem>.json``: feature config, thresholds) must name the same sha256 as
-the signed manifest. Its other fields are not covered by the signature (see docs/scoring.md).
-
-The start-up model (``scoring.model_path``) is verified the same way when a public key is
-configured. Without a key, and for the shipped package model (which carries no signed
-manifest), it is trusted if its sha256 matches its runtime manifest.
+The start-up model (:func:`load_startup`): the shipped package model is verified against the
+package's own public key (``tinymodels/artifacts/package-signing.pub``, written by
+``python -m firmware_tools.package_signing``); any other model needs
+``scoring.public_key_path`` and is verified like a replacement.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,21 +37,27 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import ModelError
 from gateway.events import AnomalyScore
+from gateway.protocol.manifest import ModelManifest
 from gateway.protocol.signed_manifest import (
     find_signed,
     load_public_key,
     read_signed,
+    verify_runtime,
     verify_signed,
 )
 from tinymodels.runtime import (
     DEFAULT_GATEWAY_MODEL,
     GatewayModel,
     ModelLoadError,
-    load_manifest,
     load_model,
+    manifest_path_for,
 )
 
 _LOGGER = logging.getLogger(__name__)
+
+# The public key of the key that signed the shipped artifacts (firmware_tools.package_signing).
+PACKAGE_PUBLIC_KEY = DEFAULT_GATEWAY_MODEL.with_name("package-signing.pub")
+RESIGN_PACKAGE = "python -m firmware_tools.package_signing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +68,9 @@ class ModelInfo:
     name: str
     version: str
     sha256: str
-    sequence: int | None  # the signed manifest's sequence; None for an unsigned model
-    signed: bool
+    sequence: int | None  # the signed manifest's sequence; None unless signed by the site key
+    signed: bool  # verified against the site's key (scoring.public_key_path)
+    family: str | None = None  # anti-rollback family (manifest family, else name)
 
 
 def load_trusted(path: Path) -> tuple[GatewayModel, ModelInfo]:
@@ -69,32 +82,86 @@ def load_trusted(path: Path) -> tuple[GatewayModel, ModelInfo]:
     _require_gateway_model(model, path)
     m = model.manifest
     info = ModelInfo(
-        path, str(m.get("name")), str(m.get("version")), str(m.get("sha256")), None, False
+        path,
+        str(m.get("name")),
+        str(m.get("version")),
+        str(m.get("sha256")),
+        None,
+        False,
+        str(m.get("name")),
     )
     return model, info
 
 
 def load_verified(path: Path, public_key: Ed25519PublicKey) -> tuple[GatewayModel, ModelInfo]:
-    """Load ``path`` only if its signed manifest verifies against ``public_key``."""
+    """Load ``path`` only if its signed manifest verifies against ``public_key``: the artifact
+    and its runtime settings (``<stem>.json``) both."""
+    model, verified = _load_signed(path, public_key)
+    info = ModelInfo(
+        path,
+        verified.name,
+        str(model.manifest.get("version", verified.version)),
+        verified.sha256,
+        verified.sequence,
+        True,
+        verified.family_name,
+    )
+    return model, info
+
+
+def load_package(
+    path: Path = DEFAULT_GATEWAY_MODEL, public_key_path: Path = PACKAGE_PUBLIC_KEY
+) -> tuple[GatewayModel, ModelInfo]:
+    """The shipped model, verified against the package's own key (artifact and settings).
+
+    Not the site's trust: anyone can build a package. It proves the shipped settings are the
+    ones that were built, so an edited threshold is refused like a tampered model. The model
+    is not the site's (``signed`` False, no sequence): site floors do not apply to it.
+    """
+    try:
+        model, verified = _load_signed(path, load_public_key(public_key_path))
+    except ModelError as exc:
+        raise ModelError(
+            f"the shipped gateway model failed its package check: {exc}. If the artifacts were "
+            f"rebuilt on purpose, re-sign them with `{RESIGN_PACKAGE}`"
+        ) from exc
+    info = ModelInfo(
+        path,
+        verified.name,
+        str(model.manifest.get("version", verified.version)),
+        verified.sha256,
+        None,
+        False,
+        verified.family_name,
+    )
+    return model, info
+
+
+def _load_signed(path: Path, public_key: Ed25519PublicKey) -> tuple[GatewayModel, ModelManifest]:
     signed_path = find_signed(path)
     if signed_path is None:
         raise ModelError(
             f"{path}: no signed manifest next to the model ({path.stem}.manifest.cbor or "
             f".manifest.json); sign it with `flash-model sign` before deploying it"
         )
+    runtime_path = manifest_path_for(path)
     try:
         artifact = path.read_bytes()
+        runtime = runtime_path.read_bytes()
     except OSError as exc:
-        raise ModelError(f"cannot read model {path}: {exc}") from exc
+        raise ModelError(f"cannot read model {path} or its runtime settings: {exc}") from exc
     signed = read_signed(signed_path)
     verified = verify_signed(signed, artifact, public_key)  # raises VerificationError
+    verify_runtime(verified, runtime, str(runtime_path))  # the settings too, byte for byte
     try:
-        runtime_manifest = load_manifest(path)
-    except ModelLoadError as exc:
-        raise ModelError(str(exc)) from exc
+        runtime_manifest = json.loads(runtime)  # the bytes verified are the bytes used
+    except ValueError as exc:
+        raise ModelError(f"{runtime_path}: not valid JSON ({exc})") from exc
+    if not isinstance(runtime_manifest, dict):
+        raise ModelError(f"{runtime_path}: runtime settings must be a JSON object")
     if runtime_manifest.get("sha256") != verified.sha256:
         raise ModelError(
-            f"{path}: the runtime manifest {path.with_suffix('.json').name} names sha256 "
+            f"{path}: the runtime manifest {runtime_path.name} names sha256 "
             f"{runtime_manifest.get('sha256')} but the signed manifest {verified.sha256}; "
             "ship the runtime manifest that belongs to this artifact"
         )
@@ -104,30 +171,33 @@ def load_verified(path: Path, public_key: Ed25519PublicKey) -> tuple[GatewayMode
     except (ModelLoadError, ValueError) as exc:
         raise ModelError(f"{path}: {exc}") from exc
     _require_gateway_model(model, path)
-    info = ModelInfo(
-        path,
-        verified.name,
-        str(runtime_manifest.get("version", verified.version)),
-        verified.sha256,
-        verified.sequence,
-        True,
-    )
-    return model, info
+    return model, verified
 
 
 def load_startup(path: Path, public_key_path: Path | None) -> tuple[GatewayModel, ModelInfo]:
-    """The model to start with: verified when a public key is configured, except the shipped
-    (unsigned) package model, which is trusted on its sha256 unless it has a signed manifest."""
-    shipped = path.resolve() == DEFAULT_GATEWAY_MODEL.resolve() and find_signed(path) is None
-    if public_key_path is None or shipped:
-        return load_trusted(path)
+    """The model to start with: the shipped model verified against the package key; any other
+    only with a site key (``public_key_path``), verified against it."""
+    if path.resolve() == DEFAULT_GATEWAY_MODEL.resolve():
+        return load_package(path)
+    if public_key_path is None:
+        raise ModelError(
+            f"{path}: scoring.public_key_path is not set, so the model's signature and its "
+            "runtime settings (thresholds) cannot be verified; configure the public key that "
+            "signs your models (only the shipped model runs without one)"
+        )
     return load_verified(path, load_public_key(public_key_path))
 
 
 def check_replacement(
-    current: GatewayModel, info: ModelInfo, new: GatewayModel, new_info: ModelInfo
+    current: GatewayModel,
+    info: ModelInfo,
+    new: GatewayModel,
+    new_info: ModelInfo,
+    other_families: Collection[str] = (),
 ) -> None:
-    """Refuse a replacement that cannot take over the running model's per-node state."""
+    """Refuse a replacement that cannot take over the running model's per-node state, is of
+    another family than the running one (unless listed in ``other_families``), or is not
+    newer than the running one in its family."""
     old_cfg, new_cfg = current.feature_config, new.feature_config
     assert old_cfg is not None
     assert new_cfg is not None
@@ -137,17 +207,24 @@ def check_replacement(
             f"model takes {list(old_cfg.channels)}; a model with other channels needs a restart "
             "(and a new per-node calibration)"
         )
+    if new_info.family != info.family and new_info.family not in other_families:
+        raise ModelError(
+            f"{new_info.path}: model family {new_info.family!r} is not the running model's "
+            f"({info.family!r}); a renamed or other model line could bring back an old model, "
+            "so it is refused. List the family in scoring.model_families to allow it"
+        )
     if (
         info.signed
         and new_info.signed
-        and info.name == new_info.name
+        and info.family == new_info.family
         and info.sequence is not None
         and new_info.sequence is not None
         and new_info.sequence <= info.sequence
     ):
         raise ModelError(
             f"{new_info.path}: manifest sequence {new_info.sequence} is not above the running "
-            f"model's {info.sequence} (rollback refused); sign the model with a higher sequence"
+            f"model's {info.sequence} in family {info.family!r} (rollback refused); sign the "
+            "model with a higher sequence"
         )
 
 

@@ -52,6 +52,7 @@ from gateway.pipeline.hotswap import (
     load_startup,
     load_verified,
 )
+from gateway.pipeline.model_state import ModelState, load_startup_model
 from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
 from gateway.pipeline.windows import ChannelMapper, Row
 from gateway.protocol.messages import Channel, NodeInference, ReadingBatch, Status
@@ -95,18 +96,26 @@ class ScoringPipeline:
         model: GatewayModel | None = None,
         model_info: ModelInfo | None = None,
         baselines_path: Path | None = None,
+        model_state: ModelState | None = None,
     ) -> None:
         """``baselines_path``: where node baselines persist across restarts (the gateway
         passes :func:`gateway.store.baselines.baselines_path_for` of its journal); None, or
-        ``scoring.persist_baselines = false``, keeps them in memory only."""
+        ``scoring.persist_baselines = false``, keeps them in memory only. ``model_state``:
+        the persisted anti-rollback floors and installed model (the gateway's
+        ``<data_dir>/gateway-model``); None keeps floors in memory only."""
         self.config = config
-        if model is None:
+        self._model_state = model_state
+        if model is None and model_state is not None:
+            model, model_info = load_startup_model(
+                model_state, config.model_path, config.public_key_path
+            )
+        elif model is None:
             model, model_info = load_startup(config.model_path, config.public_key_path)
         elif model_info is None:
             m = model.manifest
             model_info = ModelInfo(
                 config.model_path, str(m.get("name")), str(m.get("version")),
-                str(m.get("sha256")), None, False,
+                str(m.get("sha256")), None, False, str(m.get("name")),
             )  # fmt: skip
         feature_cfg = model.feature_config
         if feature_cfg is None:
@@ -311,6 +320,8 @@ class ScoringPipeline:
         model, info = await self.worker.call(lambda: self._load_candidate(path))
 
         def install() -> None:
+            if self._model_state is not None:  # the floor first: a swap that is not kept fails
+                self._model_state.record(info)
             self.scorer.replace_primary(ModelSlot(model, info))
 
         await self.worker.call(install)
@@ -336,6 +347,8 @@ class ScoringPipeline:
             shadow = self.scorer.shadow
             if shadow is None:
                 raise ModelError("no shadow model to promote; start one with start_shadow")
+            if self._model_state is not None:
+                self._model_state.record(shadow.info)
             self.scorer.set_shadow(None)
             self.scorer.replace_primary(ModelSlot(shadow.model, shadow.info))
             return shadow.info
@@ -349,7 +362,13 @@ class ScoringPipeline:
                 "scoring.public_key_path is not set: a new gateway model cannot be verified, so "
                 "it is refused; configure the public key that signs your models"
             )
-        model, info = load_verified(path, load_public_key(key_path))
-        primary = self.scorer.primary
-        check_replacement(primary.model, primary.info, model, info)
-        return model, info
+        key = load_public_key(key_path)
+
+        def load(candidate: Path) -> tuple[GatewayModel, ModelInfo]:
+            model, info = load_verified(candidate, key)
+            primary = self.scorer.primary
+            check_replacement(primary.model, primary.info, model, info, self.config.model_families)
+            return model, info
+
+        # With a model state: checked against the persisted floor, and kept for restarts.
+        return self._model_state.admit(path, load) if self._model_state else load(path)

@@ -92,8 +92,17 @@ class TensorSpec:
 class ModelManifest:
     """Everything a node and the gateway check about a model artifact.
 
-    ``sequence`` is monotonic per model ``name``: a node refuses a manifest whose sequence is
-    not greater than the one it runs (anti-rollback), whatever the semantic ``version`` says.
+    ``sequence`` is monotonic per model family (:attr:`family_name`): a node refuses a manifest
+    whose sequence is not greater than the one it runs (anti-rollback), whatever the semantic
+    ``version`` says.
+
+    Two optional fields, written only when set (so manifests signed without them keep their
+    exact canonical bytes and signatures):
+
+    * ``family``: the anti-rollback family. Models of one family share one sequence space
+      whatever their ``name``; without it the family is the ``name``.
+    * ``runtime_sha256``: sha256 of the runtime settings file beside the artifact
+      (``<stem>.json``: feature config, thresholds), so the signature covers them too.
     """
 
     name: str
@@ -108,6 +117,8 @@ class ModelManifest:
     target: str  # a TARGET_CLASSES key, e.g. "cortex-m4-256k"
     created_at: str  # ISO 8601 UTC, seconds resolution
     format: int = MANIFEST_FORMAT
+    family: str | None = None  # anti-rollback family; None: the name
+    runtime_sha256: str | None = None  # hex sha256 of the runtime settings (<stem>.json)
 
     def __post_init__(self) -> None:
         problems = []
@@ -119,10 +130,21 @@ class ModelManifest:
             problems.append(f"sequence {self.sequence} must be >= 1")
         if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             problems.append("sha256 must be 64 lowercase hex digits")
+        if self.family is not None and not _NAME.match(self.family):
+            problems.append(f"family {self.family!r} must be 1-64 characters of [A-Za-z0-9._-]")
+        if self.runtime_sha256 is not None and not re.fullmatch(
+            r"[0-9a-f]{64}", self.runtime_sha256
+        ):
+            problems.append("runtime_sha256 must be 64 lowercase hex digits")
         if self.size_bytes < 1 or self.arena_bytes < 0:
             problems.append("size_bytes must be positive and arena_bytes non-negative")
         if problems:
             raise ModelError("invalid manifest: " + "; ".join(problems))
+
+    @property
+    def family_name(self) -> str:
+        """The anti-rollback family: ``family`` when the manifest names one, else ``name``."""
+        return self.family if self.family is not None else self.name
 
     @property
     def model_hash(self) -> bytes:
@@ -130,7 +152,7 @@ class ModelManifest:
         return bytes.fromhex(self.sha256)[:8]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "format": self.format,
             "name": self.name,
             "version": self.version,
@@ -144,6 +166,11 @@ class ModelManifest:
             "target": self.target,
             "created_at": self.created_at,
         }
+        if self.family is not None:
+            d["family"] = self.family
+        if self.runtime_sha256 is not None:
+            d["runtime_sha256"] = self.runtime_sha256
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelManifest:
@@ -167,6 +194,8 @@ class ModelManifest:
                 target=str(d["target"]),
                 created_at=str(d["created_at"]),
                 format=fmt,
+                family=_optional_str(d, "family"),
+                runtime_sha256=_optional_str(d, "runtime_sha256"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"manifest is malformed: {exc!r}") from exc
@@ -200,6 +229,13 @@ class ModelManifest:
 
     def with_changes(self, **changes: Any) -> ModelManifest:
         return dataclasses.replace(self, **changes)
+
+
+def _optional_str(d: dict[str, Any], key: str) -> str | None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, not {type(value).__name__}")
+    return value
 
 
 def sha256_hex(data: bytes) -> str:

@@ -40,7 +40,7 @@ class VerificationError(ModelError):
 
     def __init__(self, check: str, message: str) -> None:
         super().__init__(f"verification failed ({check}): {message}")
-        self.check = check  # "format", "key", "signature", "size" or "sha256"
+        self.check = check  # "format", "key", "signature", "size", "sha256" or "runtime"
 
 
 def key_id(public_key: Ed25519PublicKey) -> bytes:
@@ -175,6 +175,31 @@ def verify_signed(
             "was altered or is not the one that was signed",
         )
     return m
+
+
+def verify_runtime(manifest: ModelManifest, runtime: bytes, where: str) -> None:
+    """Check that the runtime settings ``runtime`` (the exact bytes of ``where``, the
+    ``<stem>.json`` beside the artifact) are the ones the verified ``manifest`` signed.
+
+    Raises :class:`VerificationError` with check ``runtime`` when the manifest covers no
+    runtime settings or names other ones. Call it after :func:`verify_signed`.
+    """
+    if manifest.runtime_sha256 is None:
+        raise VerificationError(
+            "runtime",
+            f"{where}: the runtime settings (thresholds, features) are not covered by the "
+            f"signature: the signed manifest of {manifest.name} {manifest.version} has no "
+            "runtime_sha256; re-sign the model with `flash-model sign`, which records the "
+            "settings' hash",
+        )
+    digest = sha256_hex(runtime)
+    if digest != manifest.runtime_sha256:
+        raise VerificationError(
+            "runtime",
+            f"{where}: sha256 {digest} is not the runtime_sha256 {manifest.runtime_sha256} "
+            "the manifest signed: the runtime settings (thresholds, features) were changed "
+            "after signing; restore the signed file or re-sign the model",
+        )
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

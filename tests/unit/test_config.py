@@ -53,3 +53,29 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     path.write_text('[mqtt]\nurl = "mqtt://file:1883"\n')
     monkeypatch.setenv("FIELDGATE_MQTT__URL", "mqtt://env:1883")
     assert load_config(path).mqtt.url == "mqtt://env:1883"
+
+
+def test_without_data_dir_a_systemd_service_keeps_its_data_in_its_state_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # systemd sets STATE_DIRECTORY for a unit with StateDirectory= (the shipped unit does);
+    # its working directory must not decide where the journal goes.
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/fieldgate:/var/lib/other")
+    assert load_config().data_dir == Path("/var/lib/fieldgate")
+    assert load_config().journal_path == Path("/var/lib/fieldgate/journal.db")
+
+
+def test_without_data_dir_or_a_service_manager_data_goes_under_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert load_config().data_dir == Path("var")
+
+
+def test_a_configured_data_dir_beats_the_service_managers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/fieldgate")
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    assert load_config(cfg).data_dir == tmp_path / "data"

@@ -157,3 +157,64 @@ def test_cli_verify_without_a_manifest_says_how_to_make_one(
     )
     assert result.exit_code == 1
     assert "flash-model sign" in result.output
+
+
+def test_a_manifest_without_family_or_runtime_keeps_its_canonical_bytes(
+    signed: SignedManifest, fc_tflite: bytes, key: Ed25519PrivateKey
+) -> None:
+    # Manifests signed before the two optional fields existed must still verify: the fields
+    # are written only when set, so the canonical CBOR is what it was.
+    assert "family" not in signed.manifest.to_dict()
+    assert "runtime_sha256" not in signed.manifest.to_dict()
+    assert signed.manifest.family_name == "fc"
+    old_style = SignedManifest.from_json(signed.to_json())
+    assert verify_signed(old_style, fc_tflite, key.public_key()).runtime_sha256 is None
+
+
+def test_family_and_runtime_hash_are_signed_and_cannot_be_edited(
+    fc_tflite: bytes, key: Ed25519PrivateKey
+) -> None:
+    manifest = build_manifest(
+        fc_tflite, name="fc-v2", version="2.0.0", sequence=4, arena_bytes=0,
+        family="fc", runtime=b'{"threshold_factor": 1.0}',
+    )  # fmt: skip
+    signed = sign_manifest(manifest, key)
+    loaded = SignedManifest.from_cbor(signed.to_cbor())
+    assert verify_signed(loaded, fc_tflite, key.public_key()) == manifest
+    assert manifest.family_name == "fc"
+    for field, forged in (("family", "other"), ("runtime_sha256", "0" * 64)):
+        doc = json.loads(signed.to_json())
+        doc["manifest"][field] = forged
+        with pytest.raises(VerificationError) as refused:
+            verify_signed(SignedManifest.from_json(json.dumps(doc)), fc_tflite, key.public_key())
+        assert refused.value.check == "signature"
+    with pytest.raises(ModelError, match="family"):
+        build_manifest(fc_tflite, name="fc", version="1.0.0", sequence=1, arena_bytes=0,
+                       family="no spaces")  # fmt: skip
+
+
+def test_cli_sign_covers_the_runtime_settings_and_verify_checks_them(
+    tmp_path: Path, fc_model_file: Path
+) -> None:
+    runner = CliRunner()
+    keys = tmp_path / "keys"
+    assert runner.invoke(app, ["keygen", "--out", str(keys)]).exit_code == 0
+    settings = fc_model_file.with_suffix(".json")
+    settings.write_text('{"features": {"threshold_factor": 1.0}}')
+    model, pub = str(fc_model_file), str(keys / "model-signing.pub")
+    result = runner.invoke(
+        app, ["sign", model, "--key", str(keys / "model-signing.key"), "--version", "1.0.0",
+              "--family", "fc-line"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "runtime settings" in result.output
+    assert read_signed(fc_model_file.with_suffix(".manifest.cbor")).manifest.family == "fc-line"
+    result = runner.invoke(app, ["verify", model, "--pubkey", pub])
+    assert result.exit_code == 0, result.output
+    assert "runtime settings covered" in result.output
+
+    settings.write_text('{"features": {"threshold_factor": 1000000.0}}')  # silence every alert
+    result = runner.invoke(app, ["verify", model, "--pubkey", pub])
+    assert result.exit_code == 1
+    assert "runtime" in result.output
+    assert "changed after signing" in result.output

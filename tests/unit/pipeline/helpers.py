@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
@@ -102,8 +103,14 @@ def signed_copy(
     version: str,
     sequence: int,
     threshold_factor: float | None = None,
+    name: str = "gateway_model",
+    family: str | None = None,
+    sign_runtime: bool = True,
+    edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """A copy of the shipped gateway model with its own runtime manifest, signed by ``key``."""
+    """A copy of the shipped gateway model with its own runtime manifest, signed by ``key``
+    (the runtime settings covered by the signature unless ``sign_runtime`` is false, as
+    manifests signed before runtime_sha256 existed)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "gateway_model.tflite"
     shutil.copyfile(DEFAULT_GATEWAY_MODEL, path)
@@ -111,9 +118,17 @@ def signed_copy(
     runtime["version"] = version
     if threshold_factor is not None:
         runtime["features"]["threshold_factor"] = threshold_factor
+    if edit is not None:
+        edit(runtime)
     path.with_suffix(".json").write_text(json.dumps(runtime))
     manifest = build_manifest(
-        path.read_bytes(), name="gateway_model", version=version, sequence=sequence, arena_bytes=0
+        path.read_bytes(),
+        name=name,
+        version=version,
+        sequence=sequence,
+        arena_bytes=0,
+        family=family,
+        runtime=path.with_suffix(".json").read_bytes() if sign_runtime else None,
     )
     write_signed(sign_manifest(manifest, key), path)
     return path

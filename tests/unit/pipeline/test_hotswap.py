@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,14 +180,12 @@ async def test_shadow_model_scores_alongside_and_summarises_the_difference(
 async def test_a_model_for_other_channels_cannot_replace_the_running_one(
     tmp_path: Path, key_pair: tuple[Ed25519PrivateKey, Path]
 ) -> None:
-    import json
+    def speed_for_voltage(runtime: dict[str, Any]) -> None:
+        runtime["features"]["channels"][6] = "Speed"
+        runtime["features"]["model_channels"][4] = "Speed"
 
     key, pub = key_pair
-    path = signed_copy(tmp_path / "m", key, version="3.0.0", sequence=2)
-    runtime = json.loads(path.with_suffix(".json").read_text())
-    runtime["features"]["channels"][6] = "Speed"
-    runtime["features"]["model_channels"][4] = "Speed"
-    path.with_suffix(".json").write_text(json.dumps(runtime))
+    path = signed_copy(tmp_path / "m", key, version="3.0.0", sequence=2, edit=speed_for_voltage)
     pipeline, _ = _pipeline(pub)
     async with running(pipeline):
         with pytest.raises(ModelError, match="needs a restart"):
