@@ -62,8 +62,11 @@ def _status(node: str, seq: int, t_ms: int) -> Status:
     return Status(node, 1, seq, TimeBase.UNIX_MS, t_ms, 1000, 4100, -60, 47000, "bench/1", 0)
 
 
-def fill_journal(path: Path, days: float, now_ms: int) -> int:
-    """History for every node: a batch every 10 min, a status every hour. Returns readings."""
+def fill_journal(path: Path, days: float, now_ms: int) -> tuple[int, int]:
+    """History for every node: a batch every 10 min, a status every hour.
+
+    Returns the readings written and the highest seq any node used, so that live ingest can
+    continue each node's sequence (a jump past journal.max_seq_jump is refused as forged)."""
     rng = random.Random(1)
     journal = Journal(path, synchronous="NORMAL")
     journal.open()
@@ -85,7 +88,7 @@ def fill_journal(path: Path, days: float, now_ms: int) -> int:
             journal.commit(envelopes)
     finally:
         journal.close()
-    return readings
+    return readings, max(seqs.values())
 
 
 def fill_alerts(path: Path, days: float, now_ms: int) -> int:
@@ -129,10 +132,10 @@ def fill_alerts(path: Path, days: float, now_ms: int) -> int:
     return count
 
 
-async def ingest(gateway: Gateway, stop: asyncio.Event, counter: list[int]) -> None:
-    """Every node sends one 3-sample batch a second, through the real ingest queue."""
+async def ingest(gateway: Gateway, stop: asyncio.Event, counter: list[int], seq: int) -> None:
+    """Every node sends one 3-sample batch a second from `seq` on, through the real ingest queue."""
     rng = random.Random(3)
-    seqs = dict.fromkeys(range(NODES), 1_000_000)
+    seqs = dict.fromkeys(range(NODES), seq + 1)
     while not stop.is_set():
         tick = time.monotonic()
         now = time.time_ns() // 1_000_000
@@ -192,7 +195,7 @@ async def run(quick: bool) -> None:
     )  # fmt: skip
     now = time.time_ns() // 1_000_000
     t0 = time.perf_counter()
-    readings = fill_journal(cfg.journal_path, days, now)
+    readings, last_seq = fill_journal(cfg.journal_path, days, now)
     alerts = fill_alerts(alerts_path_for(cfg.journal_path), days, now)
     users = UserStore(web_db_path(cfg.data_dir))
     users.add("bench", Role.ADMIN, PASSWORD)
@@ -210,7 +213,7 @@ async def run(quick: bool) -> None:
             await asyncio.wait_for(gateway.web_ready.wait(), 30)
             assert gateway.web_view is not None
             url = f"http://127.0.0.1:{gateway.web_view.bound_port[0]}"
-            feeder = tg.create_task(ingest(gateway, stop, sent), name="bench:ingest")
+            feeder = tg.create_task(ingest(gateway, stop, sent, last_seq), name="bench:ingest")
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 await sign_in(client)
                 await asyncio.sleep(2)  # ingest under way
@@ -219,7 +222,7 @@ async def run(quick: bool) -> None:
                     "/", "/nodes", f"/nodes/{node}", "/alerts", "/models", "/settings",
                     "/api/health", "/api/nodes", f"/api/nodes/{node}",
                     f"/api/nodes/{node}/readings?limit=300", "/api/alerts", "/api/alerts/history",
-                    "/api/models",
+                    "/api/models", "/api/jobs",
                 ]  # fmt: skip
                 # Ingest alone for a while, then ingest while the dashboard is busy.
                 c0, t_idle = await committed(cfg.journal_path), time.perf_counter()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -18,19 +18,27 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dashboards import auth
 from dashboards.data import Reads
 from dashboards.headers import HostAllowList, SecurityHeaders
-from dashboards.routes import account, alerts, api, live, pages, settings
+from dashboards.routes import account, alerts, api, api_jobs, jobs_pages, live, pages, settings
 from dashboards.templating import page
 from dashboards.users import UserStore
 from dashboards.view import GatewayView
 from gateway.config import GatewayConfig
+
+if TYPE_CHECKING:
+    from dashboards.jobs import FlashJobs
 
 _LOGGER = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 T = TypeVar("T")
 
 
-def create_app(cfg: GatewayConfig, view: GatewayView, users: UserStore) -> Any:
+def create_app(
+    cfg: GatewayConfig, view: GatewayView, users: UserStore, jobs: FlashJobs | None = None
+) -> Any:
     """The dashboard for ``view`` (a running gateway) with its users in ``users``.
+
+    ``jobs`` runs flash jobs (its :meth:`~dashboards.jobs.FlashJobs.run` started by the
+    caller); without it the Models page lists models but cannot flash them.
 
     Returns the ASGI app with the Host allow-list and security headers in front.
     """
@@ -58,6 +66,7 @@ def create_app(cfg: GatewayConfig, view: GatewayView, users: UserStore) -> Any:
     app.state.view = view
     app.state.reads = reads
     app.state.users = users
+    app.state.jobs = jobs
     app.state.sessions = auth.Sessions(cfg.web.session_ttl_s)
     app.state.throttle = auth.LoginThrottle(cfg.web.login_attempts_per_minute)
     app.state.tls = cfg.web.tls
@@ -74,7 +83,7 @@ def create_app(cfg: GatewayConfig, view: GatewayView, users: UserStore) -> Any:
         return JSONResponse(app.openapi())
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (account, pages, alerts, settings, live, api):
+    for module in (account, pages, jobs_pages, alerts, settings, live, api, api_jobs):
         app.include_router(module.router)
     return HostAllowList(SecurityHeaders(app, tls=cfg.web.tls), allowed=cfg.web.allowed_hosts)
 

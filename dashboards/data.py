@@ -93,7 +93,9 @@ def _active_model(slots: list[dict[str, object]]) -> str | None:
     for slot in slots:
         if slot.get("active"):
             name = slot.get("model_id") or slot.get("name") or "model"
-            return f"{name} {slot.get('version', '?')} (slot {slot.get('slot', '?')})"
+            # The journal keeps SlotInfo's fields (model_version); "version" from older rows.
+            version = slot.get("model_version") or slot.get("version") or "?"
+            return f"{name} {version} (slot {slot.get('slot', '?')})"
     return None
 
 

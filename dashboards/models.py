@@ -17,7 +17,9 @@ from pathlib import Path
 
 from gateway.config import GatewayConfig
 from gateway.errors import ModelError
+from gateway.protocol.manifest import sha256_hex
 from gateway.protocol.signed_manifest import (
+    SignedManifest,
     find_signed,
     load_public_key,
     read_signed,
@@ -98,3 +100,33 @@ def artifacts(cfg: GatewayConfig, hashes: dict[tuple[str, float], str]) -> list[
             continue  # removed while we looked
     out.sort(key=lambda a: (not a.in_use, a.name, a.path))
     return out
+
+
+def load_for_flashing(
+    cfg: GatewayConfig, sha256: str, hashes: dict[tuple[str, float], str]
+) -> tuple[Artifact, bytes, SignedManifest]:
+    """The held artifact with this sha256, its bytes and signed manifest, fit to send to nodes.
+
+    The same checks as ``flash-model flash`` before it sends anything: a signed manifest must
+    lie beside it, and the signature must verify with ``[scoring] public_key_path`` when one is
+    set (else at least the artifact's size and sha256 must match the manifest; nodes check the
+    signature themselves). Raises :class:`ModelError` saying what is wrong.
+    """
+    found = [a for a in artifacts(cfg, hashes) if a.sha256 == sha256 and a.signed]
+    if not found:
+        raise LookupError(f"no signed model artifact with sha256 {sha256[:16]}… on this gateway")
+    artifact = found[0]
+    path = Path(artifact.path)
+    data = path.read_bytes()
+    manifest_path = find_signed(path)
+    if manifest_path is None:
+        raise ModelError(f"{path}: its signed manifest is gone; sign it with `flash-model sign`")
+    signed = read_signed(manifest_path)
+    if cfg.scoring.public_key_path is not None:
+        verify_signed(signed, data, load_public_key(cfg.scoring.public_key_path))
+    elif len(data) != signed.manifest.size_bytes or sha256_hex(data) != signed.manifest.sha256:
+        raise ModelError(
+            f"{path} is not the artifact {manifest_path.name} describes (size or sha256 differ); "
+            "every node would refuse it: re-sign it"
+        )
+    return artifact, data, signed

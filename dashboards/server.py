@@ -16,6 +16,8 @@ import uvicorn
 
 from dashboards import actions
 from dashboards.app import create_app
+from dashboards.job_store import JobStore, jobs_db_path
+from dashboards.jobs import FlashJobs
 from dashboards.tls import ensure_certificate
 from dashboards.users import UserStore, ensure_admin, web_db_path
 from dashboards.view import GatewayView
@@ -58,13 +60,19 @@ async def serve_dashboard(view: GatewayView, ready: asyncio.Event | None = None)
     cfg = view.config
     web = cfg.web
     users = await asyncio.to_thread(open_users, view)
+    job_store = await asyncio.to_thread(JobStore, jobs_db_path(cfg.data_dir))
+    if job_store.interrupted:
+        _LOGGER.warning(
+            "dashboard: %d flash job(s) were interrupted by the last stop", job_store.interrupted
+        )
+    jobs = FlashJobs(cfg, job_store, users)
     ssl: dict[str, str] = {}
     if web.tls:
         cert, key = await asyncio.to_thread(
             ensure_certificate, cfg.data_dir / "web", web.allowed_hosts
         )
         ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-    app = create_app(cfg, view, users)
+    app = create_app(cfg, view, users, jobs)
     config = uvicorn.Config(
         app, host=web.host, port=web.port, log_config=None, access_log=False,
         server_header=False, proxy_headers=False, lifespan="on", timeout_graceful_shutdown=1,
@@ -90,11 +98,15 @@ async def serve_dashboard(view: GatewayView, ready: asyncio.Event | None = None)
         if ready is not None:
             ready.set()
         try:
-            await server.main_loop()
+            async with asyncio.TaskGroup() as tg:
+                runner = tg.create_task(jobs.run(), name="web:flash-jobs")
+                await server.main_loop()
+                runner.cancel()
         finally:
             server.should_exit = True
             await server.shutdown()
     finally:
+        await asyncio.to_thread(job_store.close)
         await asyncio.to_thread(users.close)
 
 

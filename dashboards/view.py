@@ -37,12 +37,16 @@ class LiveScores:
     """Recent anomaly scores per node and source, fed by the scoring pipeline's sink.
 
     The gateway model's scores are not stored in the journal, so the node page's chart
-    takes them from here; node-model scores are in the journal as inference results.
-    Called on the event loop; the dashboard reads it on the loop too.
+    takes them from here; node-model scores are in the journal as inference results. The
+    latest score of each source is kept whole too: which detector made it (its
+    ``model_version``: a trained model's version, or the fallback's ``own-baseline``) and the
+    channels that contributed most. Called on the event loop; the dashboard reads it on the
+    loop too.
     """
 
     def __init__(self) -> None:
         self._points: dict[tuple[str, ScoreSource], deque[tuple[int, float]]] = {}
+        self._latest: dict[tuple[str, ScoreSource], AnomalyScore] = {}
         self.dropped_nodes = 0
 
     def __call__(self, observations: Sequence[Observation]) -> None:
@@ -56,10 +60,19 @@ class LiveScores:
                         continue
                     points = self._points[key] = deque(maxlen=POINTS_PER_NODE)
                 points.append((obs.t_ms, obs.score))
+                self._latest[key] = obs  # same keys as _points: bounded with them
 
     def since(self, node_id: str, source: ScoreSource, t_ms: int) -> list[tuple[int, float]]:
         points = self._points.get((node_id, source))
         return [p for p in points if p[0] > t_ms] if points else []
+
+    def latest_scores(self, node_id: str) -> dict[ScoreSource, AnomalyScore]:
+        """The latest score of each source for a node (gateway, node, fused, shadow)."""
+        return {
+            source: score
+            for source in ScoreSource
+            if (score := self._latest.get((node_id, source))) is not None
+        }
 
     def latest(self, node_id: str, source: ScoreSource) -> float | None:
         points = self._points.get((node_id, source))

@@ -51,7 +51,7 @@ async def _encode(events: AsyncIterator[dict[str, str]]) -> AsyncIterator[bytes]
         yield ("\n".join(lines) + "\n\n").encode()
 
 
-async def _ticks(request: Request, every_s: float) -> AsyncIterator[None]:
+async def ticks(request: Request, every_s: float) -> AsyncIterator[None]:
     deadline = time.monotonic() + MAX_STREAM_S
     while time.monotonic() < deadline and not await request.is_disconnected():
         yield
@@ -64,7 +64,7 @@ async def overview_events(request: Request, _s: Viewer) -> EventSourceResponse:
     fragment = templates.get_template("_overview.html")
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        async for _ in _ticks(request, OVERVIEW_EVERY_S):
+        async for _ in ticks(request, OVERVIEW_EVERY_S):
             ov = await reads.run(Reads.overview)
             yield {"event": "overview", "data": fragment.render(ov=ov)}
 
@@ -98,7 +98,7 @@ async def node_events(
 
     async def events() -> AsyncIterator[dict[str, str]]:
         since = {"readings": since_ms, "node": since_ms, "gateway": since_ms}
-        async for _ in _ticks(request, every_s):
+        async for _ in ticks(request, every_s):
             data = await reads.run(lambda r: points_since(r, node_id, since))
             scores = live.since(node_id, ScoreSource.GATEWAY, since["gateway"])
             if scores:

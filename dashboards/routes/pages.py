@@ -1,4 +1,4 @@
-"""The read-only pages: overview, nodes, one node, models."""
+"""The read-only pages: overview, nodes, one node (the Models page is in jobs_pages.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from dashboards import auth
 from dashboards.data import Reads
+from dashboards.scoring_view import describe_scoring
 from dashboards.templating import page
 
 router = APIRouter(include_in_schema=False)
@@ -44,24 +45,9 @@ async def node(request: Request, _s: Viewer, node_id: NodeId) -> Any:
     detail = await _reads(request).run(lambda r: r.node(node_id))
     if detail is None:
         raise HTTPException(404, f"no node {node_id!r} has sent anything")
-    return await page(request, "node.html", title=node_id, nav="nodes", d=detail)
-
-
-@router.get("/models")
-async def models(request: Request, _s: Viewer) -> Any:
-    rows, held = await _reads(request).run(lambda r: (r.nodes(), r.artifacts()))
-    scoring = request.app.state.cfg.scoring
-    summary = {
-        k: v
-        for k, v in scoring.model_dump(mode="json").items()
-        if isinstance(v, str | int | float | bool) or v is None
-    }
+    state = request.app.state
+    scored = state.view.live.latest_scores(node_id)  # on the loop, where it is fed
     return await page(
-        request,
-        "models.html",
-        title="Models",
-        nav="models",
-        nodes=rows,
-        scoring=summary,
-        artifacts=held,
-    )
+        request, "node.html", title=node_id, nav="nodes", d=detail,
+        scoring=describe_scoring(scored, fusion_configured=state.cfg.scoring.fusion_rule_path is not None),
+    )  # fmt: skip

@@ -10,6 +10,8 @@ docs/architecture.md ("Imports point down"):
   the simulator;
 * ``gateway`` imports ``firmware_tools`` only in its composition modules (the demo and the
   CLI entry);
+* ``dashboards`` imports ``firmware_tools`` only in ``dashboards.jobs``, and there only the
+  flasher (see ``FLASH_JOBS``);
 * the service (``fieldgate run``) reaches neither the simulator, nor ``rich.live``, nor amqtt.
 
 The rules are checked against synthetic sources too, so a rule that could not fail would
@@ -37,6 +39,16 @@ FOUNDATION = ("gateway.errors", "gateway.aio_compat", "gateway.retry")
 COMPOSITION = ("gateway.demo", "gateway.cli")
 # Never on the service's import path.
 NOT_IN_SERVICE = ("firmware_tools", "rich.live", "amqtt")
+# The one exception (issue 13): the dashboard, served by the gateway process, starts flash
+# jobs from its Models page, and they must run the very code of `flash-model flash` and
+# `flash-model rollback` (pre-flight checks, resumable retries, self-test verdicts) rather
+# than a copy of it. So this one module may import firmware_tools' flasher, and the service
+# may reach the flasher through it; never the simulator, the CLI or the model tools.
+FLASH_JOBS = "dashboards.jobs"
+FLASHER = ("firmware_tools.flash",)
+# `python -m dashboards.screenshots` composes a gateway, simulated nodes and a browser, like
+# the demo; it is a developer tool the service never imports.
+DASHBOARD_COMPOSITION = ("dashboards.screenshots",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +119,18 @@ def _gateway_rule(target: str) -> str | None:
     return None
 
 
+def _flash_jobs_rule(target: str) -> str | None:
+    if _within(target, ("firmware_tools",)) and not _within(target, FLASHER):
+        return "dashboards.jobs imports only the flasher (firmware_tools.flash) of firmware_tools"
+    return None
+
+
+def _dashboards_rule(target: str) -> str | None:
+    if _within(target, ("firmware_tools",)):
+        return f"dashboards imports firmware_tools only in {FLASH_JOBS} (the flash jobs)"
+    return None
+
+
 def _no_rule(target: str) -> str | None:
     return None
 
@@ -119,6 +143,9 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[str], str | None]], ...] = (
     (("firmware_tools.flash",), _flasher_rule),
     (COMPOSITION, _no_rule),
     (("gateway",), _gateway_rule),
+    ((FLASH_JOBS,), _flash_jobs_rule),
+    (DASHBOARD_COMPOSITION, _no_rule),
+    (("dashboards",), _dashboards_rule),
 )
 
 
@@ -184,9 +211,14 @@ def test_the_service_imports_neither_the_simulator_nor_the_live_view_nor_amqtt()
     """``fieldgate run`` builds gateway.app.Gateway from gateway.config (lazy imports too)."""
     graph = _all_imports()
     reached = _closure(graph, ["gateway.app", "gateway.config"])
-    bad = {m: by for m, by in reached.items() if _within(m, NOT_IN_SERVICE)}
+    bad = {
+        m: by for m, by in reached.items() if _within(m, NOT_IN_SERVICE) and not _within(m, FLASHER)
+    }
     assert bad == {}
     assert "gateway.sources.mqtt" in reached  # the closure follows lazy imports
+    # The flasher is reached only through the dashboard's flash jobs (FLASH_JOBS).
+    entries = {by for m, by in reached.items() if _within(m, FLASHER) and not _within(by, FLASHER)}
+    assert entries <= {FLASH_JOBS}
 
 
 def test_fieldgate_run_loads_no_simulator_at_run_time() -> None:
@@ -219,6 +251,9 @@ BAD = [
     ("gateway.pipeline.hotswap", "from firmware_tools.signing import sign_manifest"),
     ("gateway.app", "import firmware_tools.sim.fleet"),
     ("gateway.retry", "from gateway.metrics import Metrics"),
+    ("dashboards.routes.pages", "from firmware_tools.flash.orchestrate import flash_fleet"),
+    ("dashboards.jobs", "from firmware_tools.sim.fleet import Simulator"),
+    ("dashboards.jobs", "def f():\n    from firmware_tools.cli.fleet import flash\n"),
 ]
 GOOD = [
     ("gateway.protocol.framing", "from gateway.errors import FrameError"),
@@ -228,6 +263,8 @@ GOOD = [
     ("firmware_tools.flash.smp_flasher", "from gateway.protocol.smp_profile import INFO_PATH"),
     ("gateway.demo.run", "from firmware_tools.sim.fleet import Simulator"),
     ("gateway.sources.mqtt", "import paho.mqtt.client as paho"),
+    ("dashboards.jobs", "from firmware_tools.flash.orchestrate import flash_fleet"),
+    ("dashboards.routes.api", "from dashboards.jobs import FlashJobs"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's package driven by Playwright), served by
 a real gateway with simulated nodes: sign in, watch a node's live chart grow, acknowledge
-the alert the simulator's fault raised."""
+the alert the simulator's fault raised; flash a model onto a simulated MQTT node (real
+mosquitto, the node's own A/B slots and self-test), watch the job live, roll it back."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from firmware_tools.sim.signals import Fault, FaultKind
-from tests.fixtures.dashboard import PASSWORDS, running_dashboard
+from tests.fixtures.dashboard import PASSWORDS, flash_kit, running_dashboard
+from tests.fixtures.servers import Mosquitto
 
 playwright = pytest.importorskip("playwright.async_api")
 CHROMIUM = shutil.which("chromium")
@@ -95,3 +97,75 @@ async def test_sign_in_watch_the_live_chart_and_acknowledge_the_alert(tmp_path: 
     with AlertStore(alerts_path_for(dash.gateway.config.journal_path)) as store:
         acks = [e for e in store.history() if e.kind.value == "acknowledged"]
     assert [(e.alert.node_id, e.alert.acked_by) for e in acks] == [(NODE, "operator")]
+
+
+GHOST = "pump-09"  # listed in the fleet inventory, never powered
+
+
+async def test_an_operator_flashes_a_node_watches_it_live_and_rolls_it_back(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_prefix: str
+) -> None:
+    kit = flash_kit(tmp_path, mosquitto.url, mqtt_prefix)
+    # A second node that never answers keeps the job running for one link timeout (no
+    # retries), so the job page is certainly loaded while the job runs and must be updated
+    # live; it also shows how a failed node reads.
+    (tmp_path / "var" / "models" / "fleet.toml").write_text(
+        "[defaults]\nretries = 0\n\n"
+        f'[[node]]\nid = "{GHOST}"\ntransport = "mqtt"\naddress = "{kit.broker_url}"\n'
+        f'site = "{kit.site}"\n'
+    )
+    async with (
+        running_dashboard(tmp_path, nodes=1, flash=kit) as dash,
+        playwright.async_playwright() as pw,
+    ):
+        assert dash.sim is not None
+        store = dash.sim.xfer_nodes[NODE].store
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            await page.goto(dash.url + "/login?next=/models")
+            await page.fill("input[name=username]", "operator")
+            await page.fill("input[name=password]", PASSWORDS["operator"])
+            await page.click("button[type=submit]")
+            await page.wait_for_url(dash.url + "/models")
+            node_box = page.locator(f"input[name=nodes][value='{NODE}']")
+            for _ in range(100):  # until the gateway has heard the node over the broker
+                if await node_box.count():
+                    break
+                await page.wait_for_timeout(200)
+                await page.reload()
+            await page.check(f"input[name=artifact][value='{kit.update_sha256}']")
+            await node_box.check()
+            await page.check(f"input[name=nodes][value='{GHOST}']")
+            await page.get_by_role("button", name="Start flash job").click()
+            await page.wait_for_url("**/jobs/*")
+            assert await page.locator("#job[sse-connect]").count() == 1  # loaded while running
+            await page.evaluate("() => { window.fgSamePage = true; }")
+
+            # Live: the rows change over server-sent events, without a reload.
+            row = page.locator(f"#job-nodes tr[data-node='{NODE}']")
+            await row.locator(".result", has_text="flashed").wait_for(timeout=60_000)
+            ghost = page.locator(f"#job-nodes tr[data-node='{GHOST}']")
+            await ghost.locator(".result", has_text="unreachable").wait_for(timeout=60_000)
+            assert "failed on 1 of 2" in await page.locator("#job-state").inner_text()
+            assert "powered and in reach" in await ghost.inner_text()
+            assert "1.1.0 → 1.2.0" in await row.inner_text()
+            assert await page.evaluate("() => window.fgSamePage === true")
+            assert [(s.model_version, s.confirmed) for s in store.info() if s.active] == [
+                ("1.2.0", True)
+            ]
+
+            await page.goto(dash.url + "/models")
+            await page.get_by_role("button", name=f"Roll back {NODE}").click()
+            await page.wait_for_url("**/jobs/*")
+            result = page.locator(f"#job-nodes tr[data-node='{NODE}'] .result")
+            await result.filter(has_text="reverted").wait_for(timeout=60_000)
+            assert "all nodes ok" in await page.locator("#job-state").inner_text()
+            assert [(s.model_version, s.confirmed) for s in store.info() if s.active] == [
+                ("1.1.0", True)
+            ]
+            assert errors == []
+        finally:
+            await browser.close()
