@@ -81,6 +81,24 @@ class DisagreementConfig(_Section):
     max_age_s: float = Field(10.0, gt=0, description="how far apart the two scores may be")
 
 
+class NodeTypeConfig(_Section):
+    """Which detector and channel map apply to one type of node (``[scoring.node_types.<type>]``,
+    :mod:`gateway.pipeline.node_types`). A node belongs to the first type (in config order)
+    one of whose ``nodes`` patterns matches its id; a node of no type is scored as before
+    (``scoring.channel_map``, ``scoring.model_path``, fallback)."""
+
+    nodes: list[str] = Field(min_length=1)
+    """node id patterns of this type (shell-style: "pump-*", "fan-0[1-3]")"""
+    detector: Literal["model", "own_baseline", "off"] = "model"
+    """model: the type's gateway model through its channel map (a node it does not cover falls back to its own baseline unless scoring.fallback = off); own_baseline: T2 + MSET over the node's own channels; off: not scored"""
+    model_path: Path | None = None
+    """gateway model .tflite for this type (verified like scoring.model_path); none: the running gateway model. Its per-node baselines are kept in memory only, and hot-swap and shadow apply to the running model only"""
+    channel_map: dict[str, str] | None = None
+    """node channel -> model channel for this type; none: scoring.channel_map"""
+    missing_channels: Literal["baseline", "skip"] | None = None
+    """as scoring.missing_channels, for this type; none: that setting"""
+
+
 class ScoringConfig(_Section):
     enabled: bool = True
     """score committed readings with the gateway model (LiteRT); off: only health and gap observations"""
@@ -119,6 +137,8 @@ class ScoringConfig(_Section):
     )
     fallback: Literal["own_baseline", "off"] = "own_baseline"
     """a node the gateway model cannot score (no channel maps, or skip and an input missing): own_baseline scores it by T2 + MSET over its own channels fitted on its own baseline (model_version own-baseline:t2+mset); off leaves it unscored"""
+    node_types: dict[str, NodeTypeConfig] = Field(default_factory=dict)
+    """per node type (by node id pattern): detector, gateway model and channel map; a node of no type uses the settings above"""
     disagreement: DisagreementConfig = DisagreementConfig()
     fusion_rule_path: Path | None = Field(
         DEFAULT_FUSION_RULE,

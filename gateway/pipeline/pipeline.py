@@ -53,6 +53,7 @@ from gateway.pipeline.hotswap import (
     load_verified,
 )
 from gateway.pipeline.model_state import ModelState, load_startup_model
+from gateway.pipeline.node_types import NodeTypes
 from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
 from gateway.pipeline.windows import ChannelMapper, Row
 from gateway.protocol.messages import Channel, NodeInference, ReadingBatch, Status
@@ -134,6 +135,14 @@ class ScoringPipeline:
             baselines=store,
             fallback=FallbackScorer(self.calibration_rows) if config.fallback != "off" else None,
         )
+        # Per node type (issue 16, gateway/pipeline/node_types.py): detector, model, channel map.
+        self._node_types = (
+            NodeTypes(config, model) if config.node_types and config.enabled else None
+        )
+        if self._node_types is not None:
+            self.scorer.typed = {
+                k: ModelSlot(m, i) for k, (m, i) in self._node_types.models.items()
+            }
         self.worker = ScoringWorker(
             self.scorer,
             queue_rows=config.queue_rows,
@@ -256,6 +265,8 @@ class ScoringPipeline:
         rows: list[Row],
     ) -> None:
         picked, plan, layout = self._channel_use(msg.channels)
+        if self._node_types is not None:  # per node type: gateway/pipeline/node_types.py
+            plan, layout = self._node_types.plan(msg.node_id, msg.channels) or (plan, layout)
         if not picked and plan is None:
             # Nothing to observe or score in this batch: only the bookkeeping.
             late = min(len(msg.samples), max(0, seen - msg.seq + 1))

@@ -30,6 +30,7 @@ import numpy as np
 from gateway.events import AnomalyScore, ScoreSource
 from gateway.pipeline.fallback import LAYOUT_PREFIX, FallbackScorer
 from gateway.pipeline.hotswap import ModelInfo, ShadowStats
+from gateway.pipeline.node_types import slot_of
 from gateway.pipeline.windows import NodeStream, Prepared, Row
 from gateway.store.baselines import BaselineStore, StoredBaseline
 from tinymodels.attribution import top_channels
@@ -86,6 +87,7 @@ class BatchScorer:
         self.primary = primary
         self.fallback = fallback
         self.shadow: ModelSlot | None = None
+        self.typed: dict[str, ModelSlot] = {}  # node types with their own model (node_types.py)
         self.shadow_stats: ShadowStats | None = None
         self.calibration_rows = calibration_rows
         self.batch_rows = batch_rows
@@ -111,10 +113,15 @@ class BatchScorer:
         started = time.perf_counter()
         by_node: dict[str, list[Row]] = {}
         own: dict[str, list[Row]] = {}  # rows of nodes the model does not cover (fallback.py)
+        typed: dict[str, dict[str, list[Row]]] = {}  # slot key -> node -> rows
         for row in rows:
             target = own if row.layout.startswith(LAYOUT_PREFIX) else by_node
+            if self.typed and (key := slot_of(row.layout)) is not None:
+                target = typed.setdefault(key, {})
             target.setdefault(row.node_id, []).append(row)
         gateway = self._score_slot(self.primary, by_node, ScoreSource.GATEWAY) if by_node else []
+        for key, node_rows in typed.items():
+            gateway += self._score_slot(self.typed[key], node_rows, ScoreSource.GATEWAY)
         if own and self.fallback is not None:
             gateway += self.fallback.score(self.primary.model, own)
         shadow: list[AnomalyScore] = []
