@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ from gateway.store.recovery import is_locked
 
 _LOGGER = logging.getLogger(__name__)
 MANIFEST = "fieldgate-backup.json"
+# State that is not SQLite, relative to data_dir. Each is replaced atomically by its writer
+# (node pins: gateway.identity.pins; the gateway model's floors and installed bundles:
+# gateway.pipeline.model_state), so a plain copy is a consistent file. Without them a restored
+# gateway would re-learn pins from whoever speaks first and forget its anti-rollback floors.
+PLAIN_STATE = ("node_pins.json", "gateway-model/state.json", "gateway-model/installed")
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,24 @@ def backup(cfg: GatewayConfig, dest: Path) -> list[Copied]:
         size = _copy(source, dest / source.name)
         copied.append(Copied(source.name, size))
         _LOGGER.info("backup: %s (%d bytes)", source, size)
+    plain = []
+    for name in PLAIN_STATE:
+        source = cfg.data_dir / name
+        if source.is_dir():
+            shutil.copytree(source, dest / "plain" / name)
+        elif source.is_file():
+            (dest / "plain" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / "plain" / name)
+        else:
+            continue
+        plain.append(name)
+        _LOGGER.info("backup: %s", source)
     manifest = {
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "site": cfg.site,
         "files": [c.name for c in copied],
         "journal": cfg.journal_path.name if cfg.journal_path.exists() else None,
+        "plain": plain,
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return copied
@@ -94,4 +113,22 @@ def restore(cfg: GatewayConfig, source: Path) -> list[Copied]:
         size = _copy(source / name, tmp)
         tmp.replace(target)
         copied.append(Copied(name, size))
+    for name in manifest.get("plain", []):  # absent from backups made before it existed
+        copied.append(_restore_plain(source / "plain" / name, cfg.data_dir / name, name))
     return copied
+
+
+def _restore_plain(source: Path, target: Path, name: str) -> Copied:
+    tmp = target.with_name(target.name + ".restoring")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.unlink(missing_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    else:
+        shutil.copy2(source, tmp)
+        size = tmp.stat().st_size
+    tmp.replace(target)
+    return Copied(name, size)

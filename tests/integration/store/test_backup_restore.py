@@ -79,3 +79,29 @@ def test_the_commands_say_what_they_did(tmp_path: Path) -> None:
     assert "exists" in again.stderr
     done = fieldgate("restore", str(tmp_path / "b"), "-c", str(config))
     assert done.returncode == 0, done.stderr
+
+
+def test_node_pins_and_the_gateway_models_floors_travel_with_the_backup(tmp_path: Path) -> None:
+    # Without them a restored gateway would pin node ids to whoever speaks first and accept
+    # a gateway model older than one it already ran.
+    cfg = gateway_config(tmp_path, scoring={"enabled": False})
+    pins = cfg.data_dir / "node_pins.json"
+    state = cfg.data_dir / "gateway-model" / "state.json"
+    bundle = cfg.data_dir / "gateway-model" / "installed" / "b1" / "gateway_model.tflite"
+    for path, text in ((pins, '{"pump-01": "serial:/dev/ttyUSB0"}'),
+                       (state, '{"floors": {"pump": 7}}'), (bundle, "model bytes")):  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (cfg.data_dir / "gateway-model" / "incoming").mkdir()  # waiting work is not state
+
+    backup(cfg, tmp_path / "backup")
+    pins.write_text('{"pump-01": "serial:/dev/ttyUSB9"}')
+    state.write_text('{"floors": {}}')
+    bundle.parent.rename(bundle.parent.with_name("lost"))
+
+    restored = {c.name for c in restore(cfg, tmp_path / "backup")}
+    assert {"node_pins.json", "gateway-model/state.json", "gateway-model/installed"} <= restored
+    assert pins.read_text() == '{"pump-01": "serial:/dev/ttyUSB0"}'
+    assert state.read_text() == '{"floors": {"pump": 7}}'
+    assert bundle.read_text() == "model bytes"
+    assert not (tmp_path / "backup" / "plain" / "gateway-model" / "incoming").exists()
