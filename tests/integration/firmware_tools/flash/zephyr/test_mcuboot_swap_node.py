@@ -2,7 +2,8 @@
 
 The node is the sdist's ``qemu_cortex_m0`` build: MCUboot in swap-using-offset mode, one image
 (the application, with stock img_mgmt; 4 x 384-byte buffers) on an emulated nRF51 whose flash
-lives as long as the QEMU process (an ``os reset`` keeps it, a kill loses it). Image 0 is the
+lives as long as the QEMU process (an ``os reset`` keeps it, a kill loses it; the fixture
+writes the factory hex once, see ``QemuServer``). Image 0 is the
 application, so the model travels bundled after the application's own binary
 (``image_firmware``): MCUboot swaps the bundle in, boots the application, and the model sits
 after it in the slot. Nothing of ours runs on the node.
@@ -121,52 +122,54 @@ async def test_a_bare_model_is_never_sent_to_the_application_image(
     assert (app.slot, app.active, app.confirmed) == (0, True, True)
 
 
-async def test_rollback_of_an_image_on_test_and_flash_that_tests_resets_and_confirms(
+async def test_flash_tests_resets_confirms_and_rollback_returns_to_the_previous_image(
     swap_server: QemuServer, make_model: MakeModel, firmware: Path, tmp_path: Path
 ) -> None:
     fleet = inventory(tmp_path, swap_server, firmware)
-    model = make_model(1)
-    factory = await _active(swap_server, firmware, model)
-    assert factory.confirmed
-
-    # Uploaded and test-booted, not confirmed: MCUboot swapped it in and runs it once.
-    flasher = await flasher_for(swap_server, firmware, model)
-    try:
-        signed = read_signed(model.path.with_suffix(".manifest.cbor"))
-        await flasher.upload(model.artifact, signed, lambda _d, _t: None)
-        path = flasher._image()  # noqa: SLF001 - the path's own steps, one by one
-        on_test = await path.test_boot(flasher, timeout_s=30.0)
-    finally:
-        await flasher.aclose()
-    assert (on_test.slot, on_test.active, on_test.confirmed) == (0, True, False)
-    assert on_test.hash == bundle(model, firmware).image_hash
-
-    # Rollback: the previous image runs again, confirmed (MCUboot reverted at the reset).
-    code, out = await run_cli("rollback", "m0-01", "--fleet", str(fleet))
-    assert code == 0, out
-    now = await _active(swap_server, firmware, model)
-    assert now.hash == factory.hash
-    assert now.confirmed
+    v1, v2 = make_model(1), make_model(2)
+    factory = await _active(swap_server, firmware, v1)
 
     # Flash through the CLI: upload into slot 1, test, reset (MCUboot swaps it in), confirm.
     report = tmp_path / "report.json"
     code, out = await run_cli(
-        "flash", str(model.path), "--fleet", str(fleet), "--pubkey", str(model.pubkey),
-        "--image-key", str(model.private_key), "--report", str(report),
+        "flash", str(v1.path), "--fleet", str(fleet), "--pubkey", str(v1.pubkey),
+        "--image-key", str(v1.private_key), "--report", str(report),
     )  # fmt: skip
     assert code == 0, out
     [row] = json.loads(report.read_text())
     assert row["outcome"] == "flashed", row
+    assert row["bytes_sent"] == len(bundle(v1, firmware).data)
     code, out = await run_cli("info", "m0-01", "--fleet", str(fleet), "--json")
     [running] = [s for s in json.loads(out)["slots"] if s["active"]]
     assert running["slot"] == "A"  # MCUboot's primary slot
     assert running["confirmed"]
-    assert (running["model_version"], running["sequence"]) == (model.version, 1)
-    assert running["model_hash"] == bundle(model, firmware).image_hash[:8].hex()
-    # Not shown here: that the confirmed image survives the next reset. QEMU's `-device loader`
-    # copies the merged hex (MCUboot and the factory application in the primary slot) into
-    # the emulated nRF51's flash again at every machine reset, so after a reset without a
-    # swap the factory application is back (MCUboot logs image_ok=0x1, no swap, v0.0.0).
+    assert (running["model_version"], running["sequence"]) == (v1.version, 1)
+    assert running["model_hash"] == bundle(v1, firmware).image_hash[:8].hex()
+
+    flasher = await flasher_for(swap_server, firmware, v2)
+    try:
+        # Confirmed: a reset keeps it (MCUboot swaps nothing back).
+        await flasher.capabilities()
+        await flasher.reset_and_wait(30.0)
+        path = flasher._image()  # noqa: SLF001 - the path's own steps, one by one
+        [after_reset] = [s for s in await path.state() if s.active]
+        # v2 uploaded and test-booted, not confirmed: MCUboot runs it once.
+        signed = read_signed(v2.path.with_suffix(".manifest.cbor"))
+        await flasher.upload(v2.artifact, signed, lambda _d, _t: None)
+        on_test = await flasher._image().test_boot(flasher, timeout_s=30.0)  # noqa: SLF001
+    finally:
+        await flasher.aclose()
+    assert after_reset.hash == bundle(v1, firmware).image_hash
+    assert (on_test.slot, on_test.active, on_test.confirmed) == (0, True, False)
+    assert on_test.hash == bundle(v2, firmware).image_hash
+
+    # Rollback: v1 runs again, confirmed (MCUboot reverts the image on test at the reset).
+    code, out = await run_cli("rollback", "m0-01", "--fleet", str(fleet))
+    assert code == 0, out
+    now = await _active(swap_server, firmware, v1)
+    assert now.hash == bundle(v1, firmware).image_hash
+    assert now.confirmed
+    assert now.hash != factory.hash
 
 
 async def test_a_node_killed_mid_upload_fails_alone_and_a_rerun_completes(
