@@ -251,7 +251,7 @@ def _parse_node(raw: Any, path: Path, index: int) -> NodeEntry:
     mcumgr_raw = {k: v for k, v in raw.items() if k in MCUMGR_KEYS}
     if mcumgr_raw and transport is not Transport.SMP_SERIAL:
         raise ConfigError(f"{where}.{sorted(mcumgr_raw)[0]}", "only smp-serial nodes take this key")
-    mcumgr = parse_options(mcumgr_raw, where)
+    mcumgr = parse_options(mcumgr_raw, where, path.parent)
     return NodeEntry(
         node_id, transport, address, site=site, target=target, origin=where, mcumgr=mcumgr
     )

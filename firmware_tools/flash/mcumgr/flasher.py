@@ -84,7 +84,6 @@ class McuMgrFlasher:
         self.caps: Capabilities | None = None
         self.choice: PathChoice | None = None
         self._profile: NodeFlasher | None = None
-        self._uploaded: SignedManifest | None = None
         self._image_path: ImagePath | None = None
         self._fs_path: FsPath | None = None
 
@@ -139,7 +138,11 @@ class McuMgrFlasher:
         if self._image_path is None or self._image_path.caps is not self.caps:
             wrapped = self._image_path.wrapped if self._image_path is not None else None
             self._image_path = ImagePath(
-                self.link, self.caps, self.options.image_number, self.fleet_key
+                self.link,
+                self.caps,
+                self.options.image_number,
+                self.fleet_key,
+                self.options.image_firmware,
             )
             self._image_path.wrapped = wrapped
         return self._image_path
@@ -165,7 +168,6 @@ class McuMgrFlasher:
         kind = await self._path()
         if kind is NodeKind.PROFILE:
             return await (await self._profile_flasher()).upload(artifact, signed, progress)
-        self._uploaded = signed
         if kind is NodeKind.FS:
             return await self._fs().upload(artifact, signed, progress)
         return await self._image().upload(artifact, signed, progress)
@@ -180,7 +182,7 @@ class McuMgrFlasher:
             if self.options.fs_activate == "reset":
                 await self.reset_and_wait(timeout_s)
             return await self.info()
-        await self._image().activate(self, timeout_s, self._uploaded)
+        await self._image().activate(self, timeout_s)
         return await self.info()
 
     async def rollback(self) -> NodeInfo:

@@ -24,7 +24,7 @@ from smp.file_management import (
 
 from firmware_tools.flash.api import ProgressCallback
 from firmware_tools.flash.mcumgr.capabilities import Capabilities
-from firmware_tools.flash.mcumgr.errors import SmpError
+from firmware_tools.flash.mcumgr.errors import LinkLost, SmpError
 from firmware_tools.flash.mcumgr.link import McuMgrLink
 from gateway.errors import FlashError
 from gateway.protocol.signed_manifest import SignedManifest
@@ -35,6 +35,15 @@ MANIFEST_FILE = "manifest.cbor"
 _FILE_NOT_FOUND = 3
 _CBOR_BSTR_HEAD = 3  # a byte string's length prefix, for up to 65535 bytes
 _HASH_COMMAND = 2  # fs group: file hash/checksum
+_MAX_RESUMES = 4  # pipeline breaks mended within one attempt
+
+
+class _Resync(Exception):
+    """The node answered with another offset than the one that follows our request."""
+
+    def __init__(self, node_off: int, sent: int) -> None:
+        super().__init__(f"the node expects byte {node_off} of the model")
+        self.sent = sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +70,10 @@ class FsPath:
         # upload right after needs no second look. Forgotten when the link reopens.
         self._sizes: dict[str, int] = {}
         self._sizes_generation = -1
+        # Requests and message bytes in flight: what the node's parameters allow, until it
+        # drops one; then one at a time for the rest of this path's life.
+        self._depth = caps.pipeline_depth
+        self._max_bytes = caps.pipeline_bytes
 
     async def file_size(self, path: str) -> int | None:
         reply = await self.link.request(
@@ -158,6 +171,40 @@ class FsPath:
     async def upload(
         self, artifact: bytes, signed: SignedManifest, progress: ProgressCallback
     ) -> int:
+        """Write model then manifest; return the model bytes sent.
+
+        A request the node dropped (its reply never comes, or a later reply names another
+        offset than the one we sent next) breaks the pipeline; the link is reopened and the
+        model sent again from its first byte, one request at a time from then on, up to
+        :data:`_MAX_RESUMES` times in one attempt. (Not from the node's file size: on native_sim, the size after a burst was
+        dropped read right but the file then hashed wrong.) A node that is gone fails the
+        reopen; the next attempt resumes from what it holds, checked by hash.
+        """
+        sent = 0
+        for resume in range(_MAX_RESUMES + 1):
+            try:
+                return sent + await self._upload_once(
+                    artifact, signed, progress, resume=resume == 0
+                )
+            except (LinkLost, _Resync) as exc:
+                if resume == _MAX_RESUMES:
+                    raise
+                sent += exc.sent if isinstance(exc, _Resync) else 0
+                self._depth, self._max_bytes = 1, self.caps.max_message
+                _LOGGER.info("%s: %s; sending the model again", self.link.node_id, exc)
+                if isinstance(exc, LinkLost):
+                    await self.link.close()
+                    await self.link.open()
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _upload_once(
+        self,
+        artifact: bytes,
+        signed: SignedManifest,
+        progress: ProgressCallback,
+        *,
+        resume: bool = True,
+    ) -> int:
         """Write model then manifest; return the model bytes sent. Resumes a partial model.
 
         Round trips decide the speed on a fast link, so after one pipelined look at both
@@ -172,7 +219,7 @@ class FsPath:
             # Emptied first (the fs group has no delete): the application never pairs the
             # old manifest with a half-written model.
             await self._drain(self.chunks(manifest_path, b"", 0))
-        start = await self._resume_offset(artifact, int(sizes[1]))
+        start = await self._resume_offset(artifact, int(sizes[1])) if resume else 0
         if start:
             _LOGGER.info("%s: resuming %s at byte %d", self.link.node_id, model, start)
         progress(start, len(artifact))
@@ -186,9 +233,7 @@ class FsPath:
         ]
         sent = 0
         requests = iter(plan)
-        async for reply in self.link.pipeline(
-            plan, self.caps.pipeline_depth, max_bytes=self.caps.pipeline_bytes
-        ):
+        async for reply in self.link.pipeline(plan, self._depth, max_bytes=self._max_bytes):
             request, _what = next(requests)  # replies come in the order sent
             if isinstance(request, FileHashChecksumRequest):
                 content = artifact if request.name == model else manifest
@@ -203,6 +248,9 @@ class FsPath:
                 off = reply.body.get("off")
                 if not isinstance(off, int):
                     raise FlashError(f"{self.link.node_id}: fs upload of {model}: no offset")
+                if off != request.off + len(request.data):
+                    # The node missed a request in flight and names the offset it expects.
+                    raise _Resync(off, sent)
                 sent = off - start
                 progress(off, len(artifact))
         # No hash command: read both back (slow, but the only proof there is).
@@ -218,9 +266,7 @@ class FsPath:
         return [(FileHashChecksumRequest(name=path, type="sha256"), f"fs sha256 of {path}")]
 
     async def _drain(self, requests: Iterator[tuple[FileUploadRequest, str]]) -> None:
-        async for _reply in self.link.pipeline(
-            requests, self.caps.pipeline_depth, max_bytes=self.caps.pipeline_bytes
-        ):
+        async for _reply in self.link.pipeline(requests, self._depth, max_bytes=self._max_bytes):
             pass
 
     async def _resume_offset(self, artifact: bytes, size: int) -> int:

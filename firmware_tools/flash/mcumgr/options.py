@@ -10,6 +10,7 @@
     model_dir = "/lfs1"          # fs nodes: an existing directory for model.tflite + manifest.cbor
     fs_activate = "reset"        # fs nodes: reset (default) | none
     image_number = 0             # image nodes: the MCUboot image the model lives in
+    image_firmware = "app.bin"   # image 0 only: the node's application; the model rides after it
 
 Imported by the inventory for every transport: it imports nothing of smp or serial.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from gateway.errors import ConfigError
@@ -31,7 +33,7 @@ class NodeKind(enum.StrEnum):
     AUTO = "auto"  # inventory default: decide from the capabilities
 
 
-KEYS: Final = frozenset({"smp_kind", "model_dir", "fs_activate", "image_number"})
+KEYS: Final = frozenset({"smp_kind", "model_dir", "fs_activate", "image_number", "image_firmware"})
 DEFAULT_MODEL_DIR: Final = "/lfs1"
 _DIR: Final = re.compile(r"^/[A-Za-z0-9._/-]{1,120}$")
 
@@ -42,10 +44,13 @@ class McuMgrOptions:
     model_dir: str = DEFAULT_MODEL_DIR
     fs_activate: str = "reset"  # how the application picks up new files: "reset" | "none"
     image_number: int = 0
+    # Image 0 is the node's application: the model goes there only appended to this binary.
+    image_firmware: Path | None = None
 
 
-def parse_options(raw: dict[str, Any], where: str) -> McuMgrOptions:
-    """The MCUmgr keys of one inventory node; errors name the key."""
+def parse_options(raw: dict[str, Any], where: str, base: Path | None = None) -> McuMgrOptions:
+    """The MCUmgr keys of one inventory node; errors name the key. ``base`` anchors a
+    relative ``image_firmware`` (the inventory's directory)."""
     kind_text = raw.get("smp_kind", NodeKind.AUTO.value)
     try:
         kind = NodeKind(kind_text)
@@ -66,4 +71,12 @@ def parse_options(raw: dict[str, Any], where: str) -> McuMgrOptions:
     image = raw.get("image_number", 0)
     if isinstance(image, bool) or not isinstance(image, int) or not 0 <= image <= 15:
         raise ConfigError(f"{where}.image_number", f"must be an integer 0-15, not {image!r}")
-    return McuMgrOptions(kind, model_dir.rstrip("/") or "/", activate, image)
+    firmware = raw.get("image_firmware")
+    firmware_path = None
+    if firmware is not None:
+        if not isinstance(firmware, str) or not firmware:
+            raise ConfigError(f"{where}.image_firmware", "must be the path of a firmware binary")
+        firmware_path = (base or Path()) / firmware
+        if not firmware_path.is_file():
+            raise ConfigError(f"{where}.image_firmware", f"no such file: {firmware_path}")
+    return McuMgrOptions(kind, model_dir.rstrip("/") or "/", activate, image, firmware_path)

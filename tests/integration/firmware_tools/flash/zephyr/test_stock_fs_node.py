@@ -8,8 +8,10 @@ symlink) when flash-model sends ``os reset``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -18,7 +20,9 @@ import pytest
 from smp.file_management import FileHashChecksumRequest
 
 from firmware_tools.flash.api import FlashResult, Outcome
+from firmware_tools.flash.mcumgr.capabilities import Capabilities, probe
 from firmware_tools.flash.mcumgr.flasher import McuMgrFlasher
+from firmware_tools.flash.mcumgr.fs_path import FsLayout, FsPath
 from firmware_tools.flash.mcumgr.link import McuMgrLink
 from firmware_tools.flash.orchestrate import FlashOptions, flash_fleet, report_json
 from gateway.protocol.signed_manifest import read_signed
@@ -208,3 +212,34 @@ async def test_an_error_code_is_named_and_a_permanent_one_is_not_retried(
     assert "MOUNT_POINT_NOT_FOUND in fs upload of /sd0/models/model.tflite" in row["reason"]
     assert "group 8" not in row["reason"]
     assert "rc " not in row["reason"]
+
+
+async def test_requests_the_node_drops_in_a_pipeline_are_sent_again_in_the_same_attempt(
+    fs_server: NativeSimServer, make_model: MakeModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three full requests in flight overrun this node's UART buffers (it drops one): the
+    upload notices and sends the model again, in the same attempt; the node's hash agrees."""
+
+    class Greedy(Capabilities):
+        @property
+        def pipeline_bytes(self) -> int:
+            return 4 * self.max_message  # more than the node takes at once
+
+    model = make_model(1)
+    signed = read_signed(model.path.with_suffix(".manifest.cbor"))
+    link = McuMgrLink("fs-01", fs_server.address, timeout_s=1.0)
+    await link.open()
+    caplog.set_level(logging.INFO, logger="firmware_tools.flash.mcumgr.fs_path")
+    try:
+        caps = await probe(link)
+        greedy = Greedy(**{f.name: getattr(caps, f.name) for f in dataclasses.fields(caps)})
+        assert greedy.pipeline_depth == 3
+        path = FsPath(link, greedy, FsLayout("/lfs1"))
+        await path.upload(model.artifact, signed, lambda _d, _t: None)
+    finally:
+        await link.close()
+    assert "sending the model again" in caplog.text
+    assert (
+        await node_sha256(fs_server.address, "/lfs1/model.tflite")
+        == hashlib.sha256(model.artifact).digest()
+    )

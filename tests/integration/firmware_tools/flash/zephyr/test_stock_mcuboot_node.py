@@ -1,8 +1,10 @@
 """flash-model's image path against a stock Zephyr 4.4 MCUboot node under QEMU (mps2-an385).
 
 The node runs MCUboot and a Zephyr application with stock img_mgmt (4 x 2048-byte buffers);
-its UART is a TCP socket. This MCUboot build loads images into RAM (RAM_LOAD), so it has no
-test swap: ``image state test`` answers ENOTSUP, which flash-model must name and not retry.
+its UART is a TCP socket. This MCUboot build loads images into RAM (RAM_LOAD): every image
+state write (``test`` and ``confirm`` alike) answers ENOTSUP, which flash-model must name and
+not retry. The whole test/reset/confirm/rollback cycle runs on the swap build instead
+(test_mcuboot_swap_node.py).
 """
 
 from __future__ import annotations
@@ -12,20 +14,35 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from smp.image_management import ImageStatesReadRequest, ImageStatesWriteRequest
 
 from firmware_tools.flash.api import Outcome
 from firmware_tools.flash.mcumgr.capabilities import NodeKind
 from firmware_tools.flash.mcumgr.flasher import McuMgrFlasher
+from firmware_tools.flash.mcumgr.link import McuMgrLink
 from firmware_tools.flash.mcumgr.mcuboot_image import MANIFEST_TLV, wrap
 from firmware_tools.flash.mcumgr.options import McuMgrOptions
 from firmware_tools.flash.orchestrate import FlashOptions, flash_fleet
 from firmware_tools.signing import load_private_key
 from gateway.protocol.signed_manifest import read_signed
-from tests.fixtures.zephyr_smp import MCUBOOT_SERVER, QemuServer, unavailable_reason
+from tests.fixtures.zephyr_smp import (
+    MCUBOOT_SERVER,
+    QemuServer,
+    application_binary,
+    unavailable_reason,
+)
 from tests.integration.firmware_tools.flash.zephyr.conftest import NODE_MODEL, MakeModel
 
 pytestmark = pytest.mark.usefixtures("_no_leftover_tasks")
 IMAGE = McuMgrOptions(kind=NodeKind.IMAGE)
+
+
+@pytest.fixture
+def firmware(tmp_path: Path) -> Path:
+    """The node's application binary: image 0 takes the model only appended to it."""
+    path = tmp_path / "zephyr.bin"
+    path.write_bytes(application_binary(*MCUBOOT_SERVER))
+    return path
 
 
 @pytest.fixture
@@ -59,36 +76,21 @@ async def test_info_reports_the_image_path_and_the_running_application(
         await auto.aclose()
 
 
-async def test_upload_puts_a_signed_mcuboot_image_in_slot_1_and_checks_mcuboots_hash(
-    mcuboot_server: QemuServer, make_model: MakeModel, tmp_path: Path
+async def test_an_interrupted_upload_resumes_from_the_nodes_offset_and_test_is_enotsup(
+    mcuboot_server: QemuServer,
+    make_model: MakeModel,
+    firmware: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Upload (interrupted, resumed from the node's offset), MCUboot's hash in slot 1, then
+    the one step this RAM-load build cannot take: ``image state test`` answers ENOTSUP,
+    named, and not retried."""
     model = make_model(3, size=len(NODE_MODEL))
     signed = read_signed(model.path.with_suffix(".manifest.cbor"))
     key = load_private_key(model.private_key)
-    expected = wrap(model.artifact, signed, key, non_bootable=False)
+    expected = wrap(model.artifact, signed, key, firmware=application_binary(*MCUBOOT_SERVER))
     assert expected.data[:4] == bytes.fromhex("3db8f396")  # MCUboot's header magic
     assert MANIFEST_TLV.to_bytes(2, "little") in expected.data
-
-    flasher = McuMgrFlasher("mcuboot-01", mcuboot_server.address, options=IMAGE, fleet_key=key)
-    seen: list[int] = []
-    try:
-        sent = await flasher.upload(model.artifact, signed, lambda d, _t: seen.append(d))
-        info = await flasher.info()
-    finally:
-        await flasher.aclose()
-    assert sent == len(expected.data)
-    assert seen[-1] == len(expected.data)
-    new = next(s for s in info.slots if s.slot == 1)
-    assert new.model_hash == expected.image_hash[:8]  # MCUboot's hash, not the file's sha256
-    assert (new.model_version, new.sequence) == (model.version, 3)
-    assert not new.active
-
-
-async def test_an_interrupted_image_upload_resumes_from_the_nodes_offset(
-    mcuboot_server: QemuServer, make_model: MakeModel, caplog: pytest.LogCaptureFixture
-) -> None:
-    model = make_model(4, size=len(NODE_MODEL))
-    signed = read_signed(model.path.with_suffix(".manifest.cbor"))
 
     class HostGone(Exception):
         """The host side stops mid-upload (the node keeps its upload session)."""
@@ -97,35 +99,46 @@ async def test_an_interrupted_image_upload_resumes_from_the_nodes_offset(
         if done > 2 * 1900:
             raise HostGone
 
-    flasher = McuMgrFlasher("mcuboot-01", mcuboot_server.address, options=IMAGE)
-    image_len = len(wrap(model.artifact, signed, None, non_bootable=False).data)
+    options = McuMgrOptions(kind=NodeKind.IMAGE, image_firmware=firmware)
+    flasher = McuMgrFlasher("mcuboot-01", mcuboot_server.address, options=options, fleet_key=key)
     caplog.set_level(logging.INFO, logger="firmware_tools.flash.mcumgr.image_path")
     try:
         with pytest.raises(HostGone):
             await flasher.upload(model.artifact, signed, stop_after_two_chunks)
-        # A fresh start of the same upload: the node answers the first request with the
-        # offset it holds, and only the rest is sent.
-        flasher._image_path = None  # noqa: SLF001 - forget the session as a new run would
-        sent = await flasher.upload(model.artifact, signed, lambda _d, _t: None)
     finally:
         await flasher.aclose()
-    assert "resumes image 0 at byte" in caplog.text
-    assert 0 < sent < image_len - 2 * 1900
-
-
-async def test_a_build_without_test_swap_is_named_and_not_retried(
-    mcuboot_server: QemuServer, make_model: MakeModel
-) -> None:
-    model = make_model(5, size=len(NODE_MODEL))
-    signed = read_signed(model.path.with_suffix(".manifest.cbor"))
-    flasher = McuMgrFlasher("mcuboot-01", mcuboot_server.address, options=IMAGE)
+    # A new run of the same upload: the node answers the first request with the offset it
+    # holds, and only the rest is sent; then test (ENOTSUP on this build).
+    flasher = McuMgrFlasher("mcuboot-01", mcuboot_server.address, options=options, fleet_key=key)
     try:
         [result] = await flash_fleet(
             [flasher], model.artifact, signed, options=FlashOptions(retries=3)
         )
+        info = await flasher.info()
     finally:
         await flasher.aclose()
+    assert "resumes image 0 at byte" in caplog.text
+    assert 0 < result.bytes_sent < len(expected.data) - 2 * 1900
+    new = next(s for s in info.slots if s.slot == 1)
+    assert new.model_hash == expected.image_hash[:8]  # MCUboot's hash, not the file's sha256
+    assert (new.model_version, new.sequence) == (model.version, 3)
+    assert not new.active
     assert result.outcome is Outcome.FAILED
     assert result.attempts == 1
     assert "ENOTSUP in img state write (test) of image 0 slot 1" in result.reason
     assert "permanent" in result.reason
+
+
+async def test_every_image_state_write_is_enotsup_on_this_build(mcuboot_server: QemuServer) -> None:
+    """The exact requests and replies: a RAM-load MCUboot has no test or confirm at all."""
+    link = McuMgrLink("mcuboot-01", mcuboot_server.address)
+    await link.open()
+    try:
+        state = await link.request(ImageStatesReadRequest(), "img state read")
+        [running] = state.body["images"]
+        test = ImageStatesWriteRequest(hash=running["hash"], confirm=False)
+        confirm = ImageStatesWriteRequest(confirm=True)
+        replies = [await link.request(r, "img state write", check=False) for r in (test, confirm)]
+    finally:
+        await link.close()
+    assert [r.body for r in replies] == [{"rc": 8}, {"rc": 8}]  # SMP v1 MGMT_ERR.ENOTSUP

@@ -77,3 +77,12 @@ def test_inventory_smp_keys_are_parsed_and_checked() -> None:
             '[[node]]\nid = "a"\ntransport = "smp-serial"\naddress = "/x"\nmodel_dir = "../x"\n',
             Path("fleet.toml"),
         )
+
+
+def test_image_firmware_is_a_file_beside_the_inventory(tmp_path: Path) -> None:
+    (tmp_path / "app.bin").write_bytes(b"\x00" * 16)
+    node = '[[node]]\nid = "a"\ntransport = "smp-serial"\naddress = "/x"\nimage_firmware = "{}"\n'
+    inventory = parse_inventory(node.format("app.bin"), tmp_path / "fleet.toml")
+    assert inventory.nodes[0].mcumgr.image_firmware == tmp_path / "app.bin"
+    with pytest.raises(ConfigError, match=r"image_firmware.*no such file"):
+        parse_inventory(node.format("missing.bin"), tmp_path / "fleet.toml")
