@@ -21,12 +21,14 @@ acknowledged to their nodes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
@@ -68,10 +70,25 @@ _INSERT_READING: Final = (
     " (node_id, boot_id, seq, ts_ms, rx_ms, transport, channel_set, vals)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A batch's rows go in as one multi-row INSERT of up to this many rows: one statement
+# step per batch instead of one per row (executemany also gives up and takes back the
+# GIL for every row, which the event loop then waits for).
+_ROWS_PER_INSERT: Final = 256
+
+
+@functools.cache
+def _insert_rows(n: int) -> str:
+    """The INSERT statement for ``n`` readings rows (SQLite caches the prepared form)."""
+    return _INSERT_READING + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (n - 1)
+
+
+@functools.cache
+def _packer(n_values: int) -> Callable[..., bytes]:
+    return struct.Struct(f"<{n_values}d").pack
 
 
 def _pack(values: tuple[float, ...]) -> bytes:
-    return struct.pack(f"<{len(values)}d", *values)
+    return _packer(len(values))(*values)
 
 
 def unpack_values(blob: bytes) -> tuple[float, ...]:
@@ -340,15 +357,19 @@ class Journal:
             ts = clock.to_wall_ms(tb, sample.t, rx)
             row = (node_id, boot_id, batch.seq, ts, rx, tr, cid, _pack(sample.values))
             return db.execute(_INSERT_READING, row).rowcount, (ts,)
-        wall = tuple(clock.to_wall_ms(tb, s.t, rx) for s in samples)
-        cur = db.executemany(
-            _INSERT_READING,
-            [
-                (node_id, boot_id, batch.seq + i, wall[i], rx, tr, cid, _pack(s.values))
-                for i, s in enumerate(samples)
-            ],
-        )  # fmt: skip
-        return cur.rowcount, wall
+        wall = clock.to_wall_ms_many(tb, [s.t for s in samples], rx)
+        pack = _packer(len(batch.channels))
+        params: list[object] = []
+        seq = batch.seq
+        for ts, sample in zip(wall, samples, strict=True):
+            params += (node_id, boot_id, seq, ts, rx, tr, cid, pack(*sample.values))
+            seq += 1
+        new = 0
+        step = 8 * _ROWS_PER_INSERT
+        for start in range(0, len(params), step):
+            chunk = params[start : start + step]
+            new += db.execute(_insert_rows(len(chunk) // 8), chunk).rowcount
+        return new, wall
 
     def _insert_inference(
         self, db: sqlite3.Connection, env: Envelope, m: NodeInference

@@ -18,7 +18,7 @@ from gateway.protocol.messages import (
     TimeBase,
     Transport,
 )
-from gateway.store.journal import Journal
+from gateway.store.journal import Journal, unpack_values
 from gateway.store.journal_reader import JournalReader
 
 CHANNELS = (Channel("current", "A"), Channel("pressure", "bar"))
@@ -129,3 +129,25 @@ def test_retention_evicts_oldest_raw_readings_and_counts_them(
     with contextlib.closing(sqlite3.connect(tmp_path / "j.db")) as db:
         (oldest,) = db.execute("SELECT min(seq) FROM readings").fetchone()
     assert oldest == 1 + evicted, "the oldest readings go first"
+
+
+def test_a_large_batch_overlapping_stored_seqs_stores_only_the_new_ones_exactly(
+    journal: Journal, tmp_path: Path
+) -> None:
+    # 600 samples go in as several multi-row INSERTs; 100 of them (seqs 301..400) are stored
+    # already, in the middle of one of those statements.
+    link = RecordingLink()
+    journal.commit([env(batch(301, n=100), link)])
+    result = journal.commit([env(batch(1, n=600), link)])
+    assert (result.inserted["serial"], result.duplicates["serial"]) == (500, 100)
+    assert result.new_counts == [500]
+    assert [a for _, a in result.acks] == [Ack("pump-1", 11, 600)]
+    with contextlib.closing(sqlite3.connect(tmp_path / "j.db")) as db:
+        rows = db.execute("SELECT seq, ts_ms, vals FROM readings ORDER BY seq").fetchall()
+    assert [seq for seq, _, _ in rows] == list(range(1, 601))
+    for seq, ts, vals in rows:
+        if 301 <= seq <= 400:  # the copy stored first stays
+            assert unpack_values(vals) == (1.0 + seq - 301, 2.5)
+        else:
+            assert unpack_values(vals) == (1.0 + seq - 1, 2.5)
+            assert ts == result.wall_ms[0][seq - 1]
