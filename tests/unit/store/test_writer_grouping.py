@@ -106,7 +106,7 @@ async def test_without_an_interval_each_message_commits_as_soon_as_it_is_taken(
         await writer.ready.wait()
         for seq in (1, 2, 3):
             queue.try_put(env(seq, link))
-            await until(lambda n=seq: len(commits) == n)  # type: ignore[misc]
+            await until(lambda n=seq: len(commits) == n)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
