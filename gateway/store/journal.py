@@ -350,7 +350,11 @@ class Journal:
             wall: tuple[int, ...] = (clock.to_wall_ms(tb, sample.t, rx),)
             params = [node_id, boot_id, batch.seq, wall[0], rx, tr, cid, pack(*sample.values)]
         else:
-            wall = clock.to_wall_ms_many(tb, [s.t for s in samples], rx)
+            node_ts = [s.t for s in samples]
+            # The newest sample first: it sets the offset (a batch's older samples only look
+            # later), so a stream's first batch keeps its spacing instead of all landing on rx.
+            newest = clock.to_wall_ms(tb, node_ts[-1], rx)
+            wall = (*clock.to_wall_ms_many(tb, node_ts[:-1], rx), newest)
             params = []
             seq = batch.seq
             for ts, sample in zip(wall, samples, strict=True):
