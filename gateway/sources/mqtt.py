@@ -40,6 +40,7 @@ from gateway.protocol.mqtt_topics import (
     uplink_filters,
 )
 from gateway.protocol.payload import encode_message
+from gateway.protocol.payload.encode import ack_head, encode_ack
 from gateway.retry import Backoff
 from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
 from gateway.sources.mqtt_loop import PahoConnection
@@ -48,6 +49,7 @@ from gateway.sources.mqtt_tls import client_context
 _LOGGER = logging.getLogger(__name__)
 UPLINK_KINDS = frozenset({"readings", "inference", "status"})
 _COMMAND_QUEUE_SIZE = 64
+_ACK_HEADS_MAX = 4096
 
 
 class MqttSource:
@@ -70,6 +72,8 @@ class MqttSource:
         self._admission = Admission(Transport.MQTT, metrics, allowed_nodes, gate)
         self._mailbox = AckMailbox()
         self._json_nodes: set[str] = set()  # nodes whose latest uplink was JSON
+        # (node, boot) -> ack topic and the CBOR of its acks up to the seq.
+        self._ack_heads: dict[tuple[str, int], tuple[str, bytes]] = {}
         self._host, self._port = config.broker
         self._tls = client_context(config)
         self.ready = asyncio.Event()
@@ -226,9 +230,22 @@ class MqttSource:
                 # QoS 0: acks are cumulative, so a lost one is covered by the next, and
                 # waiting for a PUBACK per ack would throttle ingest to the broker's RTT.
                 # All acks of a round leave in one corked write.
-                conn.publish(
-                    format_topic(self._site, ack.node_id, "ack"), self._payload_for(ack), qos=0
-                )
+                conn.publish(*self._ack_publish(ack), qos=0)
+
+    def _ack_publish(self, ack: Ack) -> tuple[str, bytes]:
+        """Topic and payload of ``ack``; for a CBOR node both built once per node and boot
+        (every node gets an ack after nearly every commit), only the seq encoded each time."""
+        if ack.node_id in self._json_nodes:
+            return format_topic(self._site, ack.node_id, "ack"), encode_json_message(ack)
+        key = (ack.node_id, ack.boot_id)
+        cached = self._ack_heads.get(key)
+        if cached is None:
+            if len(self._ack_heads) >= _ACK_HEADS_MAX:  # bounded: old boots go too
+                self._ack_heads.clear()
+            cached = format_topic(self._site, ack.node_id, "ack"), ack_head(*key)
+            self._ack_heads[key] = cached
+        topic, head = cached
+        return topic, encode_ack(head, ack.up_to_seq)
 
     def send_command(self, command: Command) -> bool:
         """Queue ``command`` for a QoS 1 publish to the node's cmd topic; False while the

@@ -61,3 +61,33 @@ class NodeClock:
         else:
             self._late_run = 0
         return node_t + offset
+
+    def to_wall_ms_many(
+        self, time_base: TimeBase, node_ts: list[int], rx_ms: int
+    ) -> tuple[int, ...]:
+        """:meth:`to_wall_ms` for each of ``node_ts`` in turn (the samples of one batch).
+
+        The same steps as :meth:`to_wall_ms` with the state in locals: a 250-sample batch
+        would otherwise spend more on method calls than on the arithmetic.
+        """
+        if time_base is TimeBase.UNIX_MS:
+            return tuple([self.to_wall_ms(time_base, t, rx_ms) for t in node_ts])
+        limit, window = self.skew_limit_ms, self.window
+        offset, skewed, late_run, seen = self.offset_ms, self.skewed, self._late_run, self._seen
+        out = []
+        for node_t in node_ts:
+            observed = rx_ms - node_t
+            if offset is None or observed < offset:
+                if offset is not None and offset - observed > limit:
+                    skewed = True
+                offset = observed
+            seen += 1
+            if observed - offset > limit:
+                late_run += 1
+                if late_run >= window and seen > window:
+                    skewed = True
+            else:
+                late_run = 0
+            out.append(node_t + offset)
+        self.offset_ms, self.skewed, self._late_run, self._seen = offset, skewed, late_run, seen
+        return tuple(out)

@@ -29,13 +29,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final
+from typing import IO
 
 from gateway.errors import StorageFault, StoreError
 from gateway.ingest import Envelope
 from gateway.protocol.messages import Ack, Channel, NodeInference, ReadingBatch, Status
 from gateway.store.clock import NodeClock
 from gateway.store.faults import is_storage_fault
+from gateway.store.journal_rows import NotAllNew, PendingRows, insert, packer
 from gateway.store.journal_schema import JOURNAL_SCHEMA_VERSION, SCHEMA, size_bytes
 from gateway.store.recovery import hold_lock, journal_problem, set_aside
 from gateway.store.schema_version import open_schema
@@ -64,18 +65,8 @@ class CommitResult:
     seq_jumps: Counter[str] = field(default_factory=Counter)
 
 
-_INSERT_READING: Final = (
-    "INSERT OR IGNORE INTO readings"
-    " (node_id, boot_id, seq, ts_ms, rx_ms, transport, channel_set, vals)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _pack(values: tuple[float, ...]) -> bytes:
-    return struct.pack(f"<{len(values)}d", *values)
-
-
 def unpack_values(blob: bytes) -> tuple[float, ...]:
+    """A reading's values from its ``vals`` column (see journal_rows.packer)."""
     return struct.unpack(f"<{len(blob) // 8}d", blob)
 
 
@@ -101,6 +92,8 @@ class Journal:
         self._channel_sets: dict[str, int] = {}
         self._last_channels: tuple[tuple[Channel, ...] | None, int] = (None, 0)
         self._closed: list[tuple[str, int]] = []
+        self._pending = PendingRows()  # this transaction's rows known to be new
+        self._combine = True  # whether known-new rows may wait for one statement
         # Where a damaged journal found at open was moved, and why (None: it was sound).
         self.set_aside: Path | None = None
         self._lock: IO[bytes] | None = None
@@ -183,10 +176,21 @@ class Journal:
 
     def commit(self, envelopes: list[Envelope]) -> CommitResult:
         """Store ``envelopes`` in one transaction; return the acks that are now true."""
+        try:
+            return self._commit(envelopes, combine=True)
+        except NotAllNew as exc:
+            # The stream state said new and the file had them (a journal restored or
+            # salvaged under a running state?): nothing of it was kept, so do it again
+            # with a statement per message, whose counts are right whatever the file holds.
+            _LOGGER.warning("journal %s: %s; stored message by message", self.path, exc)
+            return self._commit(envelopes, combine=False)
+
+    def _commit(self, envelopes: list[Envelope], *, combine: bool) -> CommitResult:
         db = self._require()
         started = time.perf_counter()
         result = CommitResult(envelopes=envelopes)
         self._closed = []
+        self._combine = combine
         db.execute("BEGIN IMMEDIATE")
         try:
             touched = self._write(db, envelopes, result)
@@ -194,6 +198,7 @@ class Journal:
         except BaseException as exc:
             # SQLite may already have rolled back (SQLITE_FULL does): a failing ROLLBACK
             # must not hide the cause.
+            self._pending.clear()
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             # The in-memory stream state ran ahead of what is committed: go back to the
@@ -242,6 +247,7 @@ class Journal:
         for transport, (inserted, duplicates) in totals.items():
             result.inserted[str(transport)] += inserted
             result.duplicates[str(transport)] += duplicates
+        self._pending.flush(db)
         self._save_streams(db, touched)
         self._save_nodes(db, node_updates)
         return touched
@@ -252,7 +258,10 @@ class Journal:
         """Insert one message and account its seqs; returns (new, duplicates)."""
         msg = env.msg
         if isinstance(msg, ReadingBatch):
-            new, wall = self._insert_readings(db, env, msg)
+            # Above everything this stream has committed: new for sure, so its rows can wait
+            # and go in with the other new rows of this commit.
+            known_new = self._combine and msg.seq > state.highest_seen
+            new, wall = self._insert_readings(db, env, msg, known_new=known_new)
         elif isinstance(msg, NodeInference):
             new, wall = self._insert_inference(db, env, msg)
         else:
@@ -320,27 +329,36 @@ class Journal:
         return cid
 
     def _insert_readings(
-        self, db: sqlite3.Connection, env: Envelope, batch: ReadingBatch
+        self, db: sqlite3.Connection, env: Envelope, batch: ReadingBatch, *, known_new: bool
     ) -> tuple[int, tuple[int, ...]]:
         cid = self._channel_set(db, batch)
         clock = self._clock(batch.node_id, batch.boot_id)
         node_id, boot_id, rx, tr = batch.node_id, batch.boot_id, env.rx_ms, env.transport.value
         tb = batch.time_base
         samples = batch.samples
-        if len(samples) == 1:  # the common single-reading message: no list, no executemany
+        pack = packer(len(batch.channels))
+        if len(samples) == 1:  # the common single-reading message: no lists to build
             (sample,) = samples
-            ts = clock.to_wall_ms(tb, sample.t, rx)
-            row = (node_id, boot_id, batch.seq, ts, rx, tr, cid, _pack(sample.values))
-            return db.execute(_INSERT_READING, row).rowcount, (ts,)
-        wall = tuple(clock.to_wall_ms(tb, s.t, rx) for s in samples)
-        cur = db.executemany(
-            _INSERT_READING,
-            [
-                (node_id, boot_id, batch.seq + i, wall[i], rx, tr, cid, _pack(s.values))
-                for i, s in enumerate(samples)
-            ],
-        )  # fmt: skip
-        return cur.rowcount, wall
+            wall: tuple[int, ...] = (clock.to_wall_ms(tb, sample.t, rx),)
+            params = [node_id, boot_id, batch.seq, wall[0], rx, tr, cid, pack(*sample.values)]
+        else:
+            node_ts = [s.t for s in samples]
+            # The newest sample first: it sets the offset (a batch's older samples only look
+            # later), so a stream's first batch keeps its spacing instead of all landing on rx.
+            newest = clock.to_wall_ms(tb, node_ts[-1], rx)
+            wall = (*clock.to_wall_ms_many(tb, node_ts[:-1], rx), newest)
+            params = []
+            seq = batch.seq
+            for ts, sample in zip(wall, samples, strict=True):
+                params += (node_id, boot_id, seq, ts, rx, tr, cid, pack(*sample.values))
+                seq += 1
+        if known_new:
+            self._pending.add(params)
+            return len(samples), wall
+        # Its own statement, to learn how many of its rows were new; rows pending before it
+        # go in first, so the file sees every row in message order.
+        self._pending.flush(db)
+        return insert(db, params), wall
 
     def _insert_inference(
         self, db: sqlite3.Connection, env: Envelope, m: NodeInference

@@ -52,6 +52,8 @@ class JournalWriter:
         # One thread: SQLite connections belong to a thread, and one writer is all WAL allows.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.ready = asyncio.Event()
+        # Taken from the queue, waiting for min_commit_interval_s before its commit.
+        self._held: list[Envelope] = []
 
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` on the event loop after every commit (must not block)."""
@@ -69,8 +71,21 @@ class JournalWriter:
             await self.call(self._journal.open)
             self.ready.set()
             _LOGGER.info("journal open: %s", self._journal.path)
+            loop = asyncio.get_running_loop()
+            limit = self._config.max_commit_messages
+            interval = self._config.min_commit_interval_s
+            started = -interval
             while True:
-                batch = await self._queue.get_batch(self._config.max_commit_messages)
+                batch = await self._queue.get_batch(limit)
+                wait = started + interval - loop.time()
+                if wait > 0 and len(batch) < limit:
+                    # Group commit: what arrives in the rest of the interval shares this
+                    # commit. Held here, the batch is still committed if we are cancelled.
+                    self._held = batch
+                    await asyncio.sleep(wait)
+                    self._held = []
+                    batch += self._queue.drain_nowait(limit - len(batch))
+                started = loop.time()
                 await self._commit(batch)
         finally:
             await self._shutdown()
@@ -131,7 +146,8 @@ class JournalWriter:
         try:
             # Commit what the sources already handed over; it costs one transaction and
             # saves the nodes a resend after restart.
-            rest = self._queue.drain_nowait(self._queue.maxsize)
+            rest = self._held + self._queue.drain_nowait(self._queue.maxsize)
+            self._held = []
             if rest and self.ready.is_set():
                 try:
                     result = await loop.run_in_executor(self._executor, self._journal.commit, rest)

@@ -6,6 +6,7 @@ from typing import Any
 
 import cbor2
 
+from gateway.errors import PayloadError
 from gateway.protocol.messages import (
     PROTOCOL_VERSION,
     Ack,
@@ -14,7 +15,7 @@ from gateway.protocol.messages import (
     ReadingBatch,
     Status,
 )
-from gateway.protocol.payload.schema import Key, MessageType
+from gateway.protocol.payload.schema import U32_MAX, Key, MessageType
 from gateway.protocol.payload.validate import validate_message
 
 
@@ -102,3 +103,25 @@ def encode_message(msg: Message) -> bytes:
     """
     validate_message(msg)
     return cbor2.dumps(message_to_map(msg), canonical=True)
+
+
+def ack_head(node_id: str, boot_id: int) -> bytes:
+    """What every Ack of ``(node_id, boot_id)`` starts with, for :func:`encode_ack`.
+
+    ``up_to_seq`` has the largest key of an Ack's map, so canonical CBOR writes it last:
+    the bytes before it are the same for every seq. Validates ``node_id`` and ``boot_id``
+    (raises :class:`PayloadError`).
+    """
+    # Seq 0 is the single byte 0x00 at the very end.
+    return encode_message(Ack(node_id, boot_id, 0))[:-1]
+
+
+def encode_ack(head: bytes, up_to_seq: int) -> bytes:
+    """``encode_message(Ack(node_id, boot_id, up_to_seq))`` from ``ack_head(node_id, boot_id)``.
+
+    An ack goes to every node after every commit; this skips rebuilding and re-validating
+    the part that never changes. Raises :class:`PayloadError` for a seq out of range.
+    """
+    if type(up_to_seq) is not int or not 0 <= up_to_seq <= U32_MAX:
+        raise PayloadError(f"Ack.up_to_seq {up_to_seq!r} is not in 0..{U32_MAX}", b"", 0)
+    return head + cbor2.dumps(up_to_seq)

@@ -29,6 +29,7 @@ from gateway.protocol.payload import (
     decode_message,
     encode_message,
 )
+from gateway.protocol.payload.encode import ack_head, encode_ack
 from tests.unit.protocol import strategies as sts
 
 BATCH = ReadingBatch(
@@ -390,3 +391,20 @@ def test_status_and_command_encode_to_the_documented_bytes() -> None:
         "a6 00 01 01 05 02 67 70 75 6d 70 2d 30 37 17 05 18 18 00 18 19 81 82 69"
         " 74 68 72 65 73 68 6f 6c 64 f9 3a 00"
     )
+
+
+@given(sts.acks)
+def test_an_ack_from_its_cached_head_is_the_same_bytes_as_encoding_it_whole(ack: Ack) -> None:
+    head = ack_head(ack.node_id, ack.boot_id)
+    assert encode_ack(head, ack.up_to_seq) == encode_message(ack)
+
+
+def test_an_ack_head_refuses_what_an_ack_may_not_carry() -> None:
+    with pytest.raises(PayloadError):
+        ack_head("no spaces allowed", 1)
+    with pytest.raises(PayloadError):
+        ack_head("pump-1", 2**32)
+    head = ack_head("pump-1", 7)
+    for seq in (-1, 2**32):
+        with pytest.raises(PayloadError):
+            encode_ack(head, seq)

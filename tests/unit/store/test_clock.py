@@ -91,3 +91,25 @@ def test_a_timestamp_from_the_future_is_replaced_by_the_receive_time() -> None:
     assert clock.skewed
     # Within the limit ahead it is believed (clocks differ a little).
     assert clock.to_wall_ms(UNIX, 5_000_000 + LIMIT, rx_ms=5_000_000) == 5_000_000 + LIMIT
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 200_000), min_size=1, max_size=12),
+            st.integers(0, 300_000),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from([UPTIME, UNIX]),
+    st.integers(2, 6),
+)
+def test_a_whole_batch_maps_exactly_as_its_samples_one_by_one(
+    batches: list[tuple[list[int], int]], time_base: TimeBase, window: int
+) -> None:
+    one_by_one, many = NodeClock(LIMIT, window=window), NodeClock(LIMIT, window=window)
+    for node_ts, rx_ms in batches:
+        expected = tuple(one_by_one.to_wall_ms(time_base, t, rx_ms) for t in node_ts)
+        assert many.to_wall_ms_many(time_base, node_ts, rx_ms) == expected
+        assert many == one_by_one  # the same state after every batch, skew flag included

@@ -1,0 +1,114 @@
+"""The journal writer's group commits: a trickle shares commits, and nothing taken is dropped.
+
+``journal.min_commit_interval_s`` keeps two commits at least that far apart; what arrives
+meanwhile joins the next commit. A batch held back that way is still committed (and
+acknowledged only then) when the writer is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from gateway.config import JournalConfig
+from gateway.ingest import Envelope, IngestQueue
+from gateway.metrics import Metrics
+from gateway.protocol.messages import Ack, Channel, ReadingBatch, Sample, TimeBase, Transport
+from gateway.store.journal import CommitResult, Journal
+from gateway.store.journal_reader import JournalReader
+from gateway.store.writer import JournalWriter
+
+CHANNELS = (Channel("current", "A"),)
+
+
+class RecordingLink:
+    def __init__(self) -> None:
+        self.acks: list[Ack] = []
+
+    def send_ack(self, ack: Ack) -> None:
+        self.acks.append(ack)
+
+
+def env(seq: int, link: RecordingLink) -> Envelope:
+    msg = ReadingBatch("pump-1", 3, seq, TimeBase.UPTIME_MS, CHANNELS, (Sample(seq, (1.0,)),))
+    return Envelope(msg, Transport.SERIAL, 1_000_000 + seq, link)
+
+
+async def until(condition: object) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0)
+
+
+async def test_messages_arriving_within_the_interval_share_one_commit(tmp_path: Path) -> None:
+    queue = IngestQueue(100, "block")
+    writer = JournalWriter(
+        Journal(tmp_path / "j.db"), queue, JournalConfig(min_commit_interval_s=1.0), Metrics()
+    )
+    commits: list[CommitResult] = []
+    writer.add_listener(commits.append)
+    link = RecordingLink()
+    task = asyncio.create_task(writer.run())
+    try:
+        await writer.ready.wait()
+        queue.try_put(env(1, link))
+        await until(lambda: len(commits) == 1)  # the first commits at once
+        queue.try_put(env(2, link))
+        await until(lambda: queue.qsize() == 0)  # taken, and held for the interval
+        queue.try_put(env(3, link))
+        queue.try_put(env(4, link))
+        await until(lambda: len(commits) == 2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [[e.msg.seq for e in c.envelopes] for c in commits] == [[1], [2, 3, 4]]
+    assert link.acks == [Ack("pump-1", 3, 1), Ack("pump-1", 3, 4)]
+
+
+async def test_a_batch_held_for_the_interval_is_committed_when_the_writer_stops(
+    tmp_path: Path,
+) -> None:
+    queue = IngestQueue(100, "block")
+    writer = JournalWriter(
+        Journal(tmp_path / "j.db"), queue, JournalConfig(min_commit_interval_s=1.0), Metrics()
+    )
+    link = RecordingLink()
+    task = asyncio.create_task(writer.run())
+    await writer.ready.wait()
+    queue.try_put(env(1, link))
+    await until(lambda: link.acks)
+    queue.try_put(env(2, link))
+    await until(lambda: queue.qsize() == 0)  # held: its commit is a second away
+    assert link.acks == [Ack("pump-1", 3, 1)]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert link.acks == [Ack("pump-1", 3, 1), Ack("pump-1", 3, 2)]
+    reader = JournalReader(tmp_path / "j.db")
+    assert sorted(reader.reading_keys()) == [("pump-1", 3, 1), ("pump-1", 3, 2)]
+    reader.close()
+
+
+async def test_without_an_interval_each_message_commits_as_soon_as_it_is_taken(
+    tmp_path: Path,
+) -> None:
+    queue = IngestQueue(100, "block")
+    writer = JournalWriter(
+        Journal(tmp_path / "j.db"), queue, JournalConfig(min_commit_interval_s=0), Metrics()
+    )
+    commits: list[CommitResult] = []
+    writer.add_listener(commits.append)
+    link = RecordingLink()
+    task = asyncio.create_task(writer.run())
+    try:
+        await writer.ready.wait()
+        for seq in (1, 2, 3):
+            queue.try_put(env(seq, link))
+            await until(lambda n=seq: len(commits) == n)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [[e.msg.seq for e in c.envelopes] for c in commits] == [[1], [2], [3]]
