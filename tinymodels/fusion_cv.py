@@ -3,10 +3,10 @@
     python -m tinymodels.fusion_cv --data ../shared/data/skab [--write]
 
 A small grid of rules (gateway weight, factor, hold, settling level; for the pointwise rule
-also the drift path of :mod:`tinymodels.fusion_rule`: CUSUM level and quick clear) is scored with the SKAB protocol on the
-node and gateway scores of every labelled file. The selection rule is
-:func:`tinymodels.tune_gateway.rank` (NAB standard at least its floor, then the highest F1,
-ties within 0.005 broken by NAB). Honesty check: for each experiment group (valve1, valve2,
+also the drift path of :mod:`tinymodels.fusion_rule`: CUSUM levels and quick clear) is scored
+with the SKAB protocol on the node and gateway scores of every labelled file. The selection
+rule is :func:`tinymodels.tune_gateway.rank` (NAB standard at least its floor, then the highest
+F1, ties within 0.005 broken by NAB). Honesty check: for each experiment group (valve1, valve2,
 other) the rule is chosen on the other two groups and scored on the held-out one; the
 held-out files are pooled into one ``CV`` line. ``--write`` stores the choice on all files
 in ``tinymodels/artifacts/fusion.json`` together with the CV figures.
