@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gateway.events import AnomalyScore, Disagreement, ScoreSource
@@ -122,3 +123,31 @@ def test_the_fused_score_combines_a_current_node_score_by_the_rule_and_ignores_a
     assert fusion.state("pump-1") == "normal"
     assert fusion.fuse(_node(61, 9.0)) is None  # only gateway scores produce a fused one
     assert Fusion(DisagreementConfig(), {}).fuse(gw) is None  # no rule, no fused score
+
+
+@pytest.mark.parametrize("drift_path", [False, True])
+def test_the_live_fusion_state_follows_the_offline_rule_row_for_row(drift_path: bool) -> None:
+    """What the gateway runs per reading (Fusion.fuse) and what tinymodels.evaluate scores
+    (FusionRule.states over whole arrays) are the same state machine."""
+    from tinymodels.fusion_rule import FusionRule, load_rule
+
+    rule = load_rule()
+    if drift_path:
+        rule = FusionRule(0.75, 1.0, 10, 30, release=0.4, cusum_k=0.8, cusum_h=6.0, quick=10)
+    t = np.arange(600)
+    gateway = 0.6 + 0.3 * np.sin(t / 7.0)
+    gateway[100:104] = 3.0  # a blip
+    gateway[200:420] = 2.5 + 0.8 * np.cos(t[200:420] / 5.0)  # an anomaly
+    gateway[420:500] = 1.6  # settling a little off normal
+    node = 0.5 + 0.4 * np.cos(t / 11.0)
+    fusion = Fusion(DisagreementConfig(max_age_s=10), {}, rule)
+    live = []
+    for i, (g, n) in enumerate(zip(gateway.tolist(), node.tolist(), strict=True)):
+        fusion.observe(_node(i, n))
+        gw = _gw(i, g)
+        fusion.observe(gw)
+        assert fusion.fuse(gw) is not None
+        live.append(fusion.state("pump-1"))
+    names = {0: "normal", 1: "alarm", 2: "settled"}
+    assert live == [names[s] for s in rule.states(gateway, node).tolist()]
+    assert {"normal", "alarm"} <= set(live)
