@@ -14,6 +14,7 @@ compare. Not thread-safe: one caller (the pipeline's thread or the loop) owns an
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,14 +22,13 @@ from dataclasses import dataclass
 from gateway.alerts.config import (
     AlertsConfig,
     AnomalyRule,
-    BatteryRule,
     DisagreementRule,
     GapRule,
     Rule,
     SilenceWindow,
-    SilentRule,
     ThresholdRule,
 )
+from gateway.alerts.routing import Detector, group_by_route, new_detector
 from gateway.alerts.silences import Silences, selector
 from gateway.alerts.state import (
     AlertBook,
@@ -57,8 +57,6 @@ _LOGGER = logging.getLogger(__name__)
 
 # Without a store, history() answers from memory: the most recent events only.
 MEMORY_HISTORY = 10_000
-
-Detector = LevelDetector | WindowCounter | SilenceDetector
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +126,69 @@ class AlertEngine:
         return self._emit(events)
 
     def observe_many(self, observations: Iterable[Observation]) -> list[AlertEvent]:
-        """Like :meth:`observe` for a batch, recorded in one store transaction."""
+        """Like :meth:`observe` for a batch, recorded in one store transaction.
+
+        The same events, in the same order, as observing one by one: readings and scores are
+        grouped per (channel or source, node), and a group that cannot change any detector
+        (every level detector it feeds is idle and no value reaches its threshold, and the
+        node has no silent alert to clear) is applied in one step (last value, last seen);
+        the rest is observed one by one in the original order. Groups touch disjoint
+        detectors, and a silence detector only remembers the latest time while inactive,
+        so the order between a quiet group and the rest does not matter.
+        """
+        batch = observations if isinstance(observations, list) else list(observations)
         events: list[AlertEvent] = []
-        for obs in observations:
-            self._observe(obs, events)
+        for i in self._quiet_groups_applied(batch):
+            self._observe(batch[i], events)
         return self._emit(events)
+
+    def _quiet_groups_applied(self, batch: list[Observation]) -> list[int]:
+        """Apply the quiet groups of ``batch``; return the indices left to observe in order."""
+        groups, rest = group_by_route(batch)
+        if not groups:
+            return rest
+        # Nodes new to the engine in their order of appearance (ticks report silent nodes in
+        # the order they were first seen).
+        for node_id in dict.fromkeys(obs.node_id for obs in batch):
+            if node_id not in self._silent_nodes:
+                self._silent_for(node_id)
+        for (what, node_id), idx in groups.items():
+            if not self._apply_quiet(batch, what, node_id, idx):
+                rest.extend(idx)
+        rest.sort()
+        return rest
+
+    def _apply_quiet(
+        self, batch: list[Observation], what: object, node_id: str, idx: list[int]
+    ) -> bool:
+        silent = self._silent_for(node_id)
+        if any(det.active for _, det in silent):
+            return False
+        if isinstance(what, ScoreSource):
+            rules = self._matching(what, self._by_source.get(what), node_id)
+            values = [batch[i].score for i in idx]  # type: ignore[union-attr]
+        else:
+            rules = self._matching(what, self._by_channel.get(str(what)), node_id)
+            values = [batch[i].value for i in idx]  # type: ignore[union-attr]
+        dets: list[LevelDetector] = []
+        for rule in rules:
+            det = self._detector(rule, node_id)
+            assert isinstance(det, LevelDetector)
+            if det.holding:
+                return False
+            # NaN never holds, but max()/min() of a list starting with NaN is NaN: then the
+            # group goes the long way. Otherwise they skip NaNs, so the extreme is exact.
+            extreme = max(values) if det.above else min(values)
+            if math.isnan(extreme) or (extreme >= det.on if det.above else extreme <= det.on):
+                return False
+            dets.append(det)
+        for det in dets:
+            det.last_value = values[-1]
+        if silent:
+            latest = max(batch[i].t_ms for i in idx)
+            for _, det in silent:
+                det.seen(latest)
+        return True
 
     def tick(self, now_ms: int) -> list[AlertEvent]:  # noqa: C901 - one pass per kind of timer; their order decides which event comes first and stays visible in one place
         """Advance the clock: silent nodes, minimum-duration timers, window expiry, the end of
@@ -291,32 +347,8 @@ class AlertEngine:
         key = alert_key(rule.name, node_id)
         det = self._detectors.get(key)
         if det is None:
-            det = self._detectors[key] = self._new_detector(rule.cfg)
+            det = self._detectors[key] = new_detector(rule.cfg)
         return det
-
-    @staticmethod
-    def _new_detector(cfg: Rule) -> Detector:
-        if isinstance(cfg, ThresholdRule):
-            if cfg.above is not None:
-                on, off, above = cfg.above, cfg.above - cfg.hysteresis, True
-            else:
-                assert cfg.below is not None
-                on, off, above = cfg.below, cfg.below + cfg.hysteresis, False
-            return LevelDetector(on, off, above, round(cfg.min_duration_s * 1000))
-        if isinstance(cfg, AnomalyRule):
-            on = cfg.threshold
-            return LevelDetector(on, on - cfg.hysteresis, True, round(cfg.min_duration_s * 1000))
-        if isinstance(cfg, BatteryRule):
-            on = float(cfg.below_mv)
-            return LevelDetector(
-                on, on + cfg.hysteresis_mv, False, round(cfg.min_duration_s * 1000)
-            )
-        if isinstance(cfg, GapRule):
-            return WindowCounter(cfg.lost, round(cfg.window_s * 1000))
-        if isinstance(cfg, DisagreementRule):
-            return WindowCounter(cfg.count, round(cfg.window_s * 1000))
-        assert isinstance(cfg, SilentRule)
-        return SilenceDetector(round(cfg.after_s * 1000))
 
     # -- detectors to alerts -----------------------------------------------------------------
 
