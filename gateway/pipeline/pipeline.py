@@ -278,9 +278,19 @@ class ScoringPipeline:
 
     def _on_scores(self, batch: ScoredBatch) -> None:
         out: list[Observation] = []
-        for score in batch.gateway:
+        # Observing a gateway score never changes what fusing another one reads (the node's
+        # latest node score, the node's state machine), so all are observed first and fused
+        # in one array operation; the output order is as if one by one.
+        fusion = self.fusion
+        disagreements = [fusion.observe(score) for score in batch.gateway]
+        fused = fusion.fuse_many(batch.gateway)
+        for score, f, disagreement in zip(batch.gateway, fused, disagreements, strict=True):
             out.append(score)
-            self._fuse(score, out)
+            if f is not None:
+                out.append(f)
+            if disagreement is not None:
+                self.stats.disagreements += 1
+                out.append(disagreement)
         out.extend(batch.shadow)
         self.stats.gateway_scores += len(batch.gateway)
         if out:
