@@ -14,7 +14,6 @@ compare. Not thread-safe: one caller (the pipeline's thread or the loop) owns an
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from gateway.alerts.config import (
     SilenceWindow,
     ThresholdRule,
 )
-from gateway.alerts.routing import Detector, group_by_route, new_detector
+from gateway.alerts.routing import Detector, group_by_route, idle_run, new_detector
 from gateway.alerts.silences import Silences, selector
 from gateway.alerts.state import (
     AlertBook,
@@ -132,7 +131,8 @@ class AlertEngine:
         grouped per (channel or source, node), and a group that cannot change any detector
         (every level detector it feeds is idle and no value reaches its threshold, and the
         node has no silent alert to clear) is applied in one step (last value, last seen);
-        the rest is observed one by one in the original order. Groups touch disjoint
+        the rest is observed one by one in the original order (a group whose values reach a
+        threshold part-way is applied in one step up to there). Groups touch disjoint
         detectors, and a silence detector only remembers the latest time while inactive,
         so the order between a quiet group and the rest does not matter.
         """
@@ -153,42 +153,43 @@ class AlertEngine:
             if node_id not in self._silent_nodes:
                 self._silent_for(node_id)
         for (what, node_id), idx in groups.items():
-            if not self._apply_quiet(batch, what, node_id, idx):
-                rest.extend(idx)
+            quiet = self._apply_quiet(batch, what, node_id, idx)
+            if quiet < len(idx):
+                rest.extend(idx[quiet:])
         rest.sort()
         return rest
 
     def _apply_quiet(
         self, batch: list[Observation], what: object, node_id: str, idx: list[int]
-    ) -> bool:
+    ) -> int:
+        """Apply the group's leading observations that cannot change a detector in one step;
+        return how many (the rest are observed one by one)."""
         silent = self._silent_for(node_id)
         if any(det.active for _, det in silent):
-            return False
+            return 0
         if isinstance(what, ScoreSource):
             rules = self._matching(what, self._by_source.get(what), node_id)
             values = [batch[i].score for i in idx]  # type: ignore[union-attr]
         else:
             rules = self._matching(what, self._by_channel.get(str(what)), node_id)
             values = [batch[i].value for i in idx]  # type: ignore[union-attr]
+        quiet = len(values)
         dets: list[LevelDetector] = []
         for rule in rules:
             det = self._detector(rule, node_id)
             assert isinstance(det, LevelDetector)
             if det.holding:
-                return False
-            # NaN never holds, but max()/min() of a list starting with NaN is NaN: then the
-            # group goes the long way. Otherwise they skip NaNs, so the extreme is exact.
-            extreme = max(values) if det.above else min(values)
-            if math.isnan(extreme) or (extreme >= det.on if det.above else extreme <= det.on):
-                return False
+                return 0
+            quiet = min(quiet, idle_run(values, det.on, above=det.above))
             dets.append(det)
-        for det in dets:
-            det.last_value = values[-1]
-        if silent:
-            latest = max(batch[i].t_ms for i in idx)
-            for _, det in silent:
-                det.seen(latest)
-        return True
+        if quiet:
+            for det in dets:
+                det.last_value = values[quiet - 1]
+            if silent:
+                latest = max(batch[i].t_ms for i in idx[:quiet])
+                for _, det in silent:
+                    det.seen(latest)
+        return quiet
 
     def tick(self, now_ms: int) -> list[AlertEvent]:  # noqa: C901 - one pass per kind of timer; their order decides which event comes first and stays visible in one place
         """Advance the clock: silent nodes, minimum-duration timers, window expiry, the end of

@@ -7,6 +7,8 @@ that cannot change anything are applied at once (:meth:`AlertEngine.observe_many
 
 from __future__ import annotations
 
+import math
+
 from gateway.alerts.config import (
     AnomalyRule,
     BatteryRule,
@@ -65,3 +67,16 @@ def new_detector(cfg: Rule) -> Detector:
         return WindowCounter(cfg.count, round(cfg.window_s * 1000))
     assert isinstance(cfg, SilentRule)
     return SilenceDetector(round(cfg.after_s * 1000))
+
+
+def idle_run(values: list[float], on: float, *, above: bool) -> int:
+    """How many leading ``values`` leave an idle level detector idle (none reaches ``on``;
+    NaN never does)."""
+    # max()/min() skip a NaN after the first value, but return NaN if it comes first.
+    extreme = max(values) if above else min(values)
+    if not math.isnan(extreme) and (extreme < on if above else extreme > on):
+        return len(values)
+    for j, v in enumerate(values):
+        if v >= on if above else v <= on:
+            return j
+    return len(values)
