@@ -136,9 +136,9 @@ class ProbeNode:
 STAGES = (
     ("write → commit starts", "serial read, ingest queue, waiting out the commit in progress"),
     ("commit (with fsync)", "the probe's own journal transaction"),
-    ("commit → engine", "listeners, pipeline, runner queue + executor hop, previous evaluation"),
-    ("engine + store", "rules over the batch, alert store transaction (fsync)"),
-    ("engine → AlertBus", "back to the loop, outputs.deliver, subscriber wakes"),
+    ("commit → engine", "listeners, pipeline; before issue 17 also the hop to the alerts thread"),
+    ("engine", "rules over the batch (+ the alert store transaction before issue 17)"),
+    ("engine → AlertBus", "alert store (fsync, its thread; since issue 17), outputs.deliver"),
 )
 
 

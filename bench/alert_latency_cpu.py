@@ -27,12 +27,13 @@ LOOP_STAGES: tuple[tuple[type, str, str], ...] = (
     (JournalWriter, "_after_commit", "loop: acks + commit bookkeeping"),
     (ScoringPipeline, "on_commit", "loop: pipeline on_commit (readings, rows)"),
     (ScoringPipeline, "_on_scores", "loop: scores in (fusion, sinks)"),
+    (AlertRunner, "submit", "loop: alert engine (since issue 17)"),
     (AlertRunner, "_emit", "loop: alert events to outputs"),
 )
 THREAD_STAGES = (
     ("journal", "journal thread: commit"),
     ("scoring", "scoring thread: windows, statistics, model"),
-    ("alerts", "alerts thread: engine + alert store"),
+    ("alerts", "alerts thread: alert store (+ engine before 17)"),
 )
 SOURCES = "loop: sources, decode, ingest, loop overhead"
 

@@ -6,9 +6,9 @@ happens without an observation (silent nodes, minimum-duration timers, window ex
 re-notification, escalation, the end of a silence window). Events are recorded in the
 :class:`~gateway.store.alerts.AlertStore` before they are returned.
 
-Cost: an observation is routed through dicts keyed by kind, channel and node, and the
-rule/node match is cached, so a reading no rule looks at costs two dict look-ups and a
-compare. Not thread-safe: one caller (the pipeline's thread or the loop) owns an engine.
+Cost: observations are routed by kind, channel and node (the rule/node match cached); a batch
+is evaluated a group at a time (:meth:`AlertEngine.observe_many`). Not thread-safe: one
+caller owns an engine (the alert runner: the event loop, with the store on its own thread).
 """
 
 from __future__ import annotations
@@ -69,9 +69,14 @@ class _Rule:
 class AlertEngine:
     """Evaluates the configured rules; see docs/alerts.md for the semantics of each kind."""
 
-    def __init__(self, config: AlertsConfig, store: AlertStore | None = None) -> None:
+    def __init__(
+        self, config: AlertsConfig, store: AlertStore | None = None, *, defer_record: bool = False
+    ) -> None:
+        """``defer_record``: events are returned unrecorded; the owner passes them to
+        :meth:`record` (on the store's thread) before anyone else sees them."""
         self.config = config
         self._store = store
+        self._defer = defer_record
         self._rules: dict[str, _Rule] = {}
         for name, cfg in config.effective_rules().items():
             renotify = (
@@ -127,14 +132,12 @@ class AlertEngine:
     def observe_many(self, observations: Iterable[Observation]) -> list[AlertEvent]:
         """Like :meth:`observe` for a batch, recorded in one store transaction.
 
-        The same events, in the same order, as observing one by one: readings and scores are
-        grouped per (channel or source, node), and a group that cannot change any detector
-        (every level detector it feeds is idle and no value reaches its threshold, and the
-        node has no silent alert to clear) is applied in one step (last value, last seen);
-        the rest is observed one by one in the original order (a group whose values reach a
-        threshold part-way is applied in one step up to there). Groups touch disjoint
-        detectors, and a silence detector only remembers the latest time while inactive,
-        so the order between a quiet group and the rest does not matter.
+        The same events, in the same order, as one by one: readings and scores are grouped
+        per (channel or source, node); a group's leading run that cannot change a detector
+        (level detectors idle, no value reaching the threshold, no silent alert to clear) is
+        applied in one step (last value, last seen), the rest one by one in order. Groups
+        touch disjoint detectors and an idle silence detector only keeps the latest time, so
+        the order between a quiet run and the rest does not matter.
         """
         batch = observations if isinstance(observations, list) else list(observations)
         events: list[AlertEvent] = []
@@ -454,20 +457,20 @@ class AlertEngine:
             return None
         return rule.timing
 
+    def record(self, events: list[AlertEvent]) -> None:
+        """Record events the engine returned under ``defer_record``, in one transaction."""
+        if self._store is not None:
+            self._store.record(events)
+
     def _emit(self, events: list[AlertEvent]) -> list[AlertEvent]:
         if events:
-            if self._store is not None:
-                self._store.record(events)
-            else:
+            if self._store is None:
                 self._memory.extend(events)
+            elif not self._defer:
+                self._store.record(events)
             for ev in events:
-                _LOGGER.info(
-                    "%s: alert %s %s (%s)",
-                    ev.alert.node_id,
-                    ev.alert.alert_id,
-                    ev.kind,
-                    ev.alert.message,
-                )
+                a = ev.alert
+                _LOGGER.info("%s: alert %s %s (%s)", a.node_id, a.alert_id, ev.kind, a.message)
         return events
 
     # -- restart -----------------------------------------------------------------------------
