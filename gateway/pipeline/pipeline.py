@@ -142,6 +142,9 @@ class ScoringPipeline:
         # nobody reads are not made.
         self._observed_channels: frozenset[str] | None = None
         self._last_channels: tuple[tuple[Channel, ...] | None, _ChannelUse] = (None, _NO_USE)
+        self._row_getters: dict[
+            tuple[int, ...], Callable[[tuple[float, ...]], tuple[float, ...]]
+        ] = {}
         self.ready = asyncio.Event()
 
     # -- wiring --------------------------------------------------------------------------------
@@ -256,23 +259,51 @@ class ScoringPipeline:
             self.stats.samples += len(msg.samples) - late
             return
         node_id = msg.node_id
-        for j, sample in enumerate(msg.samples):
-            if msg.seq + j <= seen:
-                self.stats.late_samples += 1
-                continue
-            t_ms = wall[j] if j < len(wall) else rx_ms
+        samples = msg.samples
+        # Sequence numbers rise through a batch: the late samples are a prefix.
+        late = min(len(samples), max(0, seen - msg.seq + 1))
+        self.stats.late_samples += late
+        self.stats.samples += len(samples) - late
+        n_wall = len(wall)
+        times = [wall[j] if j < n_wall else rx_ms for j in range(late, len(samples))]
+        fresh = samples[late:] if late else samples
+        if picked:
+            if len(picked) == 1:
+                k, name = picked[0]
+                out.extend(
+                    [
+                        ChannelReading(node_id, t, name, s.values[k])
+                        for t, s in zip(times, fresh, strict=True)
+                    ]
+                )
+            else:
+                out.extend(
+                    [ChannelReading(node_id, t, name, s.values[k])
+                     for t, s in zip(times, fresh, strict=True) for k, name in picked]
+                )  # fmt: skip
+        if not self.config.enabled:
+            return
+        if plan is None:
+            self.stats.unscorable_rows += len(fresh)
+            return
+        to_row = self._row_getter(plan)
+        isfinite = math.isfinite
+        for t, sample in zip(times, fresh, strict=True):
             values = sample.values
-            if picked:
-                out.extend(ChannelReading(node_id, t_ms, name, values[k]) for k, name in picked)
-            self.stats.samples += 1
-            if not self.config.enabled:
-                continue
-            if plan is None:
-                self.stats.unscorable_rows += 1
-            elif all(math.isfinite(v) for v in values):
-                rows.append(Row(node_id, t_ms, ChannelMapper.row(plan, values), layout))
+            if all(map(isfinite, values)):
+                rows.append(Row(node_id, t, to_row(values), layout))
             else:
                 self.stats.nonfinite_rows += 1
+
+    def _row_getter(
+        self, plan: tuple[int, ...]
+    ) -> Callable[[tuple[float, ...]], tuple[float, ...]]:
+        getter = self._row_getters.get(plan)
+        if getter is None:
+            if len(self._row_getters) >= 1024:  # plans come from node channel lists: bounded
+                self._row_getters.clear()
+            getter = self._row_getters[plan] = ChannelMapper.row_getter(plan)
+        return getter
 
     # -- scores from the worker ----------------------------------------------------------------
 

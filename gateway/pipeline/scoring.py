@@ -318,7 +318,11 @@ class ScoringWorker:
                 self._wake.clear()
                 while self._queue:
                     n = min(len(self._queue), self.scorer.batch_rows)
-                    batch = [self._queue.popleft() for _ in range(n)]
+                    if n == len(self._queue):
+                        batch = list(self._queue)
+                        self._queue.clear()
+                    else:
+                        batch = [self._queue.popleft() for _ in range(n)]
                     result = await loop.run_in_executor(self._executor, self.scorer.score, batch)
                     self.stats.scored_rows += n
                     self.stats.batches += 1

@@ -25,10 +25,11 @@ same). Nothing here is thread-safe: the scorer's one worker thread owns every st
 from __future__ import annotations
 
 import json
+import operator
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -51,9 +52,9 @@ from tinymodels.runtime import GatewayModel
 FloatArray = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One committed sample of a node, its values in the model's channel order."""
+class Row(NamedTuple):
+    """One committed sample of a node, its values in the model's channel order (a named
+    tuple: one is made per committed sample, on the event loop)."""
 
     node_id: str
     t_ms: int
@@ -129,6 +130,16 @@ class ChannelMapper:
     @staticmethod
     def row(plan: tuple[int, ...], values: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(values[c] if c >= 0 else 0.0 for c in plan)
+
+    @staticmethod
+    def row_getter(plan: tuple[int, ...]) -> Callable[[tuple[float, ...]], tuple[float, ...]]:
+        """:meth:`row` for one plan as one C call per sample: the sample's values with a 0.0
+        appended, which column -1 (held at baseline) then picks."""
+        if len(plan) == 1:
+            only = plan[0]
+            return lambda values: ((*values, 0.0)[only],)
+        pick = operator.itemgetter(*plan)
+        return lambda values: pick((*values, 0.0))
 
 
 @dataclass(frozen=True, slots=True)
