@@ -26,7 +26,8 @@ Method (one run, baseline and load on the same machine minutes apart at most):
   fleet's CPU, the machine's, event-loop lag and journal commit durations under load.
 
 Run: python -m bench.alert_latency [--quick]
-Last line: RESULT alert_latency p50_ms=<x> p99_ms=<y>
+Last line: RESULT alert_latency p50_ms=<x> p99_ms=<y> gateway_cpu_core=<z> (the gateway's CPU
+under the load, in cores)
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import tty
 from collections.abc import Callable
@@ -48,8 +48,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.alert_latency_cpu import (
+    StageCpu,
+    machine_cpu,
+    process_cpu_s,
+    thread_cpu_s,
+    thread_runqueue_wait_s,
+)
 from bench.alert_latency_fleet import (
     BACKGROUND_BAUD,
+    FLEETS,
     SITE,
     background_fleet,
     run_background,
@@ -128,9 +136,9 @@ class ProbeNode:
 STAGES = (
     ("write → commit starts", "serial read, ingest queue, waiting out the commit in progress"),
     ("commit (with fsync)", "the probe's own journal transaction"),
-    ("commit → engine", "listeners, pipeline, runner queue + executor hop, previous evaluation"),
-    ("engine + store", "rules over the batch, alert store transaction (fsync)"),
-    ("engine → AlertBus", "back to the loop, outputs.deliver, subscriber wakes"),
+    ("commit → engine", "listeners, pipeline; before issue 17 also the hop to the alerts thread"),
+    ("engine", "rules over the batch (+ the alert store transaction before issue 17)"),
+    ("engine → AlertBus", "alert store (fsync, its thread; since issue 17), outputs.deliver"),
 )
 
 
@@ -144,6 +152,8 @@ class Phase:
     readings: int = 0
     seconds: float = 0.0
     timeouts: int = 0
+    gateway_core: float = float("nan")  # the gateway process's CPU, in cores
+    fleet_core: float = float("nan")  # the load generator's
 
     @property
     def rate(self) -> float:
@@ -201,49 +211,6 @@ class Stamps:
             return  # a stamp from another reading (should not happen); keep the total only
         for (name, _), a, b in zip(STAGES, marks, marks[1:], strict=False):
             phase.stages_ms[name].append((b - a) / 1e6)
-
-
-def thread_cpu_s() -> dict[str, float]:
-    """CPU seconds (user + system) per thread of this process, by thread name."""
-    tick = os.sysconf("SC_CLK_TCK")
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = {}
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            name = names.get(int(task.name)) or (task / "comm").read_text().strip()
-            name = name.rstrip("_0123456789") or name
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-def thread_runqueue_wait_s() -> dict[str, float]:
-    """Seconds each thread of this process spent runnable but waiting for a CPU (schedstat).
-
-    Waiting for the GIL is not in here (a thread blocked on it sleeps): a stage that is slow
-    while its thread hardly waited for a CPU was waiting for the GIL (or I/O).
-    """
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = {}
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            wait_ns = int((task / "schedstat").read_text().split()[1])
-            name = names.get(int(task.name)) or (task / "comm").read_text().strip()
-            name = name.rstrip("_0123456789") or name
-            out[name] = out.get(name, 0.0) + wait_ns / 1e9
-    return out
-
-
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return float(sum(fields) - idle), float(sum(fields))
 
 
 async def loop_lag(lags_ms: list[float], period_s: float = 0.002) -> None:
@@ -324,6 +291,8 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
     pty_dir = workdir / "dev"
     probe = ProbeNode(pty_dir / "ttyprobe")
     cfg = gateway_config(workdir / "var", broker, probe.link, pty_dir)
+    stage_cpu = StageCpu()
+    stage_cpu.install()  # before the gateway binds the wrapped methods
     gateway = Gateway(cfg)
     stamps = Stamps()
     gateway.journal.commit = stamps.wrap_commit(gateway.journal.commit)  # type: ignore[method-assign,assignment]
@@ -358,7 +327,7 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
         )  # fmt: skip
         phases.append(baseline)
 
-        with background_fleet(broker, pty_dir, args.rate, args.fleet_nice) as fleet:
+        with background_fleet(broker, pty_dir, args.rate, args.fleet_nice, args.fleet) as fleet:
             # Let the fleet connect and the serial ports open before the clock starts.
             deadline = time.perf_counter() + 15
             while time.perf_counter() < deadline:
@@ -367,7 +336,7 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
                 await asyncio.sleep(0.1)
             await asyncio.sleep(args.warmup_s)
             loaded = Phase(f"loaded ({args.rate:.0f} readings/s offered)")
-            stamps.recording = True
+            stamps.recording = stage_cpu.recording = True
             cpu0, machine0, fleet0 = thread_cpu_s(), machine_cpu(), process_cpu_s(fleet.pid)
             rq0 = thread_runqueue_wait_s()
             lags: list[float] = []
@@ -378,12 +347,14 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             loaded.seconds, loaded.readings = (
                 time.perf_counter() - t0, readings_committed(gateway) - n0
             )  # fmt: skip
-            stamps.recording = False
+            stamps.recording = stage_cpu.recording = False
             cpu = {k: v - cpu0.get(k, 0.0) for k, v in thread_cpu_s().items()}
             rq = {k: v - rq0.get(k, 0.0) for k, v in thread_runqueue_wait_s().items()}
             machine1 = machine_cpu()
             fleet_cpu = process_cpu_s(fleet.pid) - fleet0
             busy_frac = (machine1[0] - machine0[0]) / (machine1[1] - machine0[1])
+            loaded.gateway_core = sum(cpu.values()) / loaded.seconds
+            loaded.fleet_core = fleet_cpu / loaded.seconds
             phases.append(loaded)
         sub.close()
         if task.done():
@@ -402,8 +373,11 @@ async def measure(args: argparse.Namespace, workdir: Path, broker: Mosquitto) ->
             for name in ("MainThread", "journal", "alerts", "scoring")
         )
         print(f"  gateway threads runnable but waiting for a CPU: {waits}")
-        print(f"  simulated fleet process (nice {args.fleet_nice}): "
-              f"{100 * fleet_cpu / loaded.seconds:.0f}% of one core")  # fmt: skip
+        print(f"  CPU under load: gateway {loaded.gateway_core:.2f} core, load generator "
+              f"({args.fleet} fleet, nice {args.fleet_nice}) {loaded.fleet_core:.2f} core")  # fmt: skip
+        print("  gateway CPU per committed reading, by stage:")
+        for stage, us in stage_cpu.report(cpu, loaded.readings):
+            print(f"    {stage:<46} {us:7.1f} µs")
         print(f"  machine CPU busy under load: {100 * busy_frac:.0f}% of {os.cpu_count()} cores "
               "(gateway, fleet, broker and whatever else runs here)")  # fmt: skip
         print(f"  event loop lag under load (2 ms sleeps): p50 {pct(lags, 50):.2f} ms "
@@ -449,13 +423,19 @@ def main() -> None:
         default=0,
         help="niceness of the simulated fleet (real nodes do not share the gateway's CPU)",
     )
+    parser.add_argument(
+        "--fleet",
+        choices=FLEETS,
+        default="frames",
+        help="load generator: pre-encoded frames (cheap) or the full node simulator",
+    )
     parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     parser.add_argument("--pty-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.background:
         os.nice(args.fleet_nice)
-        asyncio.run(run_background(args.broker, args.pty_dir, args.rate))
+        run_background(args.fleet, args.broker, args.pty_dir, args.rate)
         return
     # The fleet's serial ports only appear with the fleet; the retry warnings are expected.
     logging.getLogger("gateway.sources.serial").setLevel(logging.ERROR)
@@ -481,7 +461,8 @@ def main() -> None:
           f"background achieved {loaded.rate:,.0f} of {args.rate:,.0f} readings/s offered")  # fmt: skip
     verdict = "met" if p99 <= TARGET_P99_MS else "NOT met"
     print(f"target p99 <= {TARGET_P99_MS:.0f} ms: {verdict}")
-    print(f"RESULT alert_latency p50_ms={p50:.2f} p99_ms={p99:.2f}")
+    print(f"RESULT alert_latency p50_ms={p50:.2f} p99_ms={p99:.2f} "
+          f"gateway_cpu_core={loaded.gateway_core:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ happens without an observation (silent nodes, minimum-duration timers, window ex
 re-notification, escalation, the end of a silence window). Events are recorded in the
 :class:`~gateway.store.alerts.AlertStore` before they are returned.
 
-Cost: an observation is routed through dicts keyed by kind, channel and node, and the
-rule/node match is cached, so a reading no rule looks at costs two dict look-ups and a
-compare. Not thread-safe: one caller (the pipeline's thread or the loop) owns an engine.
+Cost: observations are routed by kind, channel and node (the rule/node match cached); a batch
+is evaluated a group at a time (:meth:`AlertEngine.observe_many`). Not thread-safe: one
+caller owns an engine (the alert runner: the event loop, with the store on its own thread).
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from gateway.alerts.config import (
     AlertsConfig,
     AnomalyRule,
-    BatteryRule,
     DisagreementRule,
     GapRule,
     Rule,
     SilenceWindow,
-    SilentRule,
     ThresholdRule,
 )
+from gateway.alerts.routing import Detector, group_by_route, idle_run, new_detector
 from gateway.alerts.silences import Silences, selector
 from gateway.alerts.state import (
     AlertBook,
@@ -58,8 +57,6 @@ _LOGGER = logging.getLogger(__name__)
 # Without a store, history() answers from memory: the most recent events only.
 MEMORY_HISTORY = 10_000
 
-Detector = LevelDetector | WindowCounter | SilenceDetector
-
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
@@ -72,9 +69,14 @@ class _Rule:
 class AlertEngine:
     """Evaluates the configured rules; see docs/alerts.md for the semantics of each kind."""
 
-    def __init__(self, config: AlertsConfig, store: AlertStore | None = None) -> None:
+    def __init__(
+        self, config: AlertsConfig, store: AlertStore | None = None, *, defer_record: bool = False
+    ) -> None:
+        """``defer_record``: events are returned unrecorded; the owner passes them to
+        :meth:`record` (on the store's thread) before anyone else sees them."""
         self.config = config
         self._store = store
+        self._defer = defer_record
         self._rules: dict[str, _Rule] = {}
         for name, cfg in config.effective_rules().items():
             renotify = (
@@ -128,11 +130,69 @@ class AlertEngine:
         return self._emit(events)
 
     def observe_many(self, observations: Iterable[Observation]) -> list[AlertEvent]:
-        """Like :meth:`observe` for a batch, recorded in one store transaction."""
+        """Like :meth:`observe` for a batch, recorded in one store transaction.
+
+        The same events, in the same order, as one by one: readings and scores are grouped
+        per (channel or source, node); a group's leading run that cannot change a detector
+        (level detectors idle, no value reaching the threshold, no silent alert to clear) is
+        applied in one step (last value, last seen), the rest one by one in order. Groups
+        touch disjoint detectors and an idle silence detector only keeps the latest time, so
+        the order between a quiet run and the rest does not matter.
+        """
+        batch = observations if isinstance(observations, list) else list(observations)
         events: list[AlertEvent] = []
-        for obs in observations:
-            self._observe(obs, events)
+        for i in self._quiet_groups_applied(batch):
+            self._observe(batch[i], events)
         return self._emit(events)
+
+    def _quiet_groups_applied(self, batch: list[Observation]) -> list[int]:
+        """Apply the quiet groups of ``batch``; return the indices left to observe in order."""
+        groups, rest = group_by_route(batch)
+        if not groups:
+            return rest
+        # Nodes new to the engine in their order of appearance (ticks report silent nodes in
+        # the order they were first seen).
+        for node_id in dict.fromkeys(obs.node_id for obs in batch):
+            if node_id not in self._silent_nodes:
+                self._silent_for(node_id)
+        for (what, node_id), idx in groups.items():
+            quiet = self._apply_quiet(batch, what, node_id, idx)
+            if quiet < len(idx):
+                rest.extend(idx[quiet:])
+        rest.sort()
+        return rest
+
+    def _apply_quiet(
+        self, batch: list[Observation], what: object, node_id: str, idx: list[int]
+    ) -> int:
+        """Apply the group's leading observations that cannot change a detector in one step;
+        return how many (the rest are observed one by one)."""
+        silent = self._silent_for(node_id)
+        if any(det.active for _, det in silent):
+            return 0
+        if isinstance(what, ScoreSource):
+            rules = self._matching(what, self._by_source.get(what), node_id)
+            values = [batch[i].score for i in idx]  # type: ignore[union-attr]
+        else:
+            rules = self._matching(what, self._by_channel.get(str(what)), node_id)
+            values = [batch[i].value for i in idx]  # type: ignore[union-attr]
+        quiet = len(values)
+        dets: list[LevelDetector] = []
+        for rule in rules:
+            det = self._detector(rule, node_id)
+            assert isinstance(det, LevelDetector)
+            if det.holding:
+                return 0
+            quiet = min(quiet, idle_run(values, det.on, above=det.above))
+            dets.append(det)
+        if quiet:
+            for det in dets:
+                det.last_value = values[quiet - 1]
+            if silent:
+                latest = max(batch[i].t_ms for i in idx[:quiet])
+                for _, det in silent:
+                    det.seen(latest)
+        return quiet
 
     def tick(self, now_ms: int) -> list[AlertEvent]:  # noqa: C901 - one pass per kind of timer; their order decides which event comes first and stays visible in one place
         """Advance the clock: silent nodes, minimum-duration timers, window expiry, the end of
@@ -291,32 +351,8 @@ class AlertEngine:
         key = alert_key(rule.name, node_id)
         det = self._detectors.get(key)
         if det is None:
-            det = self._detectors[key] = self._new_detector(rule.cfg)
+            det = self._detectors[key] = new_detector(rule.cfg)
         return det
-
-    @staticmethod
-    def _new_detector(cfg: Rule) -> Detector:
-        if isinstance(cfg, ThresholdRule):
-            if cfg.above is not None:
-                on, off, above = cfg.above, cfg.above - cfg.hysteresis, True
-            else:
-                assert cfg.below is not None
-                on, off, above = cfg.below, cfg.below + cfg.hysteresis, False
-            return LevelDetector(on, off, above, round(cfg.min_duration_s * 1000))
-        if isinstance(cfg, AnomalyRule):
-            on = cfg.threshold
-            return LevelDetector(on, on - cfg.hysteresis, True, round(cfg.min_duration_s * 1000))
-        if isinstance(cfg, BatteryRule):
-            on = float(cfg.below_mv)
-            return LevelDetector(
-                on, on + cfg.hysteresis_mv, False, round(cfg.min_duration_s * 1000)
-            )
-        if isinstance(cfg, GapRule):
-            return WindowCounter(cfg.lost, round(cfg.window_s * 1000))
-        if isinstance(cfg, DisagreementRule):
-            return WindowCounter(cfg.count, round(cfg.window_s * 1000))
-        assert isinstance(cfg, SilentRule)
-        return SilenceDetector(round(cfg.after_s * 1000))
 
     # -- detectors to alerts -----------------------------------------------------------------
 
@@ -421,20 +457,20 @@ class AlertEngine:
             return None
         return rule.timing
 
+    def record(self, events: list[AlertEvent]) -> None:
+        """Record events the engine returned under ``defer_record``, in one transaction."""
+        if self._store is not None:
+            self._store.record(events)
+
     def _emit(self, events: list[AlertEvent]) -> list[AlertEvent]:
         if events:
-            if self._store is not None:
-                self._store.record(events)
-            else:
+            if self._store is None:
                 self._memory.extend(events)
+            elif not self._defer:
+                self._store.record(events)
             for ev in events:
-                _LOGGER.info(
-                    "%s: alert %s %s (%s)",
-                    ev.alert.node_id,
-                    ev.alert.alert_id,
-                    ev.kind,
-                    ev.alert.message,
-                )
+                a = ev.alert
+                _LOGGER.info("%s: alert %s %s (%s)", a.node_id, a.alert_id, ev.kind, a.message)
         return events
 
     # -- restart -----------------------------------------------------------------------------

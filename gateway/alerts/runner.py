@@ -1,11 +1,14 @@
-"""Runs the alert engine on its own thread and hands its events to the outputs.
+"""Runs the alert engine between the scoring pipeline and the outputs.
 
-The engine is synchronous and writes every alert event durably (SQLite, fsync) before it
-returns it, so it runs on one worker thread, never on the event loop: a slow disk delays
-alerts, not ingest. Observations arrive in batches from the scoring pipeline (on the loop);
-they wait in a bounded queue and are evaluated in order, whatever accumulated while the
-engine was busy going in one call.
+The engine is synchronous and pure CPU except for recording events (SQLite, fsync). So it
+evaluates on the event loop, as observations arrive (a batch costs well under a µs per
+observation, :meth:`AlertEngine.observe_many`), and only its events go to the alert store's
+own thread, to be recorded durably before they are delivered, in order: a slow disk delays
+alerts, not ingest, and observations that raise nothing (nearly all) never leave the loop.
+(Until issue 17 every batch went to an alerts thread and back: a hand-off on the critical
+path, and a queue behind the previous evaluation.)
 
+Before the engine is ready (its store opening), observations wait in a bounded queue.
 Overflow policy: when more than ``max_pending`` observations wait, the oldest plain channel
 readings are dropped (counted in ``dropped``); scores, health, gaps and disagreements are
 never dropped, since they are few and each can raise or clear an alert on its own.
@@ -57,7 +60,10 @@ class AlertRunner:
         # Called on the loop when the alert store's disk fails (the cause) and recovers (None).
         self._on_store_fault = on_store_fault
         self._store: AlertStore | None = None
-        self._pending: deque[Observation] = deque()
+        self._pending: deque[Observation] = deque()  # while the engine is not ready
+        # Events waiting to be recorded, then delivered (with a future for whoever waits).
+        self._unrecorded: deque[tuple[list[AlertEvent], asyncio.Future[None] | None]] = deque()
+        self._drained: list[AlertEvent] = []  # recorded at shutdown, delivered after
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
         self.engine: AlertEngine | None = None
@@ -67,7 +73,13 @@ class AlertRunner:
         self.events = 0
 
     def submit(self, observations: Sequence[Observation]) -> None:
-        """Queue observations for evaluation (non-blocking; the pipeline's sink)."""
+        """Evaluate observations (on the loop, non-blocking; the pipeline's sink); queued
+        while the engine is not ready."""
+        engine = self.engine
+        if engine is not None and not self._pending:
+            self.evaluated += len(observations)
+            self._record_then_emit(engine.observe_many(list(observations)))
+            return
         self._pending.extend(observations)
         if len(self._pending) > self._max_pending:
             self._shed()
@@ -90,22 +102,19 @@ class AlertRunner:
 
     async def acknowledge(self, alert_id: str, by: str, comment: str) -> AlertEvent:
         """Acknowledge an open alert (the dashboard calls this); delivered like any event."""
-        engine = self._require()
-        event = await self._call(lambda: engine.acknowledge(alert_id, by, comment, _now_ms()))
-        self._emit([event])
+        event = self._require().acknowledge(alert_id, by, comment, _now_ms())
+        await self._recorded([event])
         return event
 
     async def clear(self, alert_id: str, by: str, comment: str) -> AlertEvent:
         """A person clears an open alert (the dashboard calls this)."""
-        engine = self._require()
-        event = await self._call(lambda: engine.clear(alert_id, by, comment, _now_ms()))
-        self._emit([event])
+        event = self._require().clear(alert_id, by, comment, _now_ms())
+        await self._recorded([event])
         return event
 
     async def add_silence(self, window: SilenceWindow) -> None:
         """Apply a maintenance window decided at run time (on the engine's thread)."""
-        engine = self._require()
-        await self._call(lambda: engine.add_silence(window))
+        self._require().add_silence(window)
 
     def _require(self) -> AlertEngine:
         if self.engine is None:
@@ -116,14 +125,16 @@ class AlertRunner:
         loop = asyncio.get_running_loop()
         notify = self._on_store_fault
 
-        def on_fault(cause: str | None) -> None:  # on the engine's thread
+        def on_fault(cause: str | None) -> None:  # on the store's thread
             if notify is not None:
                 loop.call_soon_threadsafe(notify, cause)
 
         store = self._store = AlertStore(self._store_path, on_fault=on_fault)
+        engine: AlertEngine | None = None
         try:
-            self.engine = await self._call(lambda: AlertEngine(self.config, store.open()))
-            engine = self.engine
+            engine = await self._call(
+                lambda: AlertEngine(self.config, store.open(), defer_record=True)
+            )
             if self._seen_nodes is not None:
                 seen = await self._call(self._seen_nodes)
                 for node_id, last_seen in seen.items():
@@ -134,29 +145,77 @@ class AlertRunner:
                 len(engine.open_alerts()),
                 self._store_path,
             )
-            self.ready.set()
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._record(engine), name="alerts:record")
                 tg.create_task(self._evaluate(engine), name="alerts:evaluate")
                 tg.create_task(self._tick(engine), name="alerts:tick")
         finally:
-            await asyncio.get_running_loop().run_in_executor(self._executor, store.close)
-            self._executor.shutdown(wait=True)
+            loop = asyncio.get_running_loop()
+            try:
+                if engine is not None:
+                    # Evaluated before the stop: record and deliver them, as the journal
+                    # commits what the sources already handed over.
+                    await loop.run_in_executor(self._executor, self._drain_unrecorded, engine)
+            finally:
+                await loop.run_in_executor(self._executor, store.close)
+                self._executor.shutdown(wait=True)
+            self._emit_drained()
 
     async def _evaluate(self, engine: AlertEngine) -> None:
+        """Evaluate what waited for the engine, then hand over to :meth:`submit`."""
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), 5000))]
+            self.evaluated += len(batch)
+            self._record_then_emit(engine.observe_many(batch))
+            await asyncio.sleep(0)  # a long backlog does not hold the loop
+        self.engine = engine
+        self.ready.set()
+
+    def _record_then_emit(self, events: list[AlertEvent]) -> None:
+        if events:
+            self._unrecorded.append((events, None))
+            self._wake.set()
+
+    async def _recorded(self, events: list[AlertEvent]) -> None:
+        """Record and deliver ``events`` after those already waiting; return once done."""
+        done = asyncio.get_running_loop().create_future()
+        self._unrecorded.append((events, done))
+        self._wake.set()
+        await done
+
+    async def _record(self, engine: AlertEngine) -> None:
+        """Record events in the alert store (its thread), then deliver them, in order."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                batch = list(self._pending)
-                self._pending.clear()
-                events = await self._call(functools.partial(engine.observe_many, batch))
-                self.evaluated += len(batch)
+            while self._unrecorded:
+                # Left in the queue until delivered: a stop meanwhile records (idempotently)
+                # and delivers it at shutdown.
+                events, done = self._unrecorded[0]
+                await self._call(functools.partial(engine.record, events))
+                self._unrecorded.popleft()
                 self._emit(events)
+                if done is not None and not done.done():
+                    done.set_result(None)
+
+    def _drain_unrecorded(self, engine: AlertEngine) -> None:
+        events = [ev for batch, _ in self._unrecorded for ev in batch]
+        if events:
+            engine.record(events)
+            self._drained = events
+
+    def _emit_drained(self) -> None:
+        events, self._drained = self._drained, []
+        self._emit(events)
+        for _, done in self._unrecorded:
+            if done is not None and not done.done():
+                done.set_result(None)
+        self._unrecorded.clear()
 
     async def _tick(self, engine: AlertEngine) -> None:
         while True:
             await asyncio.sleep(self.config.tick_interval_s)
-            self._emit(await self._call(lambda: engine.tick(_now_ms())))
+            self._record_then_emit(engine.tick(_now_ms()))
             store = self._store
             if store is not None and store.fault is not None:
                 await self._call(store.flush)  # the disk may have room again

@@ -86,10 +86,7 @@ class FallbackScorer:
         names = stream.cfg.channels
         out = []
         for i, (t, s) in enumerate(zip(prepared.t_ms, scores.tolist(), strict=True)):
-            top = (
-                top_channels(prepared.shares[i], names)
-                if prepared.shares is not None and s >= 1
-                else ()
-            )
+            shares = prepared.shares if s >= 1 else None
+            top = top_channels(shares[i], names) if shares is not None else ()
             out.append(AnomalyScore(node_id, t, ScoreSource.GATEWAY, s, OWN_BASELINE, top))
         return out

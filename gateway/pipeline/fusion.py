@@ -17,7 +17,7 @@ the other at a fault's onset) therefore do not count.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.events import AnomalyScore, Disagreement, ScoreSource
@@ -86,28 +86,54 @@ class Fusion:
     def fuse(self, score: AnomalyScore) -> AnomalyScore | None:
         """The fused score for a gateway ``score`` (call after :meth:`observe`); None for node
         and shadow scores, or without a rule."""
-        if self._rule is None or score.source is not ScoreSource.GATEWAY:
-            return None
-        state = self._nodes.get(score.node_id)
-        node = state.node if state is not None else None
-        fresh = node is not None and abs(node.t_ms - score.t_ms) <= self._max_age_ms
-        fused = float(self._rule.fuse([score.score], [node.score] if fresh and node else None)[0])
-        if state is not None:
-            if state.tracker is None:
-                state.tracker = StateTracker(self._rule)
-            state.tracker.update(fused)
-            # While settled the alarm level is the rearm level: the emitted score is in units
-            # of the level that raises an alarm now, so an alert on it clears once the machine
-            # has settled and raises again on a new rise (the state stays visible).
-            fused /= state.tracker.level
-        return AnomalyScore(
-            score.node_id,
-            score.t_ms,
-            ScoreSource.FUSED,
-            fused,
-            score.model_version,
-            score.channels,  # the fused score is the gateway's channels' doing, as far as known
-        )
+        return self.fuse_many([score])[0]
+
+    def fuse_many(self, scores: Sequence[AnomalyScore]) -> list[AnomalyScore | None]:
+        """:meth:`fuse` for each of ``scores`` in order, the rule's arithmetic in one array
+        operation (each node's state machine then steps through its rows in order)."""
+        rule = self._rule
+        if rule is None:
+            return [None] * len(scores)
+        gateway = [s for s in scores if s.source is ScoreSource.GATEWAY]
+        if not gateway:
+            return [None] * len(scores)
+        max_age = self._max_age_ms
+        nan = float("nan")
+        node_values = []
+        for score in gateway:
+            state = self._nodes.get(score.node_id)
+            node = state.node if state is not None else None
+            fresh = node is not None and abs(node.t_ms - score.t_ms) <= max_age
+            node_values.append(node.score if fresh and node is not None else nan)
+        # A missing node score (NaN) counts as the gateway score (FusionRule.fuse).
+        values = iter(rule.fuse([s.score for s in gateway], node_values).tolist())
+        out: list[AnomalyScore | None] = []
+        for score in scores:
+            if score.source is not ScoreSource.GATEWAY:
+                out.append(None)
+                continue
+            fused = next(values)
+            state = self._nodes.get(score.node_id)
+            if state is not None:
+                if state.tracker is None:
+                    state.tracker = StateTracker(rule)
+                state.tracker.update(fused)
+                # While settled the alarm level is the rearm level: the emitted score is in
+                # units of the level that raises an alarm now, so an alert on it clears once
+                # the machine has settled and raises again on a new rise (the state stays
+                # visible).
+                fused /= state.tracker.level
+            out.append(
+                AnomalyScore(
+                    score.node_id,
+                    score.t_ms,
+                    ScoreSource.FUSED,
+                    fused,
+                    score.model_version,
+                    score.channels,  # the gateway's channels' doing, as far as known
+                )
+            )
+        return out
 
     def state(self, node_id: str) -> str:
         """``normal``, ``alarm`` or ``settled`` by the fusion rule's state machine."""

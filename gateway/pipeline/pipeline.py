@@ -160,6 +160,9 @@ class ScoringPipeline:
         # nobody reads are not made.
         self._observed_channels: frozenset[str] | None = None
         self._last_channels: tuple[tuple[Channel, ...] | None, _ChannelUse] = (None, _NO_USE)
+        self._row_getters: dict[
+            tuple[int, ...], Callable[[tuple[float, ...]], tuple[float, ...]]
+        ] = {}
         self.ready = asyncio.Event()
 
     # -- wiring --------------------------------------------------------------------------------
@@ -276,31 +279,69 @@ class ScoringPipeline:
             self.stats.samples += len(msg.samples) - late
             return
         node_id = msg.node_id
-        for j, sample in enumerate(msg.samples):
-            if msg.seq + j <= seen:
-                self.stats.late_samples += 1
-                continue
-            t_ms = wall[j] if j < len(wall) else rx_ms
+        samples = msg.samples
+        # Sequence numbers rise through a batch: the late samples are a prefix.
+        late = min(len(samples), max(0, seen - msg.seq + 1))
+        self.stats.late_samples += late
+        self.stats.samples += len(samples) - late
+        n_wall = len(wall)
+        times = [wall[j] if j < n_wall else rx_ms for j in range(late, len(samples))]
+        fresh = samples[late:] if late else samples
+        if picked:
+            if len(picked) == 1:
+                k, name = picked[0]
+                out.extend(
+                    [
+                        ChannelReading(node_id, t, name, s.values[k])
+                        for t, s in zip(times, fresh, strict=True)
+                    ]
+                )
+            else:
+                out.extend(
+                    [ChannelReading(node_id, t, name, s.values[k])
+                     for t, s in zip(times, fresh, strict=True) for k, name in picked]
+                )  # fmt: skip
+        if not self.config.enabled:
+            return
+        if plan is None:
+            self.stats.unscorable_rows += len(fresh)
+            return
+        to_row = self._row_getter(plan)
+        isfinite = math.isfinite
+        for t, sample in zip(times, fresh, strict=True):
             values = sample.values
-            if picked:
-                out.extend(ChannelReading(node_id, t_ms, name, values[k]) for k, name in picked)
-            self.stats.samples += 1
-            if not self.config.enabled:
-                continue
-            if plan is None:
-                self.stats.unscorable_rows += 1
-            elif all(math.isfinite(v) for v in values):
-                rows.append(Row(node_id, t_ms, ChannelMapper.row(plan, values), layout))
+            if all(map(isfinite, values)):
+                rows.append(Row(node_id, t, to_row(values), layout))
             else:
                 self.stats.nonfinite_rows += 1
+
+    def _row_getter(
+        self, plan: tuple[int, ...]
+    ) -> Callable[[tuple[float, ...]], tuple[float, ...]]:
+        getter = self._row_getters.get(plan)
+        if getter is None:
+            if len(self._row_getters) >= 1024:  # plans come from node channel lists: bounded
+                self._row_getters.clear()
+            getter = self._row_getters[plan] = ChannelMapper.row_getter(plan)
+        return getter
 
     # -- scores from the worker ----------------------------------------------------------------
 
     def _on_scores(self, batch: ScoredBatch) -> None:
         out: list[Observation] = []
-        for score in batch.gateway:
+        # Observing a gateway score never changes what fusing another one reads (the node's
+        # latest node score, the node's state machine), so all are observed first and fused
+        # in one array operation; the output order is as if one by one.
+        fusion = self.fusion
+        disagreements = [fusion.observe(score) for score in batch.gateway]
+        fused = fusion.fuse_many(batch.gateway)
+        for score, f, disagreement in zip(batch.gateway, fused, disagreements, strict=True):
             out.append(score)
-            self._fuse(score, out)
+            if f is not None:
+                out.append(f)
+            if disagreement is not None:
+                self.stats.disagreements += 1
+                out.append(disagreement)
         out.extend(batch.shadow)
         self.stats.gateway_scores += len(batch.gateway)
         if out:

@@ -31,6 +31,7 @@ from gateway.events import AnomalyScore, ScoreSource
 from gateway.pipeline.fallback import LAYOUT_PREFIX, FallbackScorer
 from gateway.pipeline.hotswap import ModelInfo, ShadowStats
 from gateway.pipeline.node_types import slot_of
+from gateway.pipeline.stacked import FitStack, finish_many, prepare_many
 from gateway.pipeline.windows import NodeStream, Prepared, Row
 from gateway.store.baselines import BaselineStore, StoredBaseline
 from tinymodels.attribution import top_channels
@@ -39,6 +40,7 @@ from tinymodels.runtime import GatewayModel
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
+_NO_WINDOWS = np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass
@@ -48,6 +50,14 @@ class ModelSlot:
     model: GatewayModel
     info: ModelInfo
     streams: dict[str, NodeStream] = field(default_factory=dict)
+    stack: FitStack | None = None  # the calibrated streams' fits, stacked (stacked.py)
+
+    def fit_stack(self) -> FitStack:
+        if self.stack is None:
+            cfg = self.model.feature_config
+            assert cfg is not None
+            self.stack = FitStack(cfg)
+        return self.stack
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +147,8 @@ class BatchScorer:
         cfg = slot.model.feature_config
         assert cfg is not None
         primary = slot is self.primary
-        prepared: list[Prepared] = []
         completed: list[NodeStream] = []
+        ready: list[tuple[NodeStream, Sequence[Row]]] = []
         for node_id, node_rows in by_node.items():
             stream = slot.streams.get(node_id)
             if stream is None:
@@ -146,33 +156,44 @@ class BatchScorer:
                     node_id, cfg, node_rows[0].layout, log=primary
                 )
             calibrated = stream.calibrated
-            p = stream.prepare(slot.model, node_rows)
+            rest = stream.take(slot.model, node_rows)
             if not calibrated and stream.calibrated and not stream.restored:
                 completed.append(stream)
-            if p is not None:
-                prepared.append(p)
+            if rest:
+                ready.append((stream, rest))
         if primary and completed:
             # Raw rows and layout do not depend on the model, so the shadow's copy of the
             # same baseline would be the same record: only the running model's is written.
             self._save_baselines(completed, slot.info.version)
-        if not prepared:
+        if not ready:
             return []
-        errors: list[np.ndarray | None] = [None] * len(prepared)
+        # Every node's rows through each statistic at once (gateway/pipeline/stacked.py).
+        stack = slot.fit_stack()
+        zms, stats, windows = prepare_many(
+            stack, [st for st, _ in ready], [[r.values for r in rest] for _, rest in ready]
+        )
+        prepared = [
+            Prepared(st, [r.t_ms for r in rest], windows[i] if windows else _NO_WINDOWS,
+                     stats[i], zms[i])
+            for i, (st, rest) in enumerate(ready)
+        ]  # fmt: skip
         if "ae" in cfg.components:
-            windows = np.concatenate([p.windows for p in prepared])
-            recon = slot.model.predict_batched(windows, self.batch_rows)
-            all_errors = window_errors(windows, recon)
+            all_windows = np.concatenate(windows)
+            recon = slot.model.predict_batched(all_windows, self.batch_rows)
+            all_errors = window_errors(all_windows, recon)
             bounds = np.cumsum([0, *(len(p.t_ms) for p in prepared)])
-            errors = [all_errors[a:b] for a, b in itertools.pairwise(bounds)]
+            for p, (a, b) in zip(prepared, itertools.pairwise(bounds), strict=True):
+                p.stats["ae"] = all_errors[a:b]
+        node_scores = finish_many(stack, prepared)
         out: list[AnomalyScore] = []
         version = slot.info.version
         names = cfg.model_channels if cfg.model_channels is not None else cfg.channels
-        for p, err in zip(prepared, errors, strict=True):
-            scores = p.stream.finish(p, err)
+        for p, scores in zip(prepared, node_scores, strict=True):
             node_id = p.stream.node_id
             for i, (t, s) in enumerate(zip(p.t_ms, scores.tolist(), strict=True)):
                 # Which channels: only worth the work for a score that could alert.
-                top = top_channels(p.shares[i], names) if p.shares is not None and s >= 1 else ()
+                shares = p.shares if s >= 1 else None
+                top = top_channels(shares[i], names) if shares is not None else ()
                 out.append(AnomalyScore(node_id, t, source, s, version, top))
         return out
 
@@ -304,7 +325,11 @@ class ScoringWorker:
                 self._wake.clear()
                 while self._queue:
                     n = min(len(self._queue), self.scorer.batch_rows)
-                    batch = [self._queue.popleft() for _ in range(n)]
+                    if n == len(self._queue):
+                        batch = list(self._queue)
+                        self._queue.clear()
+                    else:
+                        batch = [self._queue.popleft() for _ in range(n)]
                     result = await loop.run_in_executor(self._executor, self.scorer.score, batch)
                     self.stats.scored_rows += n
                     self.stats.batches += 1

@@ -25,14 +25,16 @@ same). Nothing here is thread-safe: the scorer's one worker thread owns every st
 from __future__ import annotations
 
 import json
+import operator
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from gateway.pipeline.stacked import FitStack, finish_many, prepare_many
 from gateway.protocol.messages import Channel
 from tinymodels.attribution import row_shares
 from tinymodels.gateway_features import (
@@ -50,9 +52,9 @@ from tinymodels.runtime import GatewayModel
 FloatArray = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One committed sample of a node, its values in the model's channel order."""
+class Row(NamedTuple):
+    """One committed sample of a node, its values in the model's channel order (a named
+    tuple: one is made per committed sample, on the event loop)."""
 
     node_id: str
     t_ms: int
@@ -129,6 +131,16 @@ class ChannelMapper:
     def row(plan: tuple[int, ...], values: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(values[c] if c >= 0 else 0.0 for c in plan)
 
+    @staticmethod
+    def row_getter(plan: tuple[int, ...]) -> Callable[[tuple[float, ...]], tuple[float, ...]]:
+        """:meth:`row` for one plan as one C call per sample: the sample's values with a 0.0
+        appended, which column -1 (held at baseline) then picks."""
+        if len(plan) == 1:
+            only = plan[0]
+            return lambda values: ((*values, 0.0)[only],)
+        pick = operator.itemgetter(*plan)
+        return lambda values: pick((*values, 0.0))
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorFit:
@@ -140,21 +152,41 @@ class DetectorFit:
     scales: dict[str, float]  # per component: its threshold_quantile over the baseline
 
 
-@dataclass(slots=True)
 class Prepared:
     """A node's rows between the two scoring phases (the AE runs batched across nodes)."""
 
-    stream: NodeStream
-    t_ms: list[int]
-    windows: FloatArray  # (n, window * model channels), empty when the model has no AE
-    stats: dict[str, FloatArray]  # raw numpy statistics per row
-    # Per row, each model channel's share of T² and the MSET residual (tinymodels.attribution).
-    shares: npt.NDArray[np.float64] | None = None
+    __slots__ = ("_shares", "stats", "stream", "t_ms", "windows", "zm")
+
+    def __init__(
+        self,
+        stream: NodeStream,
+        t_ms: list[int],
+        windows: FloatArray,
+        stats: dict[str, FloatArray],
+        zm: FloatArray,
+    ) -> None:
+        self.stream = stream
+        self.t_ms = t_ms
+        self.windows = windows  # (n, window * model channels), empty when the model has no AE
+        self.stats = stats  # raw numpy statistics per row ("ae" once the model has run)
+        self.zm = zm  # the rows' standardised model channels
+        self._shares: npt.NDArray[np.float64] | None = None
+
+    @property
+    def shares(self) -> npt.NDArray[np.float64] | None:
+        """Per row, each model channel's share of T² and the MSET residual
+        (tinymodels.attribution); worked out on first use (only a score that could alert
+        needs it)."""
+        fit = self.stream.fit
+        if self._shares is None and fit is not None:
+            self._shares = row_shares(fit.pca, fit.mset, self.zm)
+        return self._shares
 
 
 @dataclass
 class NodeStream:
-    """One node's state for one model. Feed rows with :meth:`prepare` then :meth:`finish`."""
+    """One node's state for one model. Feed rows with :meth:`prepare` then :meth:`finish`
+    (one node), or :meth:`take` then :func:`gateway.pipeline.stacked.prepare_many` (many)."""
 
     node_id: str
     cfg: FeatureConfig
@@ -167,26 +199,20 @@ class NodeStream:
     restored: bool = False
     # The last window-1 standardised model-channel rows, and per statistic the last
     # smooth_rows-1 raw values: exactly what the next row's window and smoothing need.
-    _recent_z: deque[npt.NDArray[np.float32]] = field(default_factory=deque)
-    _history: dict[str, deque[float]] = field(default_factory=dict)
+    recent_z: FloatArray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    history: dict[str, FloatArray] = field(default_factory=dict)
     # Raw rows since calibration (at most window + smooth_rows of them): enough to rebuild the
     # histories for another model.
-    _recent_rows: deque[tuple[float, ...]] = field(default_factory=deque)
+    recent_rows: deque[tuple[float, ...]] = field(default_factory=deque)
+    _stack: FitStack | None = None  # this node's fit alone, for prepare/finish
 
     @property
     def calibrated(self) -> bool:
         return self.fit is not None
 
-    @property
-    def _tail_rows(self) -> int:
-        return self.cfg.window + self.cfg.smooth_rows
-
-    def prepare(self, model: GatewayModel, rows: Sequence[Row]) -> Prepared | None:
-        """Phase 1: calibrate if the baseline fills up, then window and apply the statistics.
-
-        Rows that go into the baseline are not scored. Returns None when no row is left to
-        score.
-        """
+    def take(self, model: GatewayModel, rows: Sequence[Row]) -> Sequence[Row]:
+        """Calibrate on the first rows if the baseline is not full yet (those are not scored);
+        return the rows left to score, remembered as the recent rows."""
         i = 0
         while self.fit is None and i < len(rows):
             take = min(self.calibration_rows - len(self.baseline), len(rows) - i)
@@ -198,57 +224,39 @@ class NodeStream:
             i += take
             if len(self.baseline) >= self.calibration_rows:
                 self._calibrate(model)
-        rest = rows[i:]
+        rest = rows[i:] if i else rows
+        if rest:
+            self.recent_rows.extend(r.values for r in rest)
+            excess = len(self.recent_rows) - (self.cfg.window + self.cfg.smooth_rows)
+            for _ in range(max(excess, 0)):
+                self.recent_rows.popleft()
+        return rest
+
+    def prepare(self, model: GatewayModel, rows: Sequence[Row]) -> Prepared | None:
+        """Phase 1: calibrate if the baseline fills up, then window and apply the statistics.
+
+        Rows that go into the baseline are not scored. Returns None when no row is left to
+        score.
+        """
+        rest = self.take(model, rows)
         if not rest:
             return None
-        fit = self.fit
-        assert fit is not None
-        raw = np.asarray([r.values for r in rest], dtype=np.float64)
-        self._recent_rows.extend(r.values for r in rest)
-        while len(self._recent_rows) > self._tail_rows:
-            self._recent_rows.popleft()
-        zm = self._model_columns(fit.standardiser.apply(raw))
-        stats: dict[str, FloatArray] = {}
-        if fit.pca is not None:
-            t2, q = fit.pca.apply(zm)
-            stats.update({k: v for k, v in (("t2", t2), ("q", q)) if k in self.cfg.components})
-        if fit.mset is not None:
-            stats["mset"] = fit.mset.apply(zm)
-        windows = np.zeros((0, 0), dtype=np.float32)
-        if "ae" in self.cfg.components:
-            window = self.cfg.window
-            ext = np.concatenate([np.asarray(self._recent_z, dtype=np.float32), zm])
-            idx = np.arange(zm.shape[0])[:, None] + np.arange(window)[None, :]
-            windows = ext[idx].reshape(zm.shape[0], -1)
-            self._recent_z.extend(ext[-(window - 1) :] if window > 1 else ())
-            while len(self._recent_z) > window - 1:
-                self._recent_z.popleft()
-        shares = row_shares(fit.pca, fit.mset, zm)
-        return Prepared(self, [r.t_ms for r in rest], windows, stats, shares)
+        stack = self._own_stack()
+        zms, stats, windows = prepare_many(stack, [self], [[r.values for r in rest]])
+        empty = np.zeros((0, 0), dtype=np.float32)
+        return Prepared(self, [r.t_ms for r in rest], windows[0] if windows else empty,
+                        stats[0], zms[0])  # fmt: skip
 
     def finish(self, prepared: Prepared, ae_errors: FloatArray | None) -> FloatArray:
         """Phase 2: smooth, scale and combine; one score per prepared row, threshold units."""
-        fit = self.fit
-        assert fit is not None
-        raw = dict(prepared.stats)
         if ae_errors is not None:
-            raw["ae"] = ae_errors
-        n = len(prepared.t_ms)
-        rows = self.cfg.smooth_rows
-        parts = []
-        for name in self.cfg.components:
-            hist = self._history[name]
-            ext = np.concatenate([np.asarray(hist, dtype=np.float32), raw[name]])
-            smoothed = smooth(ext, rows)[len(hist) :] if rows > 1 else raw[name]
-            # After calibration the history is full, so each row averages exactly smooth_rows
-            # raw values, as in the batch scorer.
-            parts.append((smoothed / fit.scales[name]).astype(np.float32))
-            hist.extend(raw[name][-(rows - 1) :].tolist() if rows > 1 else ())
-            while len(hist) > max(rows - 1, 0):
-                hist.popleft()
-        scores = np.mean(parts, axis=0).astype(np.float32)
-        assert scores.shape == (n,)
-        return (scores / np.float32(self.cfg.threshold_factor)).astype(np.float32)
+            prepared.stats["ae"] = ae_errors
+        return finish_many(self._own_stack(), [prepared])[0]
+
+    def _own_stack(self) -> FitStack:
+        if self._stack is None:
+            self._stack = FitStack(self.cfg)
+        return self._stack
 
     def _model_columns(self, z: FloatArray) -> FloatArray:
         return np.ascontiguousarray(z[:, list(self.cfg.model_channel_index)])
@@ -273,10 +281,12 @@ class NodeStream:
         scales = {k: fit_scale(smooth(v, cfg.smooth_rows), cfg, n) for k, v in raw.items()}
         self.fit = DetectorFit(standardiser, pca, mset, scales)
         keep_z = max(cfg.window - 1, 0)
-        self._recent_z = deque(zm[n - keep_z :] if keep_z else ())
+        self.recent_z = np.array(zm[n - keep_z :] if keep_z else zm[:0], dtype=np.float32)
         keep = max(cfg.smooth_rows - 1, 0)
-        self._history = {k: deque(v[n - keep :].tolist() if keep else ()) for k, v in raw.items()}
-        self._recent_rows = deque()
+        self.history = {
+            k: np.array(v[n - keep :] if keep else v[:0], dtype=np.float32) for k, v in raw.items()
+        }
+        self.recent_rows = deque()
 
     def rebuilt_for(self, model: GatewayModel) -> NodeStream:
         """This node's state for another model: refitted on the same baseline, then the recent
@@ -293,8 +303,8 @@ class NodeStream:
         fresh._calibrate(model)
         # The refit leaves histories at the baseline's tail; replaying the rows since then
         # brings them to where this stream is.
-        if self._recent_rows:
-            prepared = fresh.prepare(model, [Row(self.node_id, 0, v) for v in self._recent_rows])
+        if self.recent_rows:
+            prepared = fresh.prepare(model, [Row(self.node_id, 0, v) for v in self.recent_rows])
             if prepared is not None:
                 ae = (
                     window_errors(prepared.windows, model.predict_batched(prepared.windows))

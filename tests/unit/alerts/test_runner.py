@@ -172,3 +172,20 @@ async def test_a_restarted_runner_reloads_open_alerts_and_clears_them_later(
         assert runner.evaluated == 2
     assert second[0].kind is AlertEventKind.CLEARED
     assert second[0].alert.alert_id == open_id
+
+
+async def test_an_alert_evaluated_just_before_a_stop_is_recorded_and_delivered(
+    tmp_path: Path,
+) -> None:
+    got: list[AlertEvent] = []
+    runner = AlertRunner(CONFIG, tmp_path / "alerts.db", got.append)
+    async with running(runner):
+        runner.submit([reading("pump-1", 0, 50.0)])  # evaluated now, on the loop
+        # Stopped before the store's thread has had a turn.
+    assert [(e.alert.rule, e.kind) for e in got] == [("current_high", AlertEventKind.RAISED)]
+    store = AlertStore(tmp_path / "alerts.db")
+    store.open()
+    try:
+        assert [e.event_id for e in store.history()] == [got[0].event_id]
+    finally:
+        store.close()

@@ -1,0 +1,196 @@
+"""Every node's rows of a batch through each statistic at once (vectorised across nodes).
+
+Each node has its own fit (:class:`~gateway.pipeline.windows.DetectorFit`: scaling, PCA
+subspace, MSET memory, scales), but the statistics are the same arithmetic for every node. So a
+batch's rows of all nodes are laid out as one array ``(nodes, rows, channels)`` (a node with
+fewer rows is padded; padding is computed and thrown away), the nodes' fitted parameters as
+arrays of the same leading axis (:class:`FitStack`), and standardisation, T²/Q, the MSET
+residual, the autoencoder windows and the smoothing each run as one numpy operation for the
+whole batch, instead of a few dozen small calls per node.
+
+Padding is chosen so it changes nothing: a PCA basis padded with zero axes (their λ is 1)
+adds exact zeros to T² and Q; an MSET memory padded with rows at infinite distance gets zero
+kernel weight. Each node's smoothing runs over its own history and rows, as per node. So a
+row's score is the per-node computation's (tests/unit/pipeline compare them, to float
+rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from tinymodels.gateway_features import FeatureConfig
+
+if TYPE_CHECKING:
+    from gateway.pipeline.windows import DetectorFit, NodeStream, Prepared
+
+FloatArray = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+class FitStack:
+    """The fitted parameters of many nodes as stacked arrays, one slot per fit.
+
+    Fits are registered on first use (a rebuild of the arrays, once per calibrated node); the
+    stack keeps them, so it belongs to one model's streams and goes with them.
+    """
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        self.cfg = cfg
+        self._slots: dict[int, int] = {}  # id(fit) -> slot
+        self._fits: list[DetectorFit] = []
+        empty: F64 = np.zeros(0)
+        self.mean = self.sd = self.pmean = self.basis = self.lam = empty
+        self.mem = self.mem_sq = self.width = empty
+        self.scales: dict[str, npt.NDArray[np.float32]] = {}
+
+    def __len__(self) -> int:
+        return len(self._fits)
+
+    def slots(self, fits: Sequence[DetectorFit]) -> npt.NDArray[np.intp]:
+        new = [f for f in fits if id(f) not in self._slots]
+        if new:
+            for f in new:
+                if id(f) not in self._slots:
+                    self._slots[id(f)] = len(self._fits)
+                    self._fits.append(f)
+            self._rebuild()
+        return np.fromiter((self._slots[id(f)] for f in fits), np.intp, len(fits))
+
+    def _rebuild(self) -> None:
+        fits = self._fits
+        n = len(fits)
+        self.mean = np.stack([f.standardiser.mean for f in fits])
+        self.sd = np.stack([f.standardiser.sd for f in fits])
+        d = len(self.cfg.model_channel_index)
+        pcas = [f.pca for f in fits]
+        if all(p is not None for p in pcas):
+            kmax = max(p.basis.shape[1] for p in pcas if p is not None)
+            self.pmean = np.zeros((n, d))
+            self.basis = np.zeros((n, d, kmax))
+            self.lam = np.ones((n, kmax))
+            for i, p in enumerate(pcas):
+                assert p is not None
+                k = p.basis.shape[1]
+                self.pmean[i], self.basis[i, :, :k], self.lam[i, :k] = p.mean, p.basis, p.lam
+        msets = [f.mset for f in fits]
+        if all(m is not None for m in msets):
+            mmax = max(m.memory.shape[0] for m in msets if m is not None)
+            self.mem = np.zeros((n, mmax, d))
+            self.mem_sq = np.full((n, mmax), np.inf)
+            self.width = np.zeros(n)
+            for i, m in enumerate(msets):
+                assert m is not None
+                rows = m.memory.shape[0]
+                self.mem[i, :rows], self.mem_sq[i, :rows], self.width[i] = (
+                    m.memory,
+                    m.memory_sq,
+                    m.width,
+                )
+        self.scales = {
+            name: np.asarray([f.scales[name] for f in fits], dtype=np.float32)
+            for name in self.cfg.components
+        }
+
+
+def _pca(stack: FitStack, s: npt.NDArray[np.intp], x: F64) -> tuple[FloatArray, FloatArray]:
+    """T² and Q of ``x`` (nodes, rows, d) for the fits in slots ``s``."""
+    y = x - stack.pmean[s][:, None, :]
+    basis = stack.basis[s]
+    t = y @ basis
+    t2 = np.sum(t**2 / stack.lam[s][:, None, :], axis=2)
+    q = np.sum((y - t @ basis.transpose(0, 2, 1)) ** 2, axis=2)
+    return t2.astype(np.float32), q.astype(np.float32)
+
+
+def _mset(stack: FitStack, s: npt.NDArray[np.intp], x: F64) -> FloatArray:
+    """The MSET residual of ``x`` (nodes, rows, d) for the fits in slots ``s``."""
+    mem = stack.mem[s]
+    d2 = np.sum(x**2, axis=2)[:, :, None] + stack.mem_sq[s][:, None, :]
+    d2 = np.maximum(d2 - 2.0 * (x @ mem.transpose(0, 2, 1)), 0.0)
+    k = np.exp(-(d2 - d2.min(axis=2, keepdims=True)) / stack.width[s][:, None, None])
+    estimate = (k @ mem) / k.sum(axis=2, keepdims=True)
+    return np.mean((x - estimate) ** 2, axis=2).astype(np.float32)
+
+
+def prepare_many(
+    stack: FitStack, streams: Sequence[NodeStream], rest: Sequence[Sequence[tuple[float, ...]]]
+) -> tuple[list[FloatArray], list[dict[str, FloatArray]], list[FloatArray]]:
+    """Phase 1 for calibrated ``streams``, ``rest[i]`` the raw rows of ``streams[i]``.
+
+    Returns per stream: its standardised model-channel rows, its raw statistics, its AE
+    windows (empty without an AE), and advances each stream's window history.
+    """
+    cfg = stack.cfg
+    counts = [len(r) for r in rest]
+    nodes, rmax = len(streams), max(counts)
+    fits = []
+    for st in streams:
+        assert st.fit is not None
+        fits.append(st.fit)
+    s = stack.slots(fits)
+    # Rows of node i at [i, :counts[i]]; the padding repeats a real row so nothing overflows.
+    raw = np.empty((nodes, rmax, len(cfg.channels)), dtype=np.float64)
+    for i, rows in enumerate(rest):
+        raw[i, : counts[i]] = rows
+        raw[i, counts[i] :] = rows[0]
+    z = np.clip((raw - stack.mean[s][:, None, :]) / stack.sd[s][:, None, :], -cfg.clip, cfg.clip)
+    zm = z.astype(np.float32)[:, :, list(cfg.model_channel_index)]
+    x = zm.astype(np.float64)
+    stats: dict[str, FloatArray] = {}
+    if "t2" in cfg.components or "q" in cfg.components:
+        t2, q = _pca(stack, s, x)
+        stats.update({k: v for k, v in (("t2", t2), ("q", q)) if k in cfg.components})
+    if "mset" in cfg.components:
+        stats["mset"] = _mset(stack, s, x)
+    windows: list[FloatArray] = []
+    if "ae" in cfg.components:
+        w = cfg.window
+        ext = np.concatenate([np.stack([st.recent_z for st in streams]), zm], axis=1)
+        view = np.lib.stride_tricks.sliding_window_view(ext, w, axis=1)  # (n, rows, d, w)
+        all_windows = view.transpose(0, 1, 3, 2).reshape(nodes, rmax, -1)
+        for i, st in enumerate(streams):
+            windows.append(all_windows[i, : counts[i]])
+            if w > 1:
+                st.recent_z = ext[i, counts[i] : counts[i] + w - 1].copy()
+    zms = [np.ascontiguousarray(zm[i, : counts[i]]) for i in range(nodes)]
+    per_node = [{k: v[i, : counts[i]] for k, v in stats.items()} for i in range(nodes)]
+    return zms, per_node, windows
+
+
+def finish_many(stack: FitStack, prepared: Sequence[Prepared]) -> list[FloatArray]:
+    """Phase 2 for ``prepared`` (each with its raw statistics, the AE's errors among them as
+    ``"ae"``): smooth each
+    statistic over the node's history, scale, combine; one score array per node."""
+    cfg = stack.cfg
+    streams = [p.stream for p in prepared]
+    counts = [len(p.t_ms) for p in prepared]
+    nodes, rmax, keep = len(prepared), max(counts), max(cfg.smooth_rows - 1, 0)
+    fits = []
+    for st in streams:
+        assert st.fit is not None
+        fits.append(st.fit)
+    s = stack.slots(fits)
+    parts = []
+    for name in cfg.components:
+        ext = np.zeros((nodes, keep + rmax), dtype=np.float32)
+        for i, p in enumerate(prepared):
+            ext[i, :keep] = p.stream.history[name]
+            ext[i, keep : keep + counts[i]] = p.stats[name]
+            p.stream.history[name] = ext[i, counts[i] : counts[i] + keep].copy()
+        if cfg.smooth_rows > 1:
+            # After calibration the history is full, so each row averages exactly smooth_rows
+            # raw values, as in the batch scorer (the same cumulative sums per node).
+            c = np.cumsum(np.concatenate([np.zeros((nodes, 1)), ext.astype(np.float64)], 1), 1)
+            rows = cfg.smooth_rows
+            smoothed = ((c[:, rows:] - c[:, : c.shape[1] - rows]) / rows).astype(np.float32)
+        else:
+            smoothed = ext
+        parts.append((smoothed / stack.scales[name][s][:, None]).astype(np.float32))
+    scores = np.mean(parts, axis=0).astype(np.float32)
+    scores = (scores / np.float32(cfg.threshold_factor)).astype(np.float32)
+    return [scores[i, : counts[i]] for i in range(nodes)]
