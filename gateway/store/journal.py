@@ -340,7 +340,10 @@ class Journal:
             ts = clock.to_wall_ms(tb, sample.t, rx)
             row = (node_id, boot_id, batch.seq, ts, rx, tr, cid, _pack(sample.values))
             return db.execute(_INSERT_READING, row).rowcount, (ts,)
-        wall = tuple(clock.to_wall_ms(tb, s.t, rx) for s in samples)
+        # The newest sample first: it sets the offset (a batch's older samples only look
+        # later), so a stream's first batch keeps its spacing instead of all landing on rx.
+        newest = clock.to_wall_ms(tb, samples[-1].t, rx)
+        wall = (*(clock.to_wall_ms(tb, s.t, rx) for s in samples[:-1]), newest)
         cur = db.executemany(
             _INSERT_READING,
             [
