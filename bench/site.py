@@ -205,18 +205,18 @@ def main() -> None:
             started = multiprocessing.get_context("spawn").Event()
             fleet = multiprocessing.get_context("spawn").Process(
                 target=publisher,
-                args=(
-                    broker.host,
-                    broker.port,
-                    args.nodes,
-                    warmup_s + window_s + 2,
-                    args.seed,
-                    started,
-                ),
+                args=(broker.host, broker.port),
+                kwargs={
+                    "nodes": args.nodes,
+                    "seconds": warmup_s + window_s + 2,
+                    "seed": args.seed,
+                    "started": started,
+                },
                 name="bench-site-fleet",
             )
             fleet.start()
-            started.wait(120)
+            if not started.wait(120):
+                raise SystemExit("the load generator did not start (see its traceback above)")
             assert fleet.pid is not None
             time.sleep(warmup_s)  # calibration batches committed and scored, baselines made
             if full is not None:
