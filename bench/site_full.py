@@ -71,7 +71,8 @@ class FullSite:
         self._bytes0, self._t0 = self._vm_read_bytes(), time.monotonic()
 
     def upstream_kb_s(self) -> float:
-        """KB/s the store received since :meth:`begin`."""
+        """KB/s the store received since :meth:`begin`; closes the window (polling stops)."""
+        self._stop.set()
         return (self._vm_read_bytes() - self._bytes0) / (time.monotonic() - self._t0) / 1000
 
     def stop(self) -> None:
@@ -116,7 +117,11 @@ class FullSite:
             while not self._stop.wait(1.0):
                 for page in PAGES:
                     t0 = time.perf_counter()
-                    response = client.get(page)
+                    try:
+                        response = client.get(page)
+                    except httpx.TransportError:
+                        self.poll_errors += 1
+                        continue
                     self.poll_ms.append((time.perf_counter() - t0) * 1000)
                     if response.status_code != 200:
                         self.poll_errors += 1
