@@ -94,7 +94,7 @@ class Reader:
         self.client.username_pw_set(
             "fieldgate-central-reader", PASSWORDS["fieldgate-central-reader"]
         )
-        self.client.on_message = lambda _c, _u, m: self._add(m.topic, m.payload)
+        self.client.on_message = lambda _c, _u, m: self._add(m.topic, bytes(m.payload))
         self.client.on_connect = lambda c, *_: c.subscribe("fieldgate/#", qos=1)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
