@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         f"soak: {time.monotonic() - t0:.0f} s wall; emitted {v['emitted']} readings, "
         f"acknowledged {v['acknowledged']}, journal {v['journal']}, store {v['store']}; "
         f"missing in store {v['missing_in_store']} (accounted: {v['accounted']}); "
-        f"redelivered {v['redelivered']}; gateway RSS {g['rss_end_mb']:.0f} MB, "
+        f"redelivered {v['redelivered']}; timestamp collisions {v['collisions']}; gateway RSS {g['rss_end_mb']:.0f} MB, "
         f"fd growth {g['fd_growth']:.1f} over a {g['life_s']:.0f} s life"
     )
     if args.report is not None:

@@ -69,11 +69,15 @@ def test_unacknowledged_readings_that_arrived_anyway_are_recovered() -> None:
     assert (v.recovered, v.unacked_at_end, v.lost) == (2, 2, 0)
 
 
-def test_two_readings_on_one_store_identity_are_a_collision_not_a_pass() -> None:
+def test_two_readings_on_one_store_identity_are_counted_as_a_collision() -> None:
+    """Readings 4 and 5 of a node on one timestamp: an overwriting store would keep one. The
+    store here holds both (matched by value): a collision, not a loss; holding one is a loss."""
     same_time = [*journal(range(1, 5)), JournalReading(("n1", 7, 5), 4000, 5050, 5.0)]
+    both = {**store(range(1, 4)), ("n1", 4000): [4.0, 5.0]}
+    v = verdict(same_time, both)
+    assert (v.collisions, v.lost, v.unexpected, v.duplicated) == (1, 0, 0, 0)
     v = verdict(same_time, store(range(1, 5)))
-    assert v.collisions == 1
-    assert v.lost == 1
+    assert (v.collisions, v.lost) == (1, 1)
 
 
 def test_raw_lines_of_the_backlog_name_their_identity() -> None:
