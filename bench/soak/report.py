@@ -34,6 +34,8 @@ def write_report(
     def shade(ax) -> None:  # type: ignore[no-untyped-def]
         for start, kind, secs in marks:
             ax.axvspan(start, start + max(secs, 0.5), color="tab:red", alpha=0.12, lw=0)
+            if len(marks) > 30:  # a long run: shading only, names would overlap
+                continue
             ax.text(start, 1.0, kind, rotation=90, va="top", fontsize=6,
                     transform=ax.get_xaxis_transform())  # fmt: skip
         ax.set_xlabel("s")
