@@ -1,5 +1,5 @@
 # The two commands a new user needs; everything else is in deploy/setup.sh.
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean soak
 
 demo:  ## set up .venv and run the gateway with simulated nodes on every transport
 	bash deploy/setup.sh demo
@@ -12,6 +12,11 @@ test:  ## set up .venv (+ Debian test servers), lint, type-check and run the who
 	.venv/bin/deptry .
 	.venv/bin/mypy
 	.venv/bin/python -m pytest
+
+DURATION ?= 1h
+REPORT ?= build/soak-report
+soak:  ## chaos soak for DURATION (120, 30m, 1h...): checker verdict + report with PNG plots in REPORT
+	PYTHONPATH=$(CURDIR) .venv/bin/python -m bench.soak --duration $(DURATION) --report $(REPORT)
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/deptry . && .venv/bin/mypy

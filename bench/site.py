@@ -15,8 +15,8 @@ Method:
   warm-up: the gateway's CPU share (utime+stime from /proc over the window, in cores), its
   RSS at the end, readings committed per second (from its journal), and the generator's CPU.
 
-Run: python -m bench.site [--quick] [--nodes N]
-Last line: RESULT site nodes=<n> cpu_core=<x> rss_mb=<y>
+Run: python -m bench.site [--quick] [--nodes N] [--full]
+Last line: RESULT site nodes=<n> cpu_core=<x> rss_mb=<y> (--full adds upstream_kb_s=<z>)
 """
 
 from __future__ import annotations
@@ -150,13 +150,13 @@ def cpu_share(pid: int, seconds: float) -> float:
     return (proc_cpu_s(pid) - before) / (time.monotonic() - t0)
 
 
-def write_config(workdir: Path, broker: Mosquitto) -> Path:
+def write_config(workdir: Path, broker: Mosquitto, extra: str = "") -> Path:
     config = workdir / "gateway.toml"
     config.write_text(
         f'site = "{SITE}"\ndata_dir = "{workdir / "var"}"\nlog_level = "WARNING"\n'
         f'[mqtt]\nurl = "{broker.url}"\nclient_id = "bench-site-gateway"\n'
         "[metrics]\nenabled = false\n"
-        f"[scoring]\ncalibration_rows = {CALIBRATION_ROWS}\n"
+        f"[scoring]\ncalibration_rows = {CALIBRATION_ROWS}\n" + extra
     )
     return config
 
@@ -166,6 +166,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 s of load instead of 60 s")
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--full", action="store_true", help="dashboard polled, forwarding on (bench/site_full.py)"
+    )
     args = parser.parse_args()
     window_s = 20 if args.quick else 60
     warmup_s = 8
@@ -173,6 +176,12 @@ def main() -> None:
         workdir = Path(tmp)
         broker = Mosquitto(workdir / "mosquitto")
         broker.start()
+        full = None
+        if args.full:  # bench/site_full.py: VictoriaMetrics, the dashboard and its poller
+            from bench.site_full import FullSite
+
+            full = FullSite(workdir, workdir / "var")
+            full.start()
         gateway = subprocess.Popen(
             [
                 sys.executable,
@@ -180,7 +189,7 @@ def main() -> None:
                 "gateway.cli",
                 "run",
                 "--config",
-                str(write_config(workdir, broker)),
+                str(write_config(workdir, broker, full.config() if full else "")),
             ],
             stderr=(workdir / "gateway.log").open("wb"),
         )
@@ -210,6 +219,8 @@ def main() -> None:
                 raise SystemExit("the load generator did not start (see its traceback above)")
             assert fleet.pid is not None
             time.sleep(warmup_s)  # calibration batches committed and scored, baselines made
+            if full is not None:
+                full.begin()
             fleet_before = proc_cpu_s(fleet.pid)
             readings_before = committed_readings(journal)
             t0 = time.monotonic()
@@ -218,6 +229,7 @@ def main() -> None:
             fleet_share = (proc_cpu_s(fleet.pid) - fleet_before) / elapsed
             rate = (committed_readings(journal) - readings_before) / elapsed
             rss = proc_rss_mb(gateway.pid)
+            upstream = full.upstream_kb_s() if full is not None else None
             fleet.join(timeout=30)
         finally:
             gateway.send_signal(signal.SIGTERM)
@@ -226,6 +238,11 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 gateway.kill()
             broker.stop()
+            if full is not None:
+                print(f"full site: forwarded {full.points_stored()} samples into VictoriaMetrics; "
+                      f"dashboard polled {len(full.poll_ms)} times, p95 {full.p95_ms():.0f} ms, "
+                      f"{full.poll_errors} errors")  # fmt: skip
+                full.stop()
     print(f"nodes {args.nodes}, window {window_s} s after {warmup_s} s warm-up")
     print(f"readings committed: {rate:.0f}/s (offered {args.nodes}/s)")
     print(f"gateway CPU: {busy:.3f} core under load ({idle:.3f} idle), "
@@ -235,7 +252,8 @@ def main() -> None:
     print(
         f"target cpu_core <= {TARGET_CPU_CORE}: {'met' if busy <= TARGET_CPU_CORE else 'NOT met'}"
     )
-    print(f"RESULT site nodes={args.nodes} cpu_core={busy:.3f} rss_mb={rss:.0f}")
+    extra = f" upstream_kb_s={upstream:.2f}" if upstream is not None else ""
+    print(f"RESULT site nodes={args.nodes} cpu_core={busy:.3f} rss_mb={rss:.0f}{extra}")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,15 @@ def test_uptime_timestamps_are_mapped_to_wall_time(journal: Journal, tmp_path: P
     assert ts == 5_000_000  # node t=1000 arrived at rx 5_000_000: offset 4_999_000
 
 
+def test_a_streams_first_batch_keeps_its_samples_apart(journal: Journal, tmp_path: Path) -> None:
+    """A batch of 5 samples (node t = 1000..5000) that is the first message of its boot, as
+    after a gateway restart: each sample keeps its own time, the newest maps to rx."""
+    journal.commit([env(batch(1, n=5), rx_ms=5_000_000)])
+    with contextlib.closing(sqlite3.connect(tmp_path / "j.db")) as db:
+        stamps = [ts for (ts,) in db.execute("SELECT ts_ms FROM readings ORDER BY seq")]
+    assert stamps == [4_996_000, 4_997_000, 4_998_000, 4_999_000, 5_000_000]
+
+
 def test_retention_evicts_oldest_raw_readings_and_counts_them(
     journal: Journal, tmp_path: Path
 ) -> None:
