@@ -460,6 +460,8 @@ class Forwarder:
             "forward_auth_failed": lambda: 1.0 if self.auth_alert is not None else 0.0,
             "forward_alerts_over_budget": lambda: float(self.backlog.alerts_over_budget),
             "forward_storage_fault": lambda: 0.0 if self.storage.fault is None else 1.0,
+            "forward_dropped_events": lambda: float(self.dropped_events),
+            "forward_dropped_scores": lambda: float(self.dropped_scores),
             **{
                 f"forward_evicted_{kind}": functools.partial(self._evicted, kind)
                 for kind in EVICTION_KINDS
