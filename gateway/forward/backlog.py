@@ -27,6 +27,7 @@ from gateway.errors import StoreError
 from gateway.forward.config import ForwardBudgets
 from gateway.forward.ladder import EVICTION_KINDS, EvictionLadder, _doc
 from gateway.forward.points import Point, PointClass, encode
+from gateway.forward.storage import rollback
 from gateway.store.schema_version import open_schema
 
 _LOGGER = logging.getLogger(__name__)
@@ -173,9 +174,16 @@ class Backlog(EvictionLadder):
     # -- enqueue ----------------------------------------------------------------------------
 
     def enqueue(
-        self, points: Iterable[Point], state: dict[str, object] | None = None, *, level: int = 0
+        self,
+        points: Iterable[Point],
+        state: dict[str, object] | None = None,
+        *,
+        level: int = 0,
+        enforce: bool = True,
     ) -> int:
-        """Append ``points`` (and the summariser ``state``) in one transaction; enforce budgets."""
+        """Append ``points`` (and the summariser ``state``) in one transaction; enforce budgets
+        (``enforce=False``: the caller does, after, to tell a failed commit from a failed
+        eviction)."""
         db = self._require()
         now = _now_ms()
         rows = list(self._rows(points, now, level))
@@ -192,13 +200,13 @@ class Backlog(EvictionLadder):
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)  # never "cannot rollback" over the cause (SQLITE_FULL)
             raise
         for cls, _, _, _, line, doc in rows:
             self._count[PointClass(cls)] += 1
             self._bytes[PointClass(cls)] += len(line) + (len(doc) if doc else 0)
             self.enqueued_bytes += len(line) + (len(doc) if doc else 0)
-        if rows:
+        if rows and enforce:
             self.enforce_budgets()
         return len(rows)
 
@@ -298,7 +306,7 @@ class Backlog(EvictionLadder):
             db.execute("DELETE FROM points WHERE id <= ?", (through,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)  # never "cannot rollback" over the cause (SQLITE_FULL)
             raise
         for cls, n, size in removed:
             self._count[PointClass(cls)] -= n

@@ -15,7 +15,6 @@ to bounded lists; all I/O is on the forwarder's thread or the network.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import logging
 import os
@@ -27,16 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.alerts.system import SystemAlert
 from gateway.events import Alert, AlertEvent, AnomalyScore, Observation
 from gateway.forward.backlog import Backlog, Batch
 from gateway.forward.config import ForwardConfig
 from gateway.forward.ladder import EVICTION_KINDS
-from gateway.forward.operator import RULE as AUTH_RULE
-from gateway.forward.operator import auth_refused_message
+from gateway.forward.operator import AuthAlert
 from gateway.forward.points import ALERT, FORWARD, Point, PointClass, point
 from gateway.forward.sender import Outcome, Sender, Verdict
 from gateway.forward.status import StatusEvents
+from gateway.forward.storage import StorageFaults, lock_backlog, requeue
 from gateway.forward.summarise import Summariser
 from gateway.forward.tail import JournalTail
 from gateway.protocol.messages import Status
@@ -104,7 +102,11 @@ class Forwarder:
         self.dropped_scores = 0
         self.retries = 0
         self.online: bool | None = None  # None: nothing tried yet
-        self._auth = SystemAlert(AUTH_RULE, self._emit, clock_ms=_now_ms)
+        self._auth = AuthAlert(self._emit, _now_ms)
+        self.storage = StorageFaults(backlog_path, self._emit, _now_ms,
+                                     retry_first_s=config.retry_first_s, retry_max_s=config.retry_max_s)  # fmt: skip
+        self._stale = False  # a tick failed on the disk: reload the summariser from the backlog
+        self._durable_from = 0  # replay_from_id as last stored (retention holds there)
         self.last_error = ""
         self._oldest_enq_ms: int | None = None
         self._delivered_log: deque[tuple[float, int, int]] = deque()  # (t, points, bytes)
@@ -160,20 +162,11 @@ class Forwarder:
         """Summarise and drain until cancelled (``summarise=False``: drain only, the CLI)."""
         lock: int | None = None
         try:
-            lock = await self._lock()
-            await self._call(self.backlog.open)
-            state = await self._call(self.backlog.load_state)
+            lock = await lock_backlog(self.backlog.path)
+            await self.storage.durably("open", lambda: self._call(self.backlog.open))
+            state = await self.storage.durably("open", lambda: self._call(self.backlog.load_state))
             c = self.config
-            if summarise:
-                self._summariser = Summariser(
-                    self.site,
-                    round(c.interval_s * 1000),
-                    round(c.late_grace_s * 1000),
-                    raw_channels=c.raw_channels,
-                    raw_every=c.raw_every,
-                    state=state,
-                )
-            self._reported = dict(state.get("reported", {}))  # type: ignore[call-overload]
+            self._restore(state, summarise=summarise)
             if journal_ready is not None:
                 await journal_ready.wait()
             if summarise:
@@ -194,26 +187,21 @@ class Forwarder:
             if lock is not None:
                 os.close(lock)  # releases the flock
 
-    async def _lock(self) -> int:
-        """One drainer per backlog: two would send every batch twice. Waits for the other."""
-        path = self.backlog.path.with_name(self.backlog.path.name + ".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if not told:
-                    _LOGGER.warning(
-                        "forward: %s is being drained by another process; waiting", path
-                    )
-                    told = True
-                await asyncio.sleep(1.0)
-            except BaseException:
-                os.close(fd)
-                raise
+    def _restore(self, state: dict[str, object], *, summarise: bool = True) -> None:
+        """The summariser and loss report as last stored in the backlog."""
+        c = self.config
+        if summarise:
+            self._summariser = Summariser(
+                self.site,
+                round(c.interval_s * 1000),
+                round(c.late_grace_s * 1000),
+                raw_channels=c.raw_channels,
+                raw_every=c.raw_every,
+                state=state,
+            )
+            self._durable_from = self._summariser.replay_from_id
+        self._reported = dict(state.get("reported", {}))  # type: ignore[call-overload]
+        self._late_seen = 0
 
     def _open_tail(self) -> None:
         if self._journal_path.exists():
@@ -233,16 +221,29 @@ class Forwarder:
             await asyncio.sleep(tick)
 
     async def summarise_now(self, now_ms: int | None = None) -> int:
-        """Consume the journal, close finished intervals, store points; returns points stored."""
+        """Consume the journal, close finished intervals, store points; returns points stored.
+
+        On a disk fault nothing is consumed: the pending lists get their items back and the
+        summariser restarts from its stored state (the journal still holds the readings)."""
+        if not (self.storage.due("summarise") and self.storage.due("budgets")):
+            return 0
         events, self._events = list(self._events), deque()
         alerts, self._alerts = self._alerts, []
         counts, self._alert_counts = self._alert_counts, []
         scores, self._scores = self._scores, []
         model = self._gateway_model() if self._gateway_model is not None else ("", "")
         before = self.backlog.enqueued_bytes
-        stored = await self._call(
-            lambda: self._tick(now_ms or _now_ms(), events + alerts, counts, scores, model)
-        )
+        stored = await self.storage.attempt("summarise", lambda: self._call(
+            lambda: self._tick(now_ms or _now_ms(), events + alerts, counts, scores, model)))  # fmt: skip
+        if stored is None:  # the disk refused: give everything back, rebuild from the journal
+            self._stale = True
+            self.dropped_events += requeue(self._events, events, MAX_PENDING_EVENTS)
+            self._alerts[:0], self._alert_counts[:0], self._scores[:0] = alerts, counts, scores
+            self.dropped_scores += max(len(self._scores) - MAX_PENDING_SCORES, 0)
+            del self._scores[:-MAX_PENDING_SCORES]
+            return 0
+        if stored or self.storage.is_open("budgets"):  # after the commit: nothing to give back
+            await self.storage.attempt("budgets", lambda: self._call(self.backlog.enforce_budgets))
         self._enqueued_log.append((time.monotonic(), self.backlog.enqueued_bytes - before))
         if stored:
             self._wake_drain.set()
@@ -256,6 +257,9 @@ class Forwarder:
         scores: list[AnomalyScore],
         model: tuple[str, str],
     ) -> int:
+        if self._stale:
+            self._restore(self.backlog.load_state())
+            self._stale = False
         s = self._summariser
         if s is None:
             return 0
@@ -287,7 +291,8 @@ class Forwarder:
             if report is not None:
                 points.append(report)
                 state["reported"] = self._reported
-        stored += self.backlog.enqueue(points, state) if points or state else 0
+        stored += self.backlog.enqueue(points, state, enforce=False) if points or state else 0
+        self._durable_from = s.replay_from_id
         self._refresh()
         return stored
 
@@ -321,7 +326,8 @@ class Forwarder:
 
     def keep_from_id(self) -> int:
         """The lowest journal reading id not yet summarised durably (retention keeps it)."""
-        return self._summariser.replay_from_id if self._summariser is not None else 0
+        s = self._summariser
+        return 0 if s is None else min(s.replay_from_id, self._durable_from)
 
     # -- draining -----------------------------------------------------------------------------
 
@@ -336,11 +342,8 @@ class Forwarder:
             last_send = 0.0
             loop = asyncio.get_running_loop()
             while True:
-                batch = await self._call(
-                    functools.partial(
-                        self.backlog.next_batch, self.dest, max_points, c.batch_max_bytes
-                    )
-                )
+                batch = await self.storage.durably("read", functools.partial(self._call, functools.partial(
+                    self.backlog.next_batch, self.dest, max_points, c.batch_max_bytes)))  # fmt: skip
                 if batch is None:
                     self.idle.set()
                     self._wake_drain.clear()
@@ -394,30 +397,33 @@ class Forwarder:
         """Record ``outcome``; None to go on at once, else seconds to wait (0: backoff)."""
         v = outcome.verdict
         if v is Verdict.DELIVERED:
-            await self._call(lambda: self.backlog.delivered(self.dest, batch))
-            await self._call(self._refresh)
+            # Held until the checkpoint is written (a full disk): no next batch meanwhile.
+            await self.storage.durably(
+                "checkpoint", lambda: self._call(lambda: self._delivered(batch))
+            )
             self.delivered_points += batch.points
             self._delivered_log.append((time.monotonic(), batch.points, size))
             self._set_online(True, "")
-            self._clear_auth_alert()
+            self._auth.accepted()
             return None
         if v in _NARROW:  # one point (or a batch the store refuses as a whole)
-            await self._call(
-                lambda: self.backlog.quarantine(
-                    self.dest, batch, outcome.status or 0, outcome.reason
-                )
-            )
+            await self.storage.durably("checkpoint", lambda: self._call(lambda: self.backlog.quarantine(
+                self.dest, batch, outcome.status or 0, outcome.reason)))  # fmt: skip
             self.quarantined_batches += 1
             self._set_online(True, outcome.reason)
             return None
         self._set_online(False, outcome.reason)
         if v is Verdict.AUTH:
-            self._raise_auth_alert(outcome)
+            self._auth.refused(self.config.url, outcome.status, outcome.reason)
             return 0.0
         _LOGGER.info("forward: %s; retrying", outcome.reason)
         if outcome.retry_after_s is not None:
             return max(outcome.retry_after_s, 0.001)
         return 0.0
+
+    def _delivered(self, batch: Batch) -> None:
+        self.backlog.delivered(self.dest, batch)
+        self._refresh()
 
     def _set_online(self, online: bool, error: str) -> None:
         if online != self.online:
@@ -432,17 +438,6 @@ class Forwarder:
     def auth_alert(self) -> Alert | None:
         """The open operator alert while the store refuses the token."""
         return self._auth.current
-
-    def _raise_auth_alert(self, outcome: Outcome) -> None:
-        if self._auth.current is None:
-            message = auth_refused_message(self.config.url, outcome.status, outcome.reason)
-            _LOGGER.error("forward: %s", message)
-            self._auth.raise_(message, value=float(outcome.status or 0))
-
-    def _clear_auth_alert(self) -> None:
-        if self._auth.current is not None:
-            _LOGGER.warning("forward: the store accepts the token again")
-            self._auth.clear()
 
     def _emit(self, event: AlertEvent) -> None:
         if self._alert_sink is not None:
@@ -464,6 +459,9 @@ class Forwarder:
             "forward_online": lambda: 1.0 if self.online else 0.0,
             "forward_auth_failed": lambda: 1.0 if self.auth_alert is not None else 0.0,
             "forward_alerts_over_budget": lambda: float(self.backlog.alerts_over_budget),
+            "forward_storage_fault": lambda: 0.0 if self.storage.fault is None else 1.0,
+            "forward_dropped_events": lambda: float(self.dropped_events),
+            "forward_dropped_scores": lambda: float(self.dropped_scores),
             **{
                 f"forward_evicted_{kind}": functools.partial(self._evicted, kind)
                 for kind in EVICTION_KINDS

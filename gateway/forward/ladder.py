@@ -18,6 +18,7 @@ from gateway.errors import StoreError
 from gateway.forward.config import ForwardBudgets
 from gateway.forward.downsample import coarse_key, interval_ms_of, merge, merge_into
 from gateway.forward.points import Point, PointClass
+from gateway.forward.storage import rollback
 
 _LOGGER = logging.getLogger(__name__)
 _Pred = Callable[[], bool]
@@ -79,7 +80,7 @@ class EvictionLadder(abc.ABC):
             evicted = self._ladder()
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)  # never "cannot rollback" over the cause (SQLITE_FULL)
             self._recount()
             raise
         return evicted
