@@ -37,7 +37,12 @@ from gateway.protocol.messages import Ack, Channel, NodeInference, ReadingBatch,
 from gateway.store.clock import NodeClock
 from gateway.store.faults import is_storage_fault
 from gateway.store.journal_rows import NotAllNew, PendingRows, insert, packer
-from gateway.store.journal_schema import JOURNAL_SCHEMA_VERSION, SCHEMA, size_bytes
+from gateway.store.journal_schema import (
+    JOURNAL_SCHEMA_VERSION,
+    MIGRATIONS,
+    SCHEMA,
+    size_bytes,
+)
 from gateway.store.recovery import hold_lock, journal_problem, set_aside
 from gateway.store.schema_version import open_schema
 from gateway.store.sequence import StreamState
@@ -123,7 +128,7 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("PRAGMA foreign_keys=OFF")
-            open_schema(db, f"journal {self.path}", SCHEMA, JOURNAL_SCHEMA_VERSION)
+            open_schema(db, f"journal {self.path}", SCHEMA, JOURNAL_SCHEMA_VERSION, MIGRATIONS)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open journal {self.path}: {exc}") from exc
         self._db = db
@@ -142,10 +147,16 @@ class Journal:
         for spec, cid in db.execute("SELECT spec, id FROM channel_sets"):
             self._channel_sets[spec] = cid
         rows = db.execute(
-            "SELECT node_id, boot_id, acked, highest_seen, received, duplicates, lost FROM streams"
+            "SELECT node_id, boot_id, acked, highest_seen, received, duplicates, lost, offset_ms"
+            " FROM streams"
         ).fetchall()
-        for node_id, boot_id, acked, highest, received, dups, lost in rows:
+        for node_id, boot_id, acked, highest, received, dups, lost, offset in rows:
             state = StreamState(node_id, boot_id, acked, set(), highest, lost, received, dups)
+            # The clock offset carries over a restart: estimated afresh, it would be taken from
+            # the node's resent backlog, whose wait would shift readings onto later ones'
+            # timestamps. (A clock already in memory, after a rolled-back commit, is kept.)
+            if offset is not None and (node_id, boot_id) not in self._clocks:
+                self._clocks[(node_id, boot_id)] = NodeClock(self._skew_limit_ms, offset_ms=offset)
             # Committed seqs above the watermark (out of order before the restart).
             for table in ("readings", "inferences", "statuses"):
                 state.ahead.update(
@@ -298,7 +309,7 @@ class Journal:
                 self._closed.append(old_key)
             _LOGGER.info("%s: rebooted (boot %08x -> %08x)", msg.node_id, previous, msg.boot_id)
         self._require().execute(
-            "INSERT OR IGNORE INTO streams VALUES (?, ?, 0, 0, 0, 0, 0, ?)",
+            "INSERT OR IGNORE INTO streams VALUES (?, ?, 0, 0, 0, 0, 0, ?, NULL)",
             (msg.node_id, msg.boot_id, env.rx_ms),
         )
         self._current_boot[msg.node_id] = msg.boot_id
@@ -394,12 +405,15 @@ class Journal:
         self, db: sqlite3.Connection, touched: dict[tuple[str, int], Envelope]
     ) -> None:
         rows = []
+        clocks = self._clocks
         for key in [*touched, *self._closed]:
             s = self._streams[key]
-            rows.append((s.acked, s.highest_seen, s.received, s.duplicates, s.lost, *key))
+            clock = clocks.get(key)
+            offset = None if clock is None else clock.offset_ms
+            rows.append((s.acked, s.highest_seen, s.received, s.duplicates, s.lost, offset, *key))
         db.executemany(
-            "UPDATE streams SET acked=?, highest_seen=?, received=?, duplicates=?, lost=?"
-            " WHERE node_id=? AND boot_id=?",
+            "UPDATE streams SET acked=?, highest_seen=?, received=?, duplicates=?, lost=?,"
+            " offset_ms=coalesce(?, offset_ms) WHERE node_id=? AND boot_id=?",
             rows,
         )
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 
-# docs: gateway/store/schema_version.py; 1 = the tables below (0: the same, unnumbered).
-JOURNAL_SCHEMA_VERSION = 1
+from gateway.store.schema_version import Migration
+
+# docs: gateway/store/schema_version.py; 1 = the tables below without streams.offset_ms
+# (0: the same, unnumbered); 2 = streams.offset_ms added (see MIGRATIONS).
+JOURNAL_SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_sets (
     id INTEGER PRIMARY KEY,
@@ -62,6 +65,7 @@ CREATE TABLE IF NOT EXISTS streams (
     duplicates INTEGER NOT NULL,
     lost INTEGER NOT NULL,
     first_rx_ms INTEGER NOT NULL,
+    offset_ms INTEGER,                      -- uptime->wall offset estimate (NULL: none yet)
     PRIMARY KEY (node_id, boot_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nodes (
@@ -83,6 +87,20 @@ CREATE TABLE IF NOT EXISTS evictions (
     count INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+def _add_stream_offsets(db: sqlite3.Connection) -> None:
+    """1 -> 2: the streams' clock offsets, so a restart maps node time as before it.
+
+    Only added when missing: a salvaged journal (``fieldgate journal recover``) is written
+    with the current tables and no version number.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(streams)")}
+    if "offset_ms" not in columns:
+        db.execute("ALTER TABLE streams ADD COLUMN offset_ms INTEGER")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _add_stream_offsets}
 
 
 def size_bytes(db: sqlite3.Connection) -> int:

@@ -140,6 +140,9 @@ def _insert(
     dst: sqlite3.Connection, table: str, width: int, rows: list[tuple[object, ...]]
 ) -> None:
     marks = ",".join("?" * width)
+    if rows and len(rows[0]) < width:
+        # A journal of an older schema: later versions only append nullable columns.
+        rows = [(*row, *(None,) * (width - len(row))) for row in rows]
     dst.executemany(f'INSERT OR IGNORE INTO "{table}" VALUES ({marks})', rows)
 
 
