@@ -12,8 +12,6 @@ over the cause, and the forwarder task died (in ``fieldgate run``, the TaskGroup
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from tests.fixtures.forward import Plant, fast_forward_config
 from tests.fixtures.gateway import wait_until
 from tests.fixtures.servers import VictoriaMetrics
 from tests.fixtures.tasks import in_background
-from tests.fixtures.tmpfs import mounted_tmpfs
+from tests.fixtures.tmpfs import fill_disk, mounted_tmpfs
 from tests.fixtures.victoria import samples_per_identity, values_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,19 +33,6 @@ pytestmark = pytest.mark.timeout(120)
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     with mounted_tmpfs(tmp_path / "tiny", "4m") as mount:
         yield mount
-
-
-def fill(disk: Path) -> Path:
-    """Take every free block of the disk; returns the filler (delete it to make room)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    return filler
 
 
 async def _feed(plant: Plant) -> None:
@@ -83,7 +68,7 @@ async def test_a_full_backlog_disk_pauses_forwarding_and_loses_nothing(
         async with in_background(_feed(plant), "test:feed"):
             own_victoria.stop()  # summaries pile up in the backlog
             await wait_until(lambda: _waiting(fwd) > 0, what="points waiting in the backlog")
-            filler = fill(tiny_disk)
+            filler = fill_disk(tiny_disk)
             # Summaries of new intervals cannot be stored now: the forwarder must live on.
             await wait_until(
                 lambda: task.done() or storage_alerts(), timeout_s=30, what="the storage alert"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from gateway.outputs.outbox import Outbox
 from gateway.outputs.payload import encode_event
 from gateway.store.alerts import AlertStore
 from tests.fixtures.gateway import wait_until
-from tests.fixtures.tmpfs import mounted_tmpfs
+from tests.fixtures.tmpfs import fill_disk, mounted_tmpfs
 from tests.unit.outputs.helpers import make_event
 from tests.unit.outputs.test_outbox import Receiver, running
 
@@ -35,19 +34,6 @@ pytestmark = pytest.mark.timeout(90)
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     with mounted_tmpfs(tmp_path / "tiny", "4m") as mount:
         yield mount
-
-
-def fill(disk: Path) -> Path:
-    """Take every free block of the disk; returns the filler (delete it to make room)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def hot(node: str, t_s: int, value: float) -> ChannelReading:
@@ -72,7 +58,7 @@ async def test_the_alert_history_on_a_full_disk_degrades_and_catches_up(tiny_dis
         await asyncio.wait_for(runner.ready.wait(), 10)
         runner.submit([hot("pump-01", 1, 20.0)])
         await wait_until(lambda: len(delivered) == 1, what="the first alert")
-        filler = fill(tiny_disk)
+        filler = fill_disk(tiny_disk)
         # The disk is full: alerts for 50 nodes still reach the outputs.
         runner.submit([hot(f"pump-{n:02d}", 2, 20.0 + n) for n in range(2, 52)])
         await wait_until(lambda: len(delivered) == 51, what="50 alerts on a full disk")
@@ -111,7 +97,7 @@ async def test_the_outbox_on_a_full_disk_holds_notifications_and_delivers_them(
     async with running(outbox) as ob:
         put(0)
         await wait_until(lambda: len(hook.received) == 1, what="the first notification")
-        filler = fill(tiny_disk)
+        filler = fill_disk(tiny_disk)
         for n in range(1, 200):
             put(n)
         await wait_until(lambda: len(faults) == 1, what="the fault reported")
