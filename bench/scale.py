@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import random
 import re
 import signal
@@ -41,14 +40,13 @@ import zlib
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
-from bench.site import SITE, publisher
+from bench.site import SITE, proc_cpu_s, proc_rss_mb, publisher
 from gateway.forward.config import ForwardConfig
 from gateway.forward.points import encode
 from gateway.forward.sender import Sender, Verdict
 from gateway.forward.summarise import JournalRow, Summariser
 from tests.fixtures.servers import Mosquitto, VictoriaMetrics
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 NODES = 200
 CHANNELS = (("vib_rms", "g"), ("current", "A"), ("pressure", "bar"), ("temperature", "degC"),
             ("flow", "l/min"))  # fmt: skip
@@ -69,18 +67,6 @@ def vm_counters(vm: VictoriaMetrics) -> dict[str, float]:
         "bytes": total("vm_tcplistener_read_bytes_total"),
         "rows": total("vm_rows_inserted_total"),
     }
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # -- part A: one whole site ---------------------------------------------------------------------
