@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 from firmware_tools.describe import build_manifest
+from firmware_tools.flash.api import FlashResult
 from firmware_tools.signing import generate_keypair, load_private_key, sign_manifest, write_signed
 from tests.fixtures.zephyr_smp import FS_SERVER, NativeSimServer, unavailable_reason
 
@@ -85,3 +89,31 @@ def make_model(tmp_path: Path) -> MakeModel:
         return Model(path, artifact, pub, manifest.version, priv)
 
     return make
+
+
+class _Server(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
+
+@dataclass
+class KillMidUpload:
+    """A fleet observer that pulls one node's plug (SIGKILL of its server by PID) once more
+    than ``after`` bytes of its upload are acknowledged, and only before it ends."""
+
+    node_id: str
+    server: _Server
+    after: int = 0
+    killed: bool = False
+
+    def phase(self, node_id: str, text: str) -> None:
+        pass
+
+    def progress(self, node_id: str, done: int, total: int) -> None:
+        if node_id == self.node_id and self.after < done < total and not self.killed:
+            self.killed = True
+            assert self.server.pid is not None
+            os.kill(self.server.pid, signal.SIGKILL)
+
+    def finished(self, result: FlashResult) -> None:
+        pass

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from firmware_tools.flash.api import FlashResult, Outcome
+from firmware_tools.flash.api import Outcome
 from firmware_tools.flash.mcumgr.capabilities import ImageSlot, NodeKind
 from firmware_tools.flash.mcumgr.flasher import McuMgrFlasher
 from firmware_tools.flash.mcumgr.mcuboot_image import MODEL_OFFSET_TLV, McubootImage, wrap
@@ -36,7 +34,7 @@ from tests.fixtures.zephyr_smp import (
     unavailable_reason,
 )
 from tests.integration.firmware_tools.flash.conftest import run_cli
-from tests.integration.firmware_tools.flash.zephyr.conftest import MakeModel, Model
+from tests.integration.firmware_tools.flash.zephyr.conftest import KillMidUpload, MakeModel, Model
 
 pytestmark = pytest.mark.usefixtures("_no_leftover_tasks")
 
@@ -182,23 +180,6 @@ async def test_a_node_killed_mid_upload_fails_alone_and_a_rerun_completes(
     signed = read_signed(model.path.with_suffix(".manifest.cbor"))
     options = FlashOptions(retries=1, backoff_initial_s=0.1, backoff_max_s=0.2)
 
-    class KillMidUpload:
-        """Pulls the MCUboot node's plug (SIGKILL of its QEMU) a few chunks into the upload."""
-
-        killed = False
-
-        def phase(self, node_id: str, text: str) -> None:
-            pass
-
-        def progress(self, node_id: str, done: int, total: int) -> None:
-            if node_id == "m0-01" and 2000 < done < total and not self.killed:
-                self.killed = True
-                assert swap_server.pid is not None
-                os.kill(swap_server.pid, signal.SIGKILL)
-
-        def finished(self, result: FlashResult) -> None:
-            pass
-
     def fleet() -> list[McuMgrFlasher]:
         return [
             McuMgrFlasher(
@@ -211,7 +192,7 @@ async def test_a_node_killed_mid_upload_fails_alone_and_a_rerun_completes(
         ]
 
     flashers = fleet()
-    observer = KillMidUpload()
+    observer = KillMidUpload("m0-01", swap_server, after=2000)
     try:
         results = await flash_fleet(
             flashers, model.artifact, signed, options=options, observer=observer

@@ -12,14 +12,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import signal
 from pathlib import Path
 
 import pytest
 from smp.file_management import FileHashChecksumRequest
 
-from firmware_tools.flash.api import FlashResult, Outcome
+from firmware_tools.flash.api import Outcome
 from firmware_tools.flash.mcumgr.capabilities import Capabilities, probe
 from firmware_tools.flash.mcumgr.flasher import McuMgrFlasher
 from firmware_tools.flash.mcumgr.fs_path import FsLayout, FsPath
@@ -28,7 +26,7 @@ from firmware_tools.flash.orchestrate import FlashOptions, flash_fleet, report_j
 from gateway.protocol.signed_manifest import read_signed
 from tests.fixtures.zephyr_smp import NativeSimServer
 from tests.integration.firmware_tools.flash.conftest import run_cli
-from tests.integration.firmware_tools.flash.zephyr.conftest import MakeModel
+from tests.integration.firmware_tools.flash.zephyr.conftest import KillMidUpload, MakeModel
 
 pytestmark = pytest.mark.usefixtures("_no_leftover_tasks")
 
@@ -137,23 +135,6 @@ async def test_a_node_killed_mid_upload_fails_alone_and_a_rerun_completes(
     signed = read_signed(model.path.with_suffix(".manifest.cbor"))
     options = FlashOptions(retries=1, backoff_initial_s=0.1, backoff_max_s=0.2)
 
-    class KillMidUpload:
-        """Pulls fs-01's plug (SIGKILL by PID) when its first chunk is acknowledged."""
-
-        killed = False
-
-        def phase(self, node_id: str, text: str) -> None:
-            pass
-
-        def progress(self, node_id: str, done: int, total: int) -> None:
-            if node_id == "fs-01" and 0 < done < total and not self.killed:
-                self.killed = True
-                assert fs_server.pid is not None
-                os.kill(fs_server.pid, signal.SIGKILL)
-
-        def finished(self, result: FlashResult) -> None:
-            pass
-
     def fleet() -> list[McuMgrFlasher]:
         return [
             McuMgrFlasher("fs-01", fs_server.address, timeout_s=2.0),
@@ -162,7 +143,7 @@ async def test_a_node_killed_mid_upload_fails_alone_and_a_rerun_completes(
 
     flashers = fleet()
     try:
-        observer = KillMidUpload()
+        observer = KillMidUpload("fs-01", fs_server, after=0)
         results = await flash_fleet(
             flashers, model.artifact, signed, options=options, observer=observer
         )
