@@ -30,7 +30,6 @@ import asyncio
 import multiprocessing
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import zlib
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
-from bench.site import SITE, proc_cpu_s, proc_rss_mb, publisher
+from bench.site import SITE, proc_cpu_s, proc_rss_mb, start_fleet, stop_gateway
 from gateway.forward.config import ForwardConfig
 from gateway.forward.points import encode
 from gateway.forward.sender import Sender, Verdict
@@ -91,24 +90,13 @@ def one_site(
     )
     warmup_s = max(interval_s, 10) + 5
     window_s = interval_s * intervals
-    ctx = multiprocessing.get_context("spawn")
-    started = ctx.Event()
-    fleet = ctx.Process(
-        target=publisher,
-        args=(broker.host, broker.port),
-        kwargs={
-            "nodes": NODES,
-            "seconds": warmup_s + 2 * interval_s + window_s + 10,
-            "seed": 2,
-            "started": started,
-        },
-        name="bench-scale-fleet",
-    )
+    fleet = None
     try:
         time.sleep(3)
-        fleet.start()
-        if not started.wait(120):
-            raise SystemExit("the load generator did not start")
+        fleet = start_fleet(
+            broker.host, broker.port, nodes=NODES,
+            seconds=warmup_s + 2 * interval_s + window_s + 10, seed=2, name="bench-scale-fleet",
+        )  # fmt: skip
         time.sleep(warmup_s)
         # Align the window to whole intervals: start just after one closes.
         time.sleep(interval_s - (time.time() % interval_s) + 2 + 1)
@@ -117,12 +105,9 @@ def one_site(
         after, cpu1, elapsed = vm_counters(vm), proc_cpu_s(gateway.pid), time.monotonic() - t0
         rss = proc_rss_mb(gateway.pid)
     finally:
-        gateway.send_signal(signal.SIGTERM)
-        try:
-            gateway.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-        fleet.join(timeout=30)
+        stop_gateway(gateway)
+        if fleet is not None:
+            fleet.join(timeout=30)
         broker.stop()
     per_interval = {k: (after[k] - before[k]) / intervals for k in after}
     return {

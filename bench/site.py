@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
@@ -124,6 +125,34 @@ def publisher(
     client.loop_stop()
 
 
+def start_fleet(
+    host: str, port: int, *, nodes: int, seconds: float, seed: int, name: str = "bench-site-fleet"
+) -> BaseProcess:
+    """Run :func:`publisher` in a process of its own (its CPU is then its own to measure);
+    return once it publishes."""
+    spawn = multiprocessing.get_context("spawn")
+    started = spawn.Event()
+    fleet = spawn.Process(
+        target=publisher,
+        args=(host, port),
+        kwargs={"nodes": nodes, "seconds": seconds, "seed": seed, "started": started},
+        name=name,
+    )
+    fleet.start()
+    if not started.wait(120):
+        raise SystemExit("the load generator did not start (see its traceback above)")
+    return fleet
+
+
+def stop_gateway(gateway: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as a service manager stops it; killed if it has not exited after 30 s."""
+    gateway.send_signal(signal.SIGTERM)
+    try:
+        gateway.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        gateway.kill()
+
+
 def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -202,21 +231,10 @@ def main() -> None:
             idle = cpu_share(gateway.pid, 4)
             print(f"gateway idle (connected, no nodes): {idle:.3f} core", flush=True)
 
-            started = multiprocessing.get_context("spawn").Event()
-            fleet = multiprocessing.get_context("spawn").Process(
-                target=publisher,
-                args=(broker.host, broker.port),
-                kwargs={
-                    "nodes": args.nodes,
-                    "seconds": warmup_s + window_s + 2,
-                    "seed": args.seed,
-                    "started": started,
-                },
-                name="bench-site-fleet",
-            )
-            fleet.start()
-            if not started.wait(120):
-                raise SystemExit("the load generator did not start (see its traceback above)")
+            fleet = start_fleet(
+                broker.host, broker.port, nodes=args.nodes, seconds=warmup_s + window_s + 2,
+                seed=args.seed,
+            )  # fmt: skip
             assert fleet.pid is not None
             time.sleep(warmup_s)  # calibration batches committed and scored, baselines made
             if full is not None:
@@ -232,11 +250,7 @@ def main() -> None:
             upstream = full.upstream_kb_s() if full is not None else None
             fleet.join(timeout=30)
         finally:
-            gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+            stop_gateway(gateway)
             broker.stop()
             if full is not None:
                 print(f"full site: forwarded {full.points_stored()} samples into VictoriaMetrics; "

@@ -32,9 +32,7 @@ import argparse
 import asyncio
 import functools
 import json
-import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.site import committed_readings, proc_cpu_s, publisher, write_config
+from bench.site import committed_readings, proc_cpu_s, start_fleet, stop_gateway, write_config
 from tests.fixtures.servers import Mosquitto
 
 _CPU_NS: dict[str, int] = {}
@@ -182,22 +180,9 @@ def main() -> None:
             while not out.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(2)
-            spawn = multiprocessing.get_context("spawn")
-            started = spawn.Event()
-            fleet = spawn.Process(
-                target=publisher,
-                args=(broker.host, broker.port),
-                kwargs={
-                    "nodes": args.nodes,
-                    "seconds": warmup_s + window_s + 3,
-                    "seed": 1,
-                    "started": started,
-                },
-                name="bench-site-fleet",
+            fleet = start_fleet(
+                broker.host, broker.port, nodes=args.nodes, seconds=warmup_s + window_s + 3, seed=1
             )
-            fleet.start()
-            if not started.wait(120):
-                raise SystemExit("the load generator did not start (see its traceback above)")
             time.sleep(warmup_s)
             before, cpu0 = json.loads(out.read_text()), proc_cpu_s(gateway.pid)
             readings0, t0 = committed_readings(journal), time.monotonic()
@@ -206,11 +191,7 @@ def main() -> None:
             readings, seconds = committed_readings(journal) - readings0, time.monotonic() - t0
             fleet.join(timeout=30)
         finally:
-            gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+            stop_gateway(gateway)
             broker.stop()
     readings = max(readings, 1)
     total_us = 1e6 * (cpu1 - cpu0) / readings
