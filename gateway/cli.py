@@ -122,6 +122,9 @@ def run(
         _err.print("[green]configuration is valid[/green]")
         return
     setup_logging(cfg.log_level, log_format)
+    from gateway.process_memory import tune_malloc
+
+    tune_malloc()  # before the gateway allocates its state (gateway/process_memory.py)
     from gateway.app import Gateway, freeze_startup_heap, run_until_signalled
     from gateway.service_notify import ServiceNotifier
 

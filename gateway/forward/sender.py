@@ -1,6 +1,6 @@
 """One POST of line protocol to an InfluxDB v2 write API, and what its answer means.
 
-Plain aiohttp rather than influxdb-client's write API: the backlog already holds encoded
+A plain POST (gateway.http_post) rather than influxdb-client's write API: the backlog already holds encoded
 lines, so a batch is one ``join`` + gzip + POST with no per-point objects; every status
 code and header (``Retry-After``) reaches us unchanged, so 400 / 401-403 / 429 / 5xx are
 told apart exactly; and nothing runs on a thread of its own (the client's batching
@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-import aiohttp
-
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, TransportError
 from gateway.forward.config import ForwardConfig
+from gateway.http_post import HttpConnection
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -71,20 +70,17 @@ def classify(status: int, body: str, headers: dict[str, str]) -> Outcome:
 
 
 class Sender:
-    """Owns one aiohttp session; use as ``async with Sender(cfg) as s: await s.send(body)``."""
+    """Owns one kept-alive connection; use as ``async with Sender(cfg) as s: await s.send(body)``."""
 
     def __init__(self, config: ForwardConfig) -> None:
         self._config = config
-        self._session: aiohttp.ClientSession | None = None
+        self._session: HttpConnection | None = None
         self.bytes_sent = 0  # on the wire (compressed)
         self.url = f"{config.url}/api/v2/write"
         self.params = {"org": config.org, "bucket": config.bucket, "precision": config.precision}
 
     async def __aenter__(self) -> Sender:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self._config.timeout_s),
-            connector=aiohttp.TCPConnector(limit=2),
-        )
+        self._session = HttpConnection(timeout_s=self._config.timeout_s)
         return self
 
     async def __aexit__(
@@ -113,13 +109,10 @@ class Sender:
             body = await asyncio.to_thread(gzip.compress, body, 1)
             headers["Content-Encoding"] = "gzip"
         try:
-            async with self._session.post(
-                self.url, params=self.params, data=body, headers=headers
-            ) as resp:
-                text = await resp.text(errors="replace")
-                self.bytes_sent += len(body)
-                return classify(resp.status, text, dict(resp.headers))
+            resp = await self._session.post(self.url, body, headers, params=self.params)
         except TimeoutError:
             return Outcome(Verdict.RETRY, None, f"timeout after {self._config.timeout_s:g} s")
-        except aiohttp.ClientError as exc:
-            return Outcome(Verdict.RETRY, None, f"{type(exc).__name__}: {exc}")
+        except TransportError as exc:
+            return Outcome(Verdict.RETRY, None, str(exc))
+        self.bytes_sent += len(body)
+        return classify(resp.status, resp.text(), resp.headers)

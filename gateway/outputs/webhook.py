@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
-
 from gateway.errors import TransportError
 from gateway.events import AlertEvent
+from gateway.http_post import HttpConnection
 from gateway.outputs.config import WebhookConfig
 from gateway.outputs.outbox import DeliveryRejected, Notification
 
@@ -43,20 +42,18 @@ class WebhookDestination:
             "Content-Type": "application/json",
             "Idempotency-Key": note.event_id,
         }
-        timeout = aiohttp.ClientTimeout(total=self._config.timeout_s)
         try:
-            # A session per notification: alerts are rare, and nothing outlives a send
+            # A connection per notification: alerts are rare, and nothing outlives a send
             # (no pooled connection to go stale while the site is offline for hours).
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(
-                    self._url, data=note.body, headers=headers, allow_redirects=False
-                ) as resp,
-            ):
-                status = resp.status
-                text = (await resp.text(errors="replace"))[:200]
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # Redirects are never followed (gateway.http_post does not).
+            async with HttpConnection(timeout_s=self._config.timeout_s, keep_alive=False) as http:
+                resp = await http.post(self._url, note.body, headers)
+        except TransportError as exc:
+            raise TransportError(f"webhook {exc}") from exc
+        except (TimeoutError, OSError) as exc:
             raise TransportError(f"webhook {self._url}: {type(exc).__name__}: {exc}") from exc
+        status = resp.status
+        text = resp.text()[:200]
         if 200 <= status < 300:
             _LOGGER.debug("webhook: %s delivered (%d)", note.event_id, status)
             return
