@@ -50,10 +50,7 @@ MAX_PENDING_SCORES = 200_000
 _RATE_WINDOW_S = 60.0
 MAX_RETRY_AFTER_S = 3600.0  # a Retry-After beyond this is a misconfigured store, not advice
 BACKFILL_CHUNK = 20_000  # journal rows between early interval closes while catching up
-# Journal rows per read: the rows of one read are alive at once (about 330 bytes each), and
-# Python's allocator keeps the arenas a burst of them filled (docs/benchmarks.md, "issue 18:
-# the gateway's memory"), so reads are small; the summary does not depend on the chunking.
-READ_CHUNK = 2_000
+READ_CHUNK = 2_000  # rows per read: all alive at once (docs/benchmarks.md, the gateway's memory)
 _NARROW = (Verdict.REFUSED, Verdict.TOO_LARGE)  # answers about the batch itself
 
 
@@ -271,16 +268,12 @@ class Forwarder:
             self._open_tail()
         stored = 0
         if self._tail is not None:
-            since_close = 0
-            while rows := self._tail.readings_after(
-                s.cursor, min(READ_CHUNK, BACKFILL_CHUNK - since_close)
-            ):
+            until_close = BACKFILL_CHUNK
+            while rows := self._tail.readings_after(s.cursor, min(READ_CHUNK, until_close)):
                 s.add_readings(rows)
-                since_close += len(rows)
-                if since_close >= BACKFILL_CHUNK:
-                    since_close = 0
-                    # More is waiting (a backlog of journal history): close the intervals
-                    # this much data has passed, so memory holds one chunk, not the history.
+                until_close -= len(rows)
+                if until_close == 0:  # a backlog of journal history: close what it has passed
+                    until_close = BACKFILL_CHUNK
                     closed = s.close(min(now_ms, rows[-1].ts_ms))
                     if closed is not None:
                         stored += self.backlog.enqueue(*closed)

@@ -12,18 +12,19 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.alerts.system import SystemAlert
 from gateway.events import AlertEvent, Severity
 from gateway.outputs.bus import AlertBus
 from gateway.outputs.config import OutputsConfig
-from gateway.outputs.email import EmailDestination
-from gateway.outputs.local_mqtt import LocalMqttOutput
 from gateway.outputs.node_action import CommandSender, NodeActions
 from gateway.outputs.outbox import Destination, Outbox
 from gateway.outputs.payload import encode_event
 from gateway.outputs.script_hook import ScriptHook
-from gateway.outputs.webhook import WebhookDestination
+
+if TYPE_CHECKING:
+    from gateway.outputs.local_mqtt import LocalMqttOutput
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,17 +64,25 @@ class AlertOutputs:
         self._config = config
         self._site = site
         self.bus = bus
-        self.local_mqtt = (
-            LocalMqttOutput(config.local_mqtt, site) if config.local_mqtt.enabled else None
-        )
+        # The optional outputs are imported only when enabled: aiomqtt (and paho), smtplib
+        # and the HTTP client stay out of a gateway that does not use them.
+        self.local_mqtt: LocalMqttOutput | None = None
+        if config.local_mqtt.enabled:
+            from gateway.outputs.local_mqtt import LocalMqttOutput
+
+            self.local_mqtt = LocalMqttOutput(config.local_mqtt, site)
         self.node_actions = NodeActions(config.node_actions, sender)
         self.script_hook = (
             ScriptHook(config.script_hook, site) if config.script_hook.enabled else None
         )
         destinations: list[Destination] = []
         if config.webhook.enabled:
+            from gateway.outputs.webhook import WebhookDestination
+
             destinations.append(WebhookDestination(config.webhook))
         if config.email.enabled:
+            from gateway.outputs.email import EmailDestination
+
             destinations.append(EmailDestination(config.email))
         self.outbox = (
             Outbox(

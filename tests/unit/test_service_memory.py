@@ -66,3 +66,24 @@ def test_with_fixed_thresholds_a_large_block_keeps_a_mapping_of_its_own() -> Non
     # block of that size comes from the heap and stays resident after it is freed.
     assert _run(_BLOCK_REUSE, "default") == "0"
     assert _run(_BLOCK_REUSE, "tuned") == "1"
+
+
+def test_outputs_that_are_not_enabled_are_not_imported() -> None:
+    # aiomqtt (and paho under it) for the local MQTT output, smtplib for e-mail.
+    loaded = _run(
+        """
+        import sys, tempfile
+        from pathlib import Path
+        from gateway.config import GatewayConfig
+        from gateway.outputs import AlertBus, AlertOutputs
+
+        def made(**outputs):
+            cfg = GatewayConfig(outputs=outputs).outputs
+            AlertOutputs(cfg, AlertBus(), None, Path(tempfile.mkdtemp()), site="s")
+            return [m for m in ("aiomqtt", "smtplib") if m in sys.modules]
+
+        print(made(), made(local_mqtt={"enabled": True}), made(email={"enabled": True,
+              "host": "127.0.0.1", "from_addr": "a@b.example", "to_addrs": ["c@d.example"]}))
+        """
+    )
+    assert loaded == "[] ['aiomqtt'] ['aiomqtt', 'smtplib']"
