@@ -30,7 +30,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from gateway.errors import CodecError, TransportError
 from gateway.protocol import mqtt_wire as wire
@@ -271,8 +271,7 @@ class MqttConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # a stream transport
         self._last_in = self._last_out = self._loop.time()
 
     def data_received(self, data: bytes) -> None:
