@@ -3,6 +3,8 @@ split of the stream, and every malformed packet refused saying what and where.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +14,7 @@ from gateway.protocol import mqtt_wire as wire
 from gateway.protocol.mqtt_wire import MqttWireError, PacketReader, Publish
 
 
-def read_all(stream: bytes, cuts: list[int] = (), max_packet: int = 1 << 20) -> list[object]:  # type: ignore[assignment]
+def read_all(stream: bytes, cuts: Sequence[int] = (), max_packet: int = 1 << 20) -> list[object]:
     reader = PacketReader(max_packet)
     out: list[object] = []
     start = 0
@@ -34,7 +36,7 @@ def fails(stream: bytes, match: str, max_packet: int = 1 << 20) -> MqttWireError
 
 
 def read_packets(reader: PacketReader) -> list[object]:
-    out = []
+    out: list[object] = []
     while (packet := reader.next()) is not None:
         out.append(packet)
     return out
@@ -101,16 +103,12 @@ def test_publish_flags_and_packet_id() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"qos": 2, "mid": 1}, "QoS 2"),
-        ({"qos": 0, "mid": 3}, "neither packet id"),
-        ({"qos": 1, "mid": 0}, "packet id 0"),
-    ],
+    ("qos", "mid", "match"),
+    [(2, 1, "QoS 2"), (0, 3, "neither packet id"), (1, 0, "packet id 0")],
 )
-def test_publishes_the_standard_forbids_are_not_encoded(kwargs: dict[str, int], match: str) -> None:
+def test_publishes_the_standard_forbids_are_not_encoded(qos: int, mid: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        wire.encode_publish("a", b"", **kwargs)
+        wire.encode_publish("a", b"", qos, mid)
 
 
 # -- decoding -------------------------------------------------------------------------------
