@@ -12,11 +12,12 @@ warm-up; ``--min-commit-interval-s`` sets ``journal.min_commit_interval_s`` for 
 
 Stages:
 
-* loop, MQTT read: paho's parse, decode, admission, the ingest queue (``PahoConnection._read``)
-* loop, MQTT write rounds: PUBACKs and acks queued by paho, one ``send`` each
-  (``PahoConnection._write_round``)
-* loop, acks built and queued: topic and payload, paho's publish
-  (``MqttSource._ack_publish``, ``PahoConnection.publish``)
+* loop, MQTT read: packet parse, decode, admission, the ingest queue
+  (``MqttConnection.data_received``; on older gateways paho's, ``PahoConnection._read``)
+* loop, MQTT write rounds: queued PUBACKs and acks, one ``send`` each
+  (``MqttConnection._flush``; ``PahoConnection._write_round``)
+* loop, acks built and queued: topic and payload, the connection's publish
+  (``MqttSource._ack_publish``, ``MqttConnection.publish`` / ``PahoConnection.publish``)
 * loop, after each commit: acks to the mailbox, PUBACKs released, the commit listeners (the
   scoring pipeline's ``on_commit``) (``JournalWriter._after_commit``)
 * journal thread, ``Journal.commit``: SQLite and the fsync's system time
@@ -93,15 +94,23 @@ def serve(config: Path, out: Path) -> None:
     from gateway.app import Gateway, freeze_startup_heap, run_until_signalled
     from gateway.config import load_config
     from gateway.sources.mqtt import MqttSource
-    from gateway.sources.mqtt_loop import PahoConnection
+
+    try:  # the gateway's own MQTT connection; paho's on older gateways
+        from gateway.sources.mqtt_connection import MqttConnection as conn_cls
+
+        read, write = "data_received", "_flush"
+    except ImportError:
+        from gateway.sources.mqtt_loop import PahoConnection as conn_cls  # type: ignore[no-redef]
+
+        read, write = "_read", "_write_round"
     from gateway.store.journal import Journal
     from gateway.store.writer import JournalWriter
 
-    _timed(PahoConnection, "_read", "loop: MQTT read (parse, decode, queue)")
-    _timed(PahoConnection, "_write_round", "loop: MQTT write rounds (PUBACKs, acks)")
+    _timed(conn_cls, read, "loop: MQTT read (parse, decode, queue)")
+    _timed(conn_cls, write, "loop: MQTT write rounds (PUBACKs, acks)")
     _timed(MqttSource, "_ack_publish", "loop: acks built and queued")
     _timed(MqttSource, "_payload_for", "loop: acks built and queued")  # before _ack_publish
-    _timed(PahoConnection, "publish", "loop: acks built and queued")
+    _timed(conn_cls, "publish", "loop: acks built and queued")
     _timed(JournalWriter, "_after_commit", "loop: after each commit (incl. on_commit)")
     _timed(Journal, "commit", "journal: Journal.commit (SQLite, fsync)")
     gateway = Gateway(load_config(config))

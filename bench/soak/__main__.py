@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+from bench.soak.faults import FAULT_KINDS
 from bench.soak.run import Options, soak
 from bench.soak.stack import FleetShape
 
@@ -22,6 +23,19 @@ def seconds(text: str) -> float:
     if text and text[-1] in units:
         return float(text[:-1]) * units[text[-1]]
     return float(text)
+
+
+def fault_kinds(text: str) -> frozenset[str]:
+    """``none`` or a comma-separated subset of :data:`FAULT_KINDS`."""
+    if text.strip() == "none":
+        return frozenset()
+    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    unknown = sorted(kinds - set(FAULT_KINDS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULT_KINDS)}"
+        )
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write report.json and PNG plots here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the gateway's log")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--faults",
+        type=fault_kinds,
+        default=None,
+        metavar="KIND,...|none",
+        help=f"inject only these fault kinds (default: all of {', '.join(FAULT_KINDS)}); "
+        "'none' or a list without gateway_kill9 keeps one gateway process for the whole run, "
+        "so rss_growth_mb is its growth over the whole duration",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     shape = FleetShape(args.serial, args.mqtt, args.ble, args.rate, seed=args.seed)
     t0 = time.monotonic()
     result = asyncio.run(
-        soak(Options(args.duration, shape, args.seed, args.report, args.keep_logs))
+        soak(Options(args.duration, shape, args.seed, args.report, args.keep_logs, args.faults))
     )
     v = result["verdict"]
     g = result["growth"]

@@ -29,6 +29,7 @@ class Options:
     seed: int
     report_dir: Path | None
     keep: bool
+    faults: frozenset[str] | None = None  # None: every kind
 
 
 @contextlib.contextmanager
@@ -116,7 +117,7 @@ async def soak(opts: Options) -> dict[str, object]:
                           f"{opts.shape.mqtt} mqtt, {len(stack.ble_nodes)} ble nodes at "
                           f"{opts.shape.rate_hz:g} Hz; faults for {opts.duration_s:g} s"
                           + ("" if disk_ok else " (no tmpfs: no disk fault)"), flush=True)  # fmt: skip
-                    faults = Faults(stack, log, rng, disk=disk_ok)
+                    faults = Faults(stack, log, rng, disk=disk_ok, only=opts.faults)
                     await faults.run(time.monotonic() + opts.duration_s)
                     await _settle(stack, 60)
                     stack.stop_sampling()

@@ -1,15 +1,14 @@
 """MQTT source: subscribe to ``fieldgate/<site>/+/+`` and acknowledge after commit.
 
 Durability across the broker: the session is persistent (``clean_session=False``
-with a fixed client id) and paho's manual acknowledgement is switched on, so a
+with a fixed client id) and PUBACKs are sent only when asked for, so a
 QoS 1 message is PUBACKed to the broker only once the journal has committed it.
 If the gateway dies before that, the broker redelivers it on reconnect and the
 journal drops the copy it may already hold.
 
-paho-mqtt is driven through its documented external-loop API
-(gateway.sources.mqtt_loop), reading in batches and writing corked rounds through a
-buffered socket (gateway.sources.mqtt_socket): on a busy link that saves most of the
-system calls.
+The broker connection is our own (gateway.sources.mqtt_connection, on the sans-IO
+codec gateway.protocol.mqtt_wire): every packet of a read parsed in one callback, every
+packet queued in one loop iteration written in one send.
 
 Acks and commands go back in the form (CBOR or JSON) of the node's latest uplink
 (docs/protocol.md, "Payloads: CBOR or JSON"), so a node without a CBOR library can
@@ -21,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-
-import paho.mqtt.client as paho
 
 from gateway.config import MqttConfig
 from gateway.downlink import Downlinks, LinkReach
@@ -39,11 +36,12 @@ from gateway.protocol.mqtt_topics import (
     parse_topic,
     uplink_filters,
 )
+from gateway.protocol.mqtt_wire import Publish
 from gateway.protocol.payload import encode_message
 from gateway.protocol.payload.encode import ack_head, encode_ack
 from gateway.retry import Backoff
 from gateway.sources.common import AckMailbox, Admission, CommandOutbox, now_ms
-from gateway.sources.mqtt_loop import PahoConnection
+from gateway.sources.mqtt_connection import MqttConnection
 from gateway.sources.mqtt_tls import client_context
 
 _LOGGER = logging.getLogger(__name__)
@@ -115,13 +113,13 @@ class MqttSource:
                 _LOGGER.warning("mqtt: %s; reconnecting in %.1f s", group.exceptions[0], delay)
                 await asyncio.sleep(delay)
 
-    def _connection(self, backlog: deque[Envelope], has_backlog: asyncio.Event) -> PahoConnection:
-        def on_message(message: paho.MQTTMessage) -> None:
+    def _connection(self, backlog: deque[Envelope], has_backlog: asyncio.Event) -> MqttConnection:
+        def on_message(message: Publish) -> None:
             self._on_message(message, conn, backlog, has_backlog)
 
         # The message handler is in place before CONNECT: a persistent session's backlog
         # arrives right after CONNACK, before SUBACK.
-        conn = PahoConnection(
+        conn = MqttConnection(
             self._host,
             self._port,
             client_id=self._config.client_id,
@@ -135,12 +133,12 @@ class MqttSource:
 
     def _on_message(
         self,
-        message: paho.MQTTMessage,
-        conn: PahoConnection,
+        message: Publish,
+        conn: MqttConnection,
         backlog: deque[Envelope],
         has_backlog: asyncio.Event,
     ) -> None:
-        """Decode and queue one message, straight from paho's read loop.
+        """Decode and queue one message, straight from the connection's read callback.
 
         Envelopes the bounded ingest queue cannot take at once wait in ``backlog``, in
         order, and the pump feeds them with the queue's own policy. The first one that
@@ -161,7 +159,7 @@ class MqttSource:
             conn.pause_reading()
 
     async def _pump(
-        self, backlog: deque[Envelope], has_backlog: asyncio.Event, conn: PahoConnection
+        self, backlog: deque[Envelope], has_backlog: asyncio.Event, conn: MqttConnection
     ) -> None:
         while True:
             await has_backlog.wait()
@@ -171,8 +169,8 @@ class MqttSource:
             has_backlog.clear()
             conn.resume_reading()
 
-    def _envelope(self, message: paho.MQTTMessage, conn: PahoConnection) -> Envelope | None:
-        """Decode and admit one paho message; None (and PUBACKed) when it will not enter."""
+    def _envelope(self, message: Publish, conn: MqttConnection) -> Envelope | None:
+        """Decode and admit one PUBLISH; None (and PUBACKed) when it will not enter."""
         mid, qos = message.mid, message.qos
 
         def puback() -> None:
@@ -181,7 +179,7 @@ class MqttSource:
                 self.pubacked += 1
 
         try:
-            topic: str = message.topic  # paho decodes it here and raises on invalid UTF-8
+            topic: str = message.topic  # decoded here, once; raises on invalid UTF-8
         except UnicodeDecodeError as exc:
             raw_topic = bytes(exc.object)
             self._admission.malformed(
@@ -220,7 +218,7 @@ class MqttSource:
             return encode_json_message(msg)
         return encode_message(msg)
 
-    async def _send_acks(self, conn: PahoConnection) -> None:
+    async def _send_acks(self, conn: MqttConnection) -> None:
         while True:
             # Acks are cumulative: pausing between rounds lets one ack per node cover many
             # commits instead of one publish per node per commit.
@@ -256,7 +254,7 @@ class MqttSource:
         self._reach.forget_all()
         self._commands.drop_all()
 
-    async def _send_commands(self, conn: PahoConnection) -> None:
+    async def _send_commands(self, conn: MqttConnection) -> None:
         while True:
             command = await self._commands.get()
             # QoS 1 (unlike acks): a command is not cumulative, so the broker must take it.

@@ -21,7 +21,8 @@ HERE = Path(__file__).resolve().parent
 def test_every_parser_survives_ten_thousand_examples() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(HERE / "test_codec_fuzz.py"), str(HERE / "test_more_parsers_fuzz.py")],
+         str(HERE / "test_codec_fuzz.py"), str(HERE / "test_more_parsers_fuzz.py"),
+         str(HERE / "test_mqtt_wire_fuzz.py")],
         env={**os.environ, "FIELDGATE_FUZZ": "long"},
         capture_output=True, text=True, check=False, cwd=HERE.parents[1],
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""paho driven from asyncio through a buffered, corked socket, against a real broker:
+"""The gateway's own MQTT connection (batched reads, corked writes), against a real broker:
 nothing is held back, nothing reordered, nothing PUBACKed before the caller says so."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiomqtt
-import paho.mqtt.client as paho
 import pytest
 
 from gateway.errors import TransportError
-from gateway.sources.mqtt_loop import PahoConnection
+from gateway.protocol.mqtt_wire import Publish
+from gateway.sources.mqtt_connection import MqttConnection
 from tests.fixtures.ports import free_port
 from tests.fixtures.servers import Mosquitto
 
@@ -20,16 +20,16 @@ N = 2000
 
 
 class Inbox:
-    """Collects what a PahoConnection receives; PUBACKs each message as it arrives
+    """Collects what a MqttConnection receives; PUBACKs each message as it arrives
     unless told to hold them."""
 
     def __init__(self, *, ack: bool = True) -> None:
-        self.messages: list[paho.MQTTMessage] = []
-        self.conn: PahoConnection | None = None
+        self.messages: list[Publish] = []
+        self.conn: MqttConnection | None = None
         self._ack = ack
         self.arrived = asyncio.Event()
 
-    def __call__(self, message: paho.MQTTMessage) -> None:
+    def __call__(self, message: Publish) -> None:
         self.messages.append(message)
         self.arrived.set()
         if self._ack and self.conn is not None:
@@ -44,8 +44,8 @@ class Inbox:
 @asynccontextmanager
 async def connection(
     broker: Mosquitto, client_id: str, inbox: Inbox
-) -> AsyncIterator[PahoConnection]:
-    conn = PahoConnection(
+) -> AsyncIterator[MqttConnection]:
+    conn = MqttConnection(
         broker.host, broker.port, client_id=client_id, keepalive_s=30, on_message=inbox
     )
     inbox.conn = conn
@@ -146,7 +146,7 @@ async def test_paused_reading_takes_nothing_until_resumed(
 
 
 async def test_no_broker_is_a_transport_error(mqtt_prefix: str) -> None:
-    conn = PahoConnection(
+    conn = MqttConnection(
         "127.0.0.1", free_port(), client_id=mqtt_prefix, keepalive_s=30, on_message=Inbox()
     )
     with pytest.raises(TransportError, match="cannot connect"):
