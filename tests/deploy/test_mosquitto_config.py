@@ -9,7 +9,6 @@ are refused; the gateway, logged in as itself, ingests what the broker lets thro
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import ssl
 import subprocess
@@ -19,49 +18,16 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway.config import load_config
 from gateway.doctor import check_broker
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
 from tests.fixtures.ports import free_port, wait_for_port
 from tests.fixtures.servers import _find, _stop
+from tests.fixtures.test_ca import make_server_certs
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 USERS = {"fieldgate-gateway": "gw-secret", "pump-01": "p1-secret", "pump-02": "p2-secret"}
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, issuer_key = issuer or (name, key)
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-    )
-    if issuer is None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-    else:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
 
 
 @dataclass
@@ -78,20 +44,7 @@ class SiteBroker:
 def site_broker(tmp_path: Path) -> Iterator[SiteBroker]:
     etc = tmp_path / "etc"
     etc.mkdir()
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("fieldgate test CA", ca_key, None)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = _cert("localhost", server_key, (ca.subject, ca_key))
-    _pem(etc / "ca.crt", ca.public_bytes(serialization.Encoding.PEM))
-    _pem(etc / "server.crt", server.public_bytes(serialization.Encoding.PEM))
-    _pem(
-        etc / "server.key",
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    make_server_certs(etc)
     (etc / "acl").write_text((SHIPPED / "acl").read_text())
     for user, password in USERS.items():
         subprocess.run(
@@ -255,9 +208,9 @@ def test_doctor_tells_a_wrong_ca_from_good_credentials(
         return f"{finding.status}: {finding.message}"
 
     assert broker_check(site_broker.ca).startswith("ok")
-    other_ca = tmp_path / "other-ca.crt"
-    key = ec.generate_private_key(ec.SECP256R1())
-    other_ca.write_bytes(_cert("someone else", key, None).public_bytes(serialization.Encoding.PEM))
+    other = tmp_path / "other"
+    other.mkdir()
+    other_ca = make_server_certs(other).ca
     verdict = broker_check(other_ca)
     assert verdict.startswith("fail")
     assert "TLS" in verdict

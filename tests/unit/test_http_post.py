@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -12,6 +14,7 @@ from aiohttp import web
 from gateway.errors import TransportError
 from gateway.http_post import HttpConnection
 from tests.fixtures.ports import free_port
+from tests.fixtures.test_ca import make_server_certs
 
 
 @dataclass
@@ -152,3 +155,35 @@ async def test_a_url_that_is_not_http_is_refused() -> None:
     async with HttpConnection(timeout_s=1) as http:
         with pytest.raises(TransportError, match="not an http"):
             await http.post("ftp://127.0.0.1/x", b"x", {})
+
+
+async def test_https_is_verified_against_the_system_trust_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cloud store behind a certificate the system trusts is reached; any other is refused."""
+    certs = make_server_certs(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certs.cert, certs.key)
+    port = free_port()
+
+    async def write(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/write", write)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+    url = f"https://localhost:{port}/write"
+    try:
+        async with HttpConnection(timeout_s=5) as http:
+            with pytest.raises(TransportError, match=r"(?i)certificate"):
+                await http.post(url, b"x", {})
+        # OpenSSL's default trust store honours SSL_CERT_FILE: "the system trusts this CA".
+        monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca))
+        async with HttpConnection(timeout_s=5) as http:
+            answer = await http.post(url, b"x", {})
+        assert answer.status == 204
+    finally:
+        await runner.cleanup()
