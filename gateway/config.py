@@ -60,8 +60,10 @@ class JournalConfig(_Section):
     # 1 reading/s) commits of one message made that fixed cost most of the CPU per reading
     # (bench.site). A busy gateway commits back to back and never waits for this.
     min_commit_interval_s: float = Field(0.005, ge=0, le=1)
-    """least time between the starts of two commits: what arrives meanwhile joins the next
-    one (adds at most this to the time to durable, ack and alert; 0: commit at once)"""
+    """group commits: a message arriving within this of the previous commit's start waits
+    this long from its arrival and what arrives meanwhile joins its commit; a later one
+    commits at once (adds at most this to the time to durable, ack and alert; 0: commit
+    at once)"""
     retention_interval_s: float = Field(60.0, gt=0)
     """how often the byte budget is enforced"""
     max_seq_jump: int = Field(100_000, ge=1)

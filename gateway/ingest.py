@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Literal, NamedTuple, Protocol
@@ -53,9 +54,14 @@ class IngestQueue:
         self._overflow = overflow
         self.dropped: Counter[str] = Counter()
         self.high_water = 0
+        # time.monotonic() when an envelope went into the empty queue: no envelope waiting
+        # now arrived before it (the journal writer's group commits count from it).
+        self.since = 0.0
 
     async def put(self, envelope: Envelope) -> bool:
         """Queue ``envelope``; False if the overflow policy dropped it."""
+        if self._queue.empty():
+            self.since = time.monotonic()
         if self._overflow == "drop_newest":
             try:
                 self._queue.put_nowait(envelope)
@@ -71,14 +77,17 @@ class IngestQueue:
         """Queue ``envelope`` without waiting. False only when the queue is full and the policy
         is ``block``: the caller must keep it and ``put`` it later (in order). With
         ``drop_newest`` a full queue drops and counts it, and that counts as handled."""
+        queue = self._queue
+        if queue.empty():
+            self.since = time.monotonic()
         try:
-            self._queue.put_nowait(envelope)
+            queue.put_nowait(envelope)
         except asyncio.QueueFull:
             if self._overflow != "drop_newest":
                 return False
             self.dropped[envelope.transport.value] += 1
             return True
-        self.high_water = max(self.high_water, self._queue.qsize())
+        self.high_water = max(self.high_water, queue.qsize())
         return True
 
     async def get_batch(self, max_items: int) -> list[Envelope]:

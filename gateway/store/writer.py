@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -37,6 +39,23 @@ _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
 
 
+def hold_until(arrived: float, last_start: float, interval: float) -> float:
+    """When to start the commit of what has waited since ``arrived`` (monotonic seconds).
+
+    A message that comes ``interval`` or more after the previous commit started (a trickle,
+    a quiet link) is committed at once. One that comes sooner belongs to a steady flow: it
+    waits until ``interval`` after its own arrival, and whatever arrives meanwhile shares its
+    commit. So no message waits more than ``interval`` for others, two commits start at least
+    ``interval`` apart (unless a backlog is left over from a full commit), and at a steady load
+    each commit gathers a whole interval's arrivals: counted from the previous commit's start,
+    it would gather only what came in the part of the interval left after that commit had
+    drained the queue.
+    """
+    if arrived >= last_start + interval:
+        return arrived
+    return arrived + interval
+
+
 class JournalWriter:
     def __init__(
         self, journal: Journal, queue: IngestQueue, config: JournalConfig, metrics: Metrics
@@ -52,7 +71,7 @@ class JournalWriter:
         # One thread: SQLite connections belong to a thread, and one writer is all WAL allows.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self.ready = asyncio.Event()
-        # Taken from the queue, waiting for min_commit_interval_s before its commit.
+        # Taken from the queue, held for min_commit_interval_s before its commit (hold_until).
         self._held: list[Envelope] = []
 
     def add_listener(self, listener: CommitListener) -> None:
@@ -71,21 +90,22 @@ class JournalWriter:
             await self.call(self._journal.open)
             self.ready.set()
             _LOGGER.info("journal open: %s", self._journal.path)
-            loop = asyncio.get_running_loop()
             limit = self._config.max_commit_messages
             interval = self._config.min_commit_interval_s
-            started = -interval
+            started = -math.inf
             while True:
                 batch = await self._queue.get_batch(limit)
-                wait = started + interval - loop.time()
-                if wait > 0 and len(batch) < limit:
-                    # Group commit: what arrives in the rest of the interval shares this
-                    # commit. Held here, the batch is still committed if we are cancelled.
-                    self._held = batch
-                    await asyncio.sleep(wait)
-                    self._held = []
-                    batch += self._queue.drain_nowait(limit - len(batch))
-                started = loop.time()
+                if len(batch) < limit:
+                    until = hold_until(self._queue.since, started, interval)
+                    wait = until - time.monotonic()
+                    if wait > 0:
+                        # Group commit: what arrives until then shares this commit. Held
+                        # here, the batch is still committed if we are cancelled.
+                        self._held = batch
+                        await asyncio.sleep(wait)
+                        self._held = []
+                        batch += self._queue.drain_nowait(limit - len(batch))
+                started = time.monotonic()
                 await self._commit(batch)
         finally:
             await self._shutdown()
