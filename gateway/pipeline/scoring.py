@@ -16,7 +16,6 @@ the journal, so nothing durable is lost, only scores for those rows.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import Counter, deque
@@ -31,11 +30,11 @@ from gateway.events import AnomalyScore, ScoreSource
 from gateway.pipeline.fallback import LAYOUT_PREFIX, FallbackScorer
 from gateway.pipeline.hotswap import ModelInfo, ShadowStats
 from gateway.pipeline.node_types import slot_of
-from gateway.pipeline.stacked import FitStack, finish_many, prepare_many
-from gateway.pipeline.windows import NodeStream, Prepared, Row
+from gateway.pipeline.stacked import FitStack, score_many
+from gateway.pipeline.windows import NodeStream, Row
 from gateway.store.baselines import BaselineStore, StoredBaseline
-from tinymodels.attribution import top_channels
-from tinymodels.gateway_features import FeatureConfig, window_errors
+from tinymodels.attribution import row_shares, top_channels
+from tinymodels.gateway_features import FeatureConfig
 from tinymodels.runtime import GatewayModel
 
 _LOGGER = logging.getLogger(__name__)
@@ -168,33 +167,30 @@ class BatchScorer:
         if not ready:
             return []
         # Every node's rows through each statistic at once (gateway/pipeline/stacked.py).
-        stack = slot.fit_stack()
-        zms, stats, windows = prepare_many(
-            stack, [st for st, _ in ready], [[r.values for r in rest] for _, rest in ready]
+        model, batch_rows = slot.model, self.batch_rows
+        scores, counts, zm = score_many(
+            slot.fit_stack(),
+            [st for st, _ in ready],
+            [[r.values for r in rest] for _, rest in ready],
+            (lambda w: model.predict_batched(w, batch_rows)) if "ae" in cfg.components else None,
         )
-        prepared = [
-            Prepared(st, [r.t_ms for r in rest], windows[i] if windows else _NO_WINDOWS,
-                     stats[i], zms[i])
-            for i, (st, rest) in enumerate(ready)
-        ]  # fmt: skip
-        if "ae" in cfg.components:
-            all_windows = np.concatenate(windows)
-            recon = slot.model.predict_batched(all_windows, self.batch_rows)
-            all_errors = window_errors(all_windows, recon)
-            bounds = np.cumsum([0, *(len(p.t_ms) for p in prepared)])
-            for p, (a, b) in zip(prepared, itertools.pairwise(bounds), strict=True):
-                p.stats["ae"] = all_errors[a:b]
-        node_scores = finish_many(stack, prepared)
         out: list[AnomalyScore] = []
         version = slot.info.version
         names = cfg.model_channels if cfg.model_channels is not None else cfg.channels
-        for p, scores in zip(prepared, node_scores, strict=True):
-            node_id = p.stream.node_id
-            for i, (t, s) in enumerate(zip(p.t_ms, scores.tolist(), strict=True)):
-                # Which channels: only worth the work for a score that could alert.
-                shares = p.shares if s >= 1 else None
-                top = top_channels(shares[i], names) if shares is not None else ()
-                out.append(AnomalyScore(node_id, t, source, s, version, top))
+        for i, ((stream, rest), node_scores) in enumerate(zip(ready, scores.tolist(), strict=True)):
+            node_id = stream.node_id
+            shares = None
+            for j, (row, score) in enumerate(zip(rest, node_scores, strict=False)):
+                top: tuple[tuple[str, float], ...] = ()
+                if score >= 1:  # which channels: only worth the work for a score that could alert
+                    if shares is None:
+                        fit = stream.fit
+                        assert fit is not None
+                        rows = np.ascontiguousarray(zm[i, : counts[i]])
+                        shares = row_shares(fit.pca, fit.mset, rows)
+                    if shares is not None:
+                        top = top_channels(shares[j], names)
+                out.append(AnomalyScore(node_id, row.t_ms, source, score, version, top))
         return out
 
     def _new_stream(

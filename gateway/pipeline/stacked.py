@@ -17,13 +17,13 @@ rounding).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from tinymodels.gateway_features import FeatureConfig
+from tinymodels.gateway_features import FeatureConfig, window_errors
 
 if TYPE_CHECKING:
     from gateway.pipeline.windows import DetectorFit, NodeStream, Prepared
@@ -194,3 +194,123 @@ def finish_many(stack: FitStack, prepared: Sequence[Prepared]) -> list[FloatArra
     scores = np.mean(parts, axis=0).astype(np.float32)
     scores = (scores / np.float32(cfg.threshold_factor)).astype(np.float32)
     return [scores[i, : counts[i]] for i in range(nodes)]
+
+
+def _tails(ext: np.ndarray, counts: npt.NDArray[np.intp], keep: int) -> np.ndarray:
+    """Per node ``i``, ``ext[i, counts[i] : counts[i] + keep]`` as one array (nodes, keep, ...)."""
+    first = int(counts[0])
+    if (counts == first).all():  # the usual case: a slice, no gather
+        return ext[:, first : first + keep]
+    return ext[np.arange(len(counts))[:, None], counts[:, None] + np.arange(keep)]
+
+
+def score_many(
+    stack: FitStack,
+    streams: Sequence[NodeStream],
+    rest: Sequence[Sequence[tuple[float, ...]]],
+    reconstruct: Callable[[FloatArray], FloatArray] | None,
+) -> tuple[FloatArray, npt.NDArray[np.intp], FloatArray]:
+    """:func:`prepare_many`, the AE and :func:`finish_many` in one pass, the statistics kept
+    as (nodes, rows) arrays from start to end (no per-node split and re-stack).
+
+    ``reconstruct`` runs the AE on every real row's window at once (None: the model has no
+    AE); its input is the same windows, in the same order, as the per-node path's. Returns the
+    scores (nodes, rows), the counts (row ``j`` of node ``i`` is real for ``j < counts[i]``)
+    and the standardised model-channel rows (nodes, rows, d) for attribution. Each stream's
+    window and smoothing history advance as with prepare_many/finish_many, and the scores are
+    theirs: the same operations on the same values (tests/unit/pipeline).
+    """
+    cfg = stack.cfg
+    counts = np.fromiter((len(r) for r in rest), np.intp, len(rest))
+    rmax = int(counts.max())
+    fits = []
+    for st in streams:
+        assert st.fit is not None
+        fits.append(st.fit)
+    s = stack.slots(fits)
+    # None when every node has rmax rows; else which (node, row) cells are real.
+    real = None if (counts == rmax).all() else np.arange(rmax)[None, :] < counts[:, None]
+    raw = _raw_rows(rest, counts, rmax, len(cfg.channels), uniform=real is None)
+    z = np.clip((raw - stack.mean[s][:, None, :]) / stack.sd[s][:, None, :], -cfg.clip, cfg.clip)
+    zm = z.astype(np.float32)[:, :, list(cfg.model_channel_index)]
+    x = zm.astype(np.float64)
+    stats: dict[str, FloatArray] = {}
+    if "t2" in cfg.components or "q" in cfg.components:
+        t2, q = _pca(stack, s, x)
+        stats.update({k: v for k, v in (("t2", t2), ("q", q)) if k in cfg.components})
+    if "mset" in cfg.components:
+        stats["mset"] = _mset(stack, s, x)
+    if "ae" in cfg.components:
+        assert reconstruct is not None
+        stats["ae"] = _ae_errors(cfg, streams, zm, counts, real=real, reconstruct=reconstruct)
+    keep = max(cfg.smooth_rows - 1, 0)
+    parts = []
+    for name in cfg.components:
+        ext = np.zeros((len(streams), keep + rmax), dtype=np.float32)
+        if keep:
+            ext[:, :keep] = np.stack([st.history[name] for st in streams])
+        ext[:, keep:] = stats[name] if real is None else np.where(real, stats[name], 0)
+        tails = _tails(ext, counts, keep).copy()
+        for i, st in enumerate(streams):
+            st.history[name] = tails[i]
+        parts.append(
+            (_smoothed(ext, cfg.smooth_rows) / stack.scales[name][s][:, None]).astype(np.float32)
+        )
+    scores = np.mean(parts, axis=0).astype(np.float32)
+    scores = (scores / np.float32(cfg.threshold_factor)).astype(np.float32)
+    return scores, counts, zm
+
+
+def _raw_rows(
+    rest: Sequence[Sequence[tuple[float, ...]]],
+    counts: npt.NDArray[np.intp],
+    rmax: int,
+    channels: int,
+    *,
+    uniform: bool,
+) -> F64:
+    """Rows of node i at [i, :counts[i]]; the padding repeats a real row so nothing overflows."""
+    if uniform:
+        return np.array(rest, dtype=np.float64).reshape(len(rest), rmax, channels)
+    raw = np.empty((len(rest), rmax, channels), dtype=np.float64)
+    for i, rows in enumerate(rest):
+        raw[i, : counts[i]] = rows
+        raw[i, counts[i] :] = rows[0]
+    return raw
+
+
+def _ae_errors(
+    cfg: FeatureConfig,
+    streams: Sequence[NodeStream],
+    zm: FloatArray,
+    counts: npt.NDArray[np.intp],
+    *,
+    real: npt.NDArray[np.bool_] | None,
+    reconstruct: Callable[[FloatArray], FloatArray],
+) -> FloatArray:
+    """The AE's error per (node, row) (0 on padding); advances each stream's window."""
+    nodes, rmax = zm.shape[0], zm.shape[1]
+    w = cfg.window
+    ext = np.concatenate([np.stack([st.recent_z for st in streams]), zm], axis=1)
+    view = np.lib.stride_tricks.sliding_window_view(ext, w, axis=1)  # (n, rows, d, w)
+    all_windows = view.transpose(0, 1, 3, 2).reshape(nodes, rmax, -1)
+    if w > 1:
+        recent = _tails(ext, counts, w - 1)
+        for i, st in enumerate(streams):
+            st.recent_z = recent[i]
+    flat = all_windows.reshape(nodes * rmax, -1) if real is None else all_windows[real]
+    flat = np.ascontiguousarray(flat)
+    errors = window_errors(flat, reconstruct(flat))
+    if real is None:
+        return errors.reshape(nodes, rmax)
+    out = np.zeros((nodes, rmax), dtype=np.float32)
+    out[real] = errors
+    return out
+
+
+def _smoothed(ext: FloatArray, rows: int) -> FloatArray:
+    """Each row's mean over itself and the ``rows - 1`` before it (as in finish_many)."""
+    if rows <= 1:
+        return ext
+    c = np.cumsum(np.concatenate([np.zeros((len(ext), 1)), ext.astype(np.float64)], 1), 1)
+    return ((c[:, rows:] - c[:, : c.shape[1] - rows]) / rows).astype(np.float32)

@@ -10,8 +10,9 @@ import numpy as np
 from gateway.events import ScoreSource
 from gateway.pipeline.hotswap import load_trusted
 from gateway.pipeline.scoring import BatchScorer, ModelSlot, ScoredBatch, ScoringWorker
-from gateway.pipeline.windows import Row
+from gateway.pipeline.windows import NodeStream, Row
 from tests.unit.pipeline.helpers import pump_frame
+from tinymodels.gateway_features import window_errors
 from tinymodels.runtime import DEFAULT_GATEWAY_MODEL
 
 
@@ -72,3 +73,41 @@ async def test_overflow_drops_incoming_rows_counts_them_per_node_and_keeps_the_q
     assert [s.t_ms for s in scored] == [i * 1000 for i in range(16, 30)]
     assert worker.stats.max_batch_rows == 8
     assert worker.stats.queued_rows == 40
+
+
+def test_nodes_with_different_row_counts_in_one_batch_score_as_each_node_alone() -> None:
+    # Three nodes, batches in which each brings a different number of rows (0 to 9): the
+    # stacked scorer pads the short ones, and every score is the one the node's own streaming
+    # path gives (NodeStream.prepare/finish), bit for bit.
+    frames = {
+        f"n{k}": pump_frame(10 + k, 160, fault_from=120 if k == 1 else None) for k in range(3)
+    }
+    rows = {n: _rows(n, f) for n, f in frames.items()}
+    scorer = _scorer()
+    got: dict[str, list[float]] = {n: [] for n in frames}
+    taken = dict.fromkeys(frames, 0)
+    sizes = {"n0": [1, 4, 9, 2], "n1": [3, 1, 0, 7], "n2": [9, 9, 1, 1]}
+    step = 0
+    while any(taken[n] < 160 for n in frames):
+        batch = []
+        for n in frames:
+            k = sizes[n][step % 4]
+            batch += rows[n][taken[n] : taken[n] + k]
+            taken[n] += k
+        step += 1
+        for s in scorer.score(batch).gateway:
+            got[s.node_id].append(s.score)
+    model, _ = load_trusted(DEFAULT_GATEWAY_MODEL)
+    cfg = model.feature_config
+    assert cfg is not None
+    for n in frames:
+        stream = NodeStream(n, cfg, 64)
+        alone: list[float] = []
+        for i in range(0, 160, 10):
+            prepared = stream.prepare(model, rows[n][i : i + 10])
+            if prepared is not None:
+                errors = window_errors(prepared.windows, model.predict_batched(prepared.windows))
+                alone += stream.finish(prepared, errors).tolist()
+        assert got[n] == alone
+    # The fault shows, so this compares something.
+    assert np.mean(got["n1"][-30:]) > 2 * np.mean(got["n0"][-30:])
