@@ -20,7 +20,11 @@ Stages:
   (``MqttSource._ack_publish``, ``MqttConnection.publish`` / ``PahoConnection.publish``)
 * loop, after each commit: acks to the mailbox, PUBACKs released, the commit listeners (the
   scoring pipeline's ``on_commit``) (``JournalWriter._after_commit``)
+* loop, scores in: fusion, the alert engine's evaluation, the sinks
+  (``ScoringPipeline._on_scores``)
 * journal thread, ``Journal.commit``: SQLite and the fsync's system time
+* scoring thread, ``BatchScorer.score``: windows, statistics, the model, attribution (the
+  rest of the thread is the executor's hand-off)
 
 Run: python -m bench.site_stages [--quick] [--nodes N] [--min-commit-interval-s X]
 Last line: RESULT site_stages nodes=<n> us_per_reading=<x> loop_us=<x> journal_us=<x>
@@ -93,6 +97,8 @@ def serve(config: Path, out: Path) -> None:
     """The gateway with its stages timed; writes the counters to ``out`` twice a second."""
     from gateway.app import Gateway, freeze_startup_heap, run_until_signalled
     from gateway.config import load_config
+    from gateway.pipeline.pipeline import ScoringPipeline
+    from gateway.pipeline.scoring import BatchScorer
     from gateway.sources.mqtt import MqttSource
 
     try:  # the gateway's own MQTT connection; paho's on older gateways
@@ -113,6 +119,8 @@ def serve(config: Path, out: Path) -> None:
     _timed(conn_cls, "publish", "loop: acks built and queued")
     _timed(JournalWriter, "_after_commit", "loop: after each commit (incl. on_commit)")
     _timed(Journal, "commit", "journal: Journal.commit (SQLite, fsync)")
+    _timed(ScoringPipeline, "_on_scores", "loop: scores in (fusion, alert engine)")
+    _timed(BatchScorer, "score", "scoring: BatchScorer.score")
     gateway = Gateway(load_config(config))
 
     def dump() -> None:
