@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway.events import AnomalyScore, ScoreSource
 from gateway.pipeline.fallback import LAYOUT_PREFIX, FallbackScorer
@@ -39,7 +40,6 @@ from tinymodels.runtime import GatewayModel
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
-_NO_WINDOWS = np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass
@@ -179,15 +179,16 @@ class BatchScorer:
         names = cfg.model_channels if cfg.model_channels is not None else cfg.channels
         for i, ((stream, rest), node_scores) in enumerate(zip(ready, scores.tolist(), strict=True)):
             node_id = stream.node_id
-            shares = None
+            shares: npt.NDArray[np.float64] | None = None
+            worked_out = False  # shares: the node's rows' channel shares, on first use
             for j, (row, score) in enumerate(zip(rest, node_scores, strict=False)):
                 top: tuple[tuple[str, float], ...] = ()
                 if score >= 1:  # which channels: only worth the work for a score that could alert
-                    if shares is None:
+                    if not worked_out:
                         fit = stream.fit
                         assert fit is not None
                         rows = np.ascontiguousarray(zm[i, : counts[i]])
-                        shares = row_shares(fit.pca, fit.mset, rows)
+                        shares, worked_out = row_shares(fit.pca, fit.mset, rows), True
                     if shares is not None:
                         top = top_channels(shares[j], names)
                 out.append(AnomalyScore(node_id, row.t_ms, source, score, version, top))
