@@ -27,7 +27,7 @@ from gateway.alerts.config import (
     SilenceWindow,
     ThresholdRule,
 )
-from gateway.alerts.routing import Detector, group_by_route, idle_run, new_detector
+from gateway.alerts.routing import Detector, apply_quiet, group_by_route, new_detector
 from gateway.alerts.silences import Silences, selector
 from gateway.alerts.state import (
     AlertBook,
@@ -104,6 +104,8 @@ class AlertEngine:
             else:
                 self._by_kind.setdefault(cfg.kind, []).append(rule)
         self._match_cache: dict[tuple[object, str], tuple[_Rule, ...]] = {}
+        # (channel or source, node) -> its level detectors (detectors are never replaced).
+        self._level_cache: dict[tuple[object, str], tuple[LevelDetector, ...]] = {}
         self._silences = Silences(config.silences)
 
         self._detectors: dict[str, Detector] = {}
@@ -168,31 +170,28 @@ class AlertEngine:
         """Apply the group's leading observations that cannot change a detector in one step;
         return how many (the rest are observed one by one)."""
         silent = self._silent_for(node_id)
-        if any(det.active for _, det in silent):
-            return 0
-        if isinstance(what, ScoreSource):
-            rules = self._matching(what, self._by_source.get(what), node_id)
-            values = [batch[i].score for i in idx]  # type: ignore[union-attr]
-        else:
-            rules = self._matching(what, self._by_channel.get(str(what)), node_id)
-            values = [batch[i].value for i in idx]  # type: ignore[union-attr]
-        quiet = len(values)
-        dets: list[LevelDetector] = []
-        for rule in rules:
-            det = self._detector(rule, node_id)
-            assert isinstance(det, LevelDetector)
-            if det.holding:
+        for _, det in silent:
+            if det.active:
                 return 0
-            quiet = min(quiet, idle_run(values, det.on, above=det.above))
-            dets.append(det)
-        if quiet:
-            for det in dets:
-                det.last_value = values[quiet - 1]
-            if silent:
-                latest = max(batch[i].t_ms for i in idx[:quiet])
-                for _, det in silent:
-                    det.seen(latest)
-        return quiet
+        dets = self._level_detectors(what, node_id)
+        return apply_quiet(batch, idx, dets, silent, score=isinstance(what, ScoreSource))
+
+    def _level_detectors(self, what: object, node_id: str) -> tuple[LevelDetector, ...]:
+        """The level detectors a reading of channel ``what`` (or a score of source ``what``)
+        of ``node_id`` feeds (bounded like the detectors: per rule and node)."""
+        found = self._level_cache.get((what, node_id))
+        if found is None:
+            if isinstance(what, ScoreSource):
+                rules = self._matching(what, self._by_source.get(what), node_id)
+            else:
+                rules = self._matching(what, self._by_channel.get(str(what)), node_id)
+            dets = []
+            for rule in rules:
+                det = self._detector(rule, node_id)
+                assert isinstance(det, LevelDetector)
+                dets.append(det)
+            found = self._level_cache[(what, node_id)] = tuple(dets)
+        return found
 
     def tick(self, now_ms: int) -> list[AlertEvent]:  # noqa: C901 - one pass per kind of timer; their order decides which event comes first and stays visible in one place
         """Advance the clock: silent nodes, minimum-duration timers, window expiry, the end of

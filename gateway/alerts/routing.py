@@ -80,3 +80,56 @@ def idle_run(values: list[float], on: float, *, above: bool) -> int:
         if v >= on if above else v <= on:
             return j
     return len(values)
+
+
+def apply_quiet(
+    batch: list[Observation],
+    idx: list[int],
+    dets: tuple[LevelDetector, ...],
+    silent: list[tuple[str, SilenceDetector]],
+    *,
+    score: bool,
+) -> int:
+    """Apply the leading observations ``batch[i] for i in idx`` (one route's readings, or
+    scores if ``score``) that leave the route's level detectors ``dets`` idle, in one step
+    (last value, last seen for the node's idle ``silent`` detectors); return how many."""
+    if len(idx) == 1:  # the usual group at many nodes: one row each, no lists to build
+        return _apply_one(batch[idx[0]], dets, silent, score=score)
+    values: list[float] = (
+        [batch[i].score for i in idx]  # type: ignore[union-attr]
+        if score
+        else [batch[i].value for i in idx]  # type: ignore[union-attr]
+    )
+    quiet = len(values)
+    for det in dets:
+        if det.holding:
+            return 0
+        quiet = min(quiet, idle_run(values, det.on, above=det.above))
+    if quiet:
+        for det in dets:
+            det.last_value = values[quiet - 1]
+        if silent:
+            latest = max(batch[i].t_ms for i in idx[:quiet])
+            for _, sdet in silent:
+                sdet.seen(latest)
+    return quiet
+
+
+def _apply_one(
+    obs: Observation,
+    dets: tuple[LevelDetector, ...],
+    silent: list[tuple[str, SilenceDetector]],
+    *,
+    score: bool,
+) -> int:
+    """:func:`apply_quiet` for a group of one observation (1 if it was applied, else 0)."""
+    value: float = obs.score if score else obs.value  # type: ignore[union-attr]
+    for det in dets:
+        # NaN compares false: it never reaches a threshold (as in idle_run).
+        if det.holding or (value >= det.on if det.above else value <= det.on):
+            return 0
+    for det in dets:
+        det.last_value = value
+    for _, sdet in silent:
+        sdet.seen(obs.t_ms)
+    return 1
