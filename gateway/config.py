@@ -60,10 +60,14 @@ class JournalConfig(_Section):
     # 1 reading/s) commits of one message made that fixed cost most of the CPU per reading
     # (bench.site). A busy gateway commits back to back and never waits for this.
     min_commit_interval_s: float = Field(0.005, ge=0, le=1)
-    """group commits: a message arriving within this of the previous commit's start waits
-    this long from its arrival and what arrives meanwhile joins its commit; a later one
-    commits at once (adds at most this to the time to durable, ack and alert; 0: commit
-    at once)"""
+    """least time between the starts of two commits: what arrives meanwhile joins the next
+    one (adds at most this to the time to durable, ack and alert; 0: commit at once)"""
+    group_from_arrival: bool = False
+    """with min_commit_interval_s: a message that arrives within the interval of the previous
+    commit's start waits the interval from its own arrival, and what arrives meanwhile joins
+    it (more messages per commit at a steady load; the first of each group waits the whole
+    interval, so the median time to ack and alert rises by up to the interval; the bound
+    stays the interval). False: it waits only until the interval since that start is over"""
     retention_interval_s: float = Field(60.0, gt=0)
     """how often the byte budget is enforced"""
     max_seq_jump: int = Field(100_000, ge=1)

@@ -39,21 +39,23 @@ _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
 
 
-def hold_until(arrived: float, last_start: float, interval: float) -> float:
+def hold_until(
+    arrived: float, last_start: float, interval: float, *, from_arrival: bool = False
+) -> float:
     """When to start the commit of what has waited since ``arrived`` (monotonic seconds).
 
-    A message that comes ``interval`` or more after the previous commit started (a trickle,
-    a quiet link) is committed at once. One that comes sooner belongs to a steady flow: it
-    waits until ``interval`` after its own arrival, and whatever arrives meanwhile shares its
-    commit. So no message waits more than ``interval`` for others, two commits start at least
-    ``interval`` apart (unless a backlog is left over from a full commit), and at a steady load
-    each commit gathers a whole interval's arrivals: counted from the previous commit's start,
-    it would gather only what came in the part of the interval left after that commit had
-    drained the queue.
+    Two commits start at least ``interval`` apart (unless a backlog is left over from a full
+    commit); a message that comes ``interval`` or more after the previous commit started (a
+    trickle, a quiet link) is committed at once. One that comes sooner waits until the
+    interval since that start is over, or with ``from_arrival`` (``journal.group_from_arrival``)
+    until ``interval`` after its own arrival: then each commit of a steady flow gathers a whole
+    interval's arrivals, not only those that came in the part of the interval left after the
+    previous commit drained the queue. Either way no message waits more than ``interval``
+    for others.
     """
     if arrived >= last_start + interval:
         return arrived
-    return arrived + interval
+    return arrived + interval if from_arrival else last_start + interval
 
 
 class JournalWriter:
@@ -92,11 +94,14 @@ class JournalWriter:
             _LOGGER.info("journal open: %s", self._journal.path)
             limit = self._config.max_commit_messages
             interval = self._config.min_commit_interval_s
+            from_arrival = self._config.group_from_arrival
             started = -math.inf
             while True:
                 batch = await self._queue.get_batch(limit)
                 if len(batch) < limit:
-                    until = hold_until(self._queue.since, started, interval)
+                    until = hold_until(
+                        self._queue.since, started, interval, from_arrival=from_arrival
+                    )
                     wait = until - time.monotonic()
                     if wait > 0:
                         # Group commit: what arrives until then shares this commit. Held

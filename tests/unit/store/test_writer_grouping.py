@@ -1,10 +1,10 @@
 """The journal writer's group commits: a trickle shares commits, and nothing taken is dropped.
 
-``journal.min_commit_interval_s``: a message that comes within that interval of the previous
-commit's start waits that long from its arrival, and what arrives meanwhile joins its commit;
-one that comes later (a trickle) is committed at once. So no message waits longer than the
-interval for others, and two commits start at least that far apart. A batch held back that way is still committed (and
-acknowledged only then) when the writer is cancelled.
+``journal.min_commit_interval_s`` keeps two commits at least that far apart; what arrives
+meanwhile joins the next commit, and a message after a quiet spell is committed at once. With
+``journal.group_from_arrival`` a message in a steady flow waits the interval from its own
+arrival instead of until the interval since the previous commit's start is over. A batch held
+back either way is still committed (and acknowledged only then) when the writer is cancelled.
 """
 
 from __future__ import annotations
@@ -123,9 +123,23 @@ def test_a_message_after_a_quiet_interval_is_due_at_once() -> None:
     assert hold_until(arrived=100.0, last_start=-math.inf, interval=0.005) == 100.0
 
 
-def test_a_message_in_a_steady_flow_waits_one_interval_from_its_own_arrival() -> None:
+def test_a_message_in_a_steady_flow_waits_until_the_interval_since_the_last_start() -> None:
+    # 2 ms after the previous commit started: it waits 3 ms, until that commit's interval ends.
+    assert hold_until(arrived=100.002, last_start=100.0, interval=0.005) == 100.0 + 0.005
+
+
+def test_grouping_from_arrival_a_message_waits_one_interval_from_its_own_arrival() -> None:
     # 2 ms after the previous commit started: it waits 5 ms from its arrival, not 3 ms.
-    assert hold_until(arrived=100.002, last_start=100.0, interval=0.005) == 100.002 + 0.005
+    got = hold_until(arrived=100.002, last_start=100.0, interval=0.005, from_arrival=True)
+    assert got == 100.002 + 0.005
+    # After a quiet spell it is not held either way.
+    assert hold_until(arrived=100.0, last_start=90.0, interval=0.005, from_arrival=True) == 100.0
+
+
+def test_a_backlog_older_than_the_last_start_waits_no_longer_than_the_interval() -> None:
+    # Left over from a full commit that started at 100.0, waiting since 99.0.
+    assert hold_until(arrived=99.0, last_start=100.0, interval=0.005) == 100.005
+    assert hold_until(arrived=99.0, last_start=100.0, interval=0.005, from_arrival=True) == 99.005
 
 
 def test_no_interval_means_no_wait() -> None:
