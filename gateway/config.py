@@ -68,6 +68,11 @@ class JournalConfig(_Section):
     it (more messages per commit at a steady load; the first of each group waits the whole
     interval, so the median time to ack and alert rises by up to the interval; the bound
     stays the interval). False: it waits only until the interval since that start is over"""
+    group_below_rows: int = Field(16, ge=0)
+    """with min_commit_interval_s: hold a commit back only while the previous commit stored
+    fewer rows than this. Grouping pays where commits are small (many nodes sending a reading
+    each); once messages bring this many readings per commit, holding them only adds to the
+    time to ack and alert (0: never hold)"""
     retention_interval_s: float = Field(60.0, gt=0)
     """how often the byte budget is enforced"""
     max_seq_jump: int = Field(100_000, ge=1)

@@ -75,6 +75,7 @@ class JournalWriter:
         self.ready = asyncio.Event()
         # Taken from the queue, held for min_commit_interval_s before its commit (hold_until).
         self._held: list[Envelope] = []
+        self._last_rows = 0  # rows the previous commit stored (journal.group_below_rows)
 
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` on the event loop after every commit (must not block)."""
@@ -95,10 +96,11 @@ class JournalWriter:
             limit = self._config.max_commit_messages
             interval = self._config.min_commit_interval_s
             from_arrival = self._config.group_from_arrival
+            hold_below = self._config.group_below_rows
             started = -math.inf
             while True:
                 batch = await self._queue.get_batch(limit)
-                if len(batch) < limit:
+                if len(batch) < limit and self._last_rows < hold_below:
                     until = hold_until(
                         self._queue.since, started, interval, from_arrival=from_arrival
                     )
@@ -163,6 +165,7 @@ class JournalWriter:
             if env.on_durable is not None:
                 env.on_durable()
         self._metrics.record_commit(result)
+        self._last_rows = sum(result.inserted.values())
         for listener in self._listeners:
             listener(result)
 

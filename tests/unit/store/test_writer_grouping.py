@@ -5,6 +5,8 @@ meanwhile joins the next commit, and a message after a quiet spell is committed 
 ``journal.group_from_arrival`` a message in a steady flow waits the interval from its own
 arrival instead of until the interval since the previous commit's start is over. A batch held
 back either way is still committed (and acknowledged only then) when the writer is cancelled.
+Only small commits are held (``journal.group_below_rows``): after a commit that stored many
+readings the next message is committed as soon as it is taken.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class RecordingLink:
         self.acks.append(ack)
 
 
-def env(seq: int, link: RecordingLink) -> Envelope:
-    msg = ReadingBatch("pump-1", 3, seq, TimeBase.UPTIME_MS, CHANNELS, (Sample(seq, (1.0,)),))
+def env(seq: int, link: RecordingLink, readings: int = 1) -> Envelope:
+    samples = tuple(Sample(seq + k, (1.0,)) for k in range(readings))
+    msg = ReadingBatch("pump-1", 3, seq, TimeBase.UPTIME_MS, CHANNELS, samples)
     return Envelope(msg, Transport.SERIAL, 1_000_000 + seq, link)
 
 
@@ -192,3 +195,28 @@ async def test_a_burst_after_a_commit_shares_one_commit(tmp_path: Path) -> None:
             await task
     assert [[e.msg.seq for e in c.envelopes] for c in commits] == [[1], list(range(2, 12))]
     assert link.acks == [Ack("pump-1", 3, 1), Ack("pump-1", 3, 11)]
+
+
+async def test_after_a_commit_of_many_readings_the_next_message_is_not_held(
+    tmp_path: Path,
+) -> None:
+    # Were the second message held for the minute-long interval, until() would give up.
+    config = JournalConfig.model_construct(min_commit_interval_s=60.0, group_below_rows=16)
+    queue = IngestQueue(100, "block")
+    writer = JournalWriter(Journal(tmp_path / "j.db"), queue, config, Metrics())
+    commits: list[CommitResult] = []
+    writer.add_listener(commits.append)
+    link = RecordingLink()
+    task = asyncio.create_task(writer.run())
+    try:
+        await writer.ready.wait()
+        queue.try_put(env(1, link, readings=25))  # seqs 1-25: a commit of 25 rows
+        await until(lambda: len(commits) == 1)
+        queue.try_put(env(26, link))
+        await until(lambda: len(commits) == 2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [sum(c.inserted.values()) for c in commits] == [25, 1]
+    assert link.acks == [Ack("pump-1", 3, 25), Ack("pump-1", 3, 26)]
