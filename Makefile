@@ -15,8 +15,9 @@ test:  ## set up .venv (+ Debian test servers), lint, type-check and run the who
 
 DURATION ?= 1h
 REPORT ?= build/soak-report
-soak:  ## chaos soak for DURATION (120, 30m, 1h...): checker verdict + report with PNG plots in REPORT
-	PYTHONPATH=$(CURDIR) .venv/bin/python -m bench.soak --duration $(DURATION) --report $(REPORT)
+FAULTS ?=
+soak:  ## chaos soak for DURATION (120, 30m, 1h...): checker verdict + report with PNG plots in REPORT; FAULTS=kind,... to choose faults
+	PYTHONPATH=$(CURDIR) .venv/bin/python -m bench.soak --duration $(DURATION) --report $(REPORT) $(if $(FAULTS),--faults $(FAULTS))
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/deptry . && .venv/bin/mypy
