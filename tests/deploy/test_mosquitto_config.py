@@ -21,10 +21,10 @@ import pytest
 
 from gateway.config import load_config
 from gateway.doctor import check_broker
+from tests.fixtures.certs import make_server_certs
 from tests.fixtures.gateway import gateway_config, journal_keys, running_gateway, wait_until
 from tests.fixtures.ports import free_port, wait_for_port
 from tests.fixtures.servers import _find, _stop
-from tests.fixtures.test_ca import make_server_certs
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 USERS = {"fieldgate-gateway": "gw-secret", "pump-01": "p1-secret", "pump-02": "p2-secret"}

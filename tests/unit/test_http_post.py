@@ -13,8 +13,8 @@ from aiohttp import web
 
 from gateway.errors import TransportError
 from gateway.http_post import HttpConnection
+from tests.fixtures.certs import make_server_certs
 from tests.fixtures.ports import free_port
-from tests.fixtures.test_ca import make_server_certs
 
 
 @dataclass
