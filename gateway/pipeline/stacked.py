@@ -117,6 +117,30 @@ def _mset(stack: FitStack, s: npt.NDArray[np.intp], x: F64) -> FloatArray:
     return np.mean((x - estimate) ** 2, axis=2).astype(np.float32)
 
 
+def _statistics(
+    stack: FitStack, streams: Sequence[NodeStream], raw: F64
+) -> tuple[npt.NDArray[np.intp], FloatArray, dict[str, FloatArray]]:
+    """The streams' fit slots, the standardised model-channel rows (nodes, rows, d) of
+    ``raw`` (nodes, rows, channels) and the T²/Q/MSET statistics (nodes, rows) the config
+    asks for: the part of a batch both :func:`prepare_many` and :func:`score_many` do."""
+    cfg = stack.cfg
+    fits = []
+    for st in streams:
+        assert st.fit is not None
+        fits.append(st.fit)
+    s = stack.slots(fits)
+    z = np.clip((raw - stack.mean[s][:, None, :]) / stack.sd[s][:, None, :], -cfg.clip, cfg.clip)
+    zm = z.astype(np.float32)[:, :, list(cfg.model_channel_index)]
+    x = zm.astype(np.float64)
+    stats: dict[str, FloatArray] = {}
+    if "t2" in cfg.components or "q" in cfg.components:
+        t2, q = _pca(stack, s, x)
+        stats.update({k: v for k, v in (("t2", t2), ("q", q)) if k in cfg.components})
+    if "mset" in cfg.components:
+        stats["mset"] = _mset(stack, s, x)
+    return s, zm, stats
+
+
 def prepare_many(
     stack: FitStack, streams: Sequence[NodeStream], rest: Sequence[Sequence[tuple[float, ...]]]
 ) -> tuple[list[FloatArray], list[dict[str, FloatArray]], list[FloatArray]]:
@@ -128,25 +152,12 @@ def prepare_many(
     cfg = stack.cfg
     counts = [len(r) for r in rest]
     nodes, rmax = len(streams), max(counts)
-    fits = []
-    for st in streams:
-        assert st.fit is not None
-        fits.append(st.fit)
-    s = stack.slots(fits)
     # Rows of node i at [i, :counts[i]]; the padding repeats a real row so nothing overflows.
     raw = np.empty((nodes, rmax, len(cfg.channels)), dtype=np.float64)
     for i, rows in enumerate(rest):
         raw[i, : counts[i]] = rows
         raw[i, counts[i] :] = rows[0]
-    z = np.clip((raw - stack.mean[s][:, None, :]) / stack.sd[s][:, None, :], -cfg.clip, cfg.clip)
-    zm = z.astype(np.float32)[:, :, list(cfg.model_channel_index)]
-    x = zm.astype(np.float64)
-    stats: dict[str, FloatArray] = {}
-    if "t2" in cfg.components or "q" in cfg.components:
-        t2, q = _pca(stack, s, x)
-        stats.update({k: v for k, v in (("t2", t2), ("q", q)) if k in cfg.components})
-    if "mset" in cfg.components:
-        stats["mset"] = _mset(stack, s, x)
+    _, zm, stats = _statistics(stack, streams, raw)
     windows: list[FloatArray] = []
     if "ae" in cfg.components:
         w = cfg.window
@@ -223,23 +234,10 @@ def score_many(
     cfg = stack.cfg
     counts = np.fromiter((len(r) for r in rest), np.intp, len(rest))
     rmax = int(counts.max())
-    fits = []
-    for st in streams:
-        assert st.fit is not None
-        fits.append(st.fit)
-    s = stack.slots(fits)
     # None when every node has rmax rows; else which (node, row) cells are real.
     real = None if (counts == rmax).all() else np.arange(rmax)[None, :] < counts[:, None]
     raw = _raw_rows(rest, counts, rmax, len(cfg.channels), uniform=real is None)
-    z = np.clip((raw - stack.mean[s][:, None, :]) / stack.sd[s][:, None, :], -cfg.clip, cfg.clip)
-    zm = z.astype(np.float32)[:, :, list(cfg.model_channel_index)]
-    x = zm.astype(np.float64)
-    stats: dict[str, FloatArray] = {}
-    if "t2" in cfg.components or "q" in cfg.components:
-        t2, q = _pca(stack, s, x)
-        stats.update({k: v for k, v in (("t2", t2), ("q", q)) if k in cfg.components})
-    if "mset" in cfg.components:
-        stats["mset"] = _mset(stack, s, x)
+    s, zm, stats = _statistics(stack, streams, raw)
     if "ae" in cfg.components:
         assert reconstruct is not None
         stats["ae"] = _ae_errors(cfg, streams, zm, counts, real=real, reconstruct=reconstruct)
