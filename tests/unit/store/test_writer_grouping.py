@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import JournalConfig
@@ -47,30 +49,41 @@ async def until(condition: object) -> None:
             await asyncio.sleep(0)
 
 
-async def test_messages_arriving_within_the_interval_share_one_commit(tmp_path: Path) -> None:
+@dataclass
+class RunningWriter:
+    queue: IngestQueue
+    commits: list[CommitResult]
+    link: RecordingLink
+
+
+@contextlib.asynccontextmanager
+async def running_writer(tmp_path: Path, config: JournalConfig) -> AsyncIterator[RunningWriter]:
+    """A journal writer running on ``config``, its commits recorded; cancelled on exit."""
     queue = IngestQueue(100, "block")
-    writer = JournalWriter(
-        Journal(tmp_path / "j.db"), queue, JournalConfig(min_commit_interval_s=1.0), Metrics()
-    )
-    commits: list[CommitResult] = []
-    writer.add_listener(commits.append)
-    link = RecordingLink()
+    writer = JournalWriter(Journal(tmp_path / "j.db"), queue, config, Metrics())
+    running = RunningWriter(queue, [], RecordingLink())
+    writer.add_listener(running.commits.append)
     task = asyncio.create_task(writer.run())
     try:
         await writer.ready.wait()
-        queue.try_put(env(1, link))
-        await until(lambda: len(commits) == 1)  # the first commits at once
-        queue.try_put(env(2, link))
-        await until(lambda: queue.qsize() == 0)  # taken, and held for the interval
-        queue.try_put(env(3, link))
-        queue.try_put(env(4, link))
-        await until(lambda: len(commits) == 2)
+        yield running
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert [[e.msg.seq for e in c.envelopes] for c in commits] == [[1], [2, 3, 4]]
-    assert link.acks == [Ack("pump-1", 3, 1), Ack("pump-1", 3, 4)]
+
+
+async def test_messages_arriving_within_the_interval_share_one_commit(tmp_path: Path) -> None:
+    async with running_writer(tmp_path, JournalConfig(min_commit_interval_s=1.0)) as w:
+        w.queue.try_put(env(1, w.link))
+        await until(lambda: len(w.commits) == 1)  # the first commits at once
+        w.queue.try_put(env(2, w.link))
+        await until(lambda: w.queue.qsize() == 0)  # taken, and held for the interval
+        w.queue.try_put(env(3, w.link))
+        w.queue.try_put(env(4, w.link))
+        await until(lambda: len(w.commits) == 2)
+    assert [[e.msg.seq for e in c.envelopes] for c in w.commits] == [[1], [2, 3, 4]]
+    assert w.link.acks == [Ack("pump-1", 3, 1), Ack("pump-1", 3, 4)]
 
 
 async def test_a_batch_held_for_the_interval_is_committed_when_the_writer_stops(
@@ -100,24 +113,11 @@ async def test_a_batch_held_for_the_interval_is_committed_when_the_writer_stops(
 async def test_without_an_interval_each_message_commits_as_soon_as_it_is_taken(
     tmp_path: Path,
 ) -> None:
-    queue = IngestQueue(100, "block")
-    writer = JournalWriter(
-        Journal(tmp_path / "j.db"), queue, JournalConfig(min_commit_interval_s=0), Metrics()
-    )
-    commits: list[CommitResult] = []
-    writer.add_listener(commits.append)
-    link = RecordingLink()
-    task = asyncio.create_task(writer.run())
-    try:
-        await writer.ready.wait()
+    async with running_writer(tmp_path, JournalConfig(min_commit_interval_s=0)) as w:
         for seq in (1, 2, 3):
-            queue.try_put(env(seq, link))
-            await until(lambda n=seq: len(commits) == n)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert [[e.msg.seq for e in c.envelopes] for c in commits] == [[1], [2], [3]]
+            w.queue.try_put(env(seq, w.link))
+            await until(lambda n=seq: len(w.commits) == n)
+    assert [[e.msg.seq for e in c.envelopes] for c in w.commits] == [[1], [2], [3]]
 
 
 def test_a_message_after_a_quiet_interval_is_due_at_once() -> None:
@@ -155,46 +155,22 @@ async def test_a_message_after_a_quiet_spell_is_not_held_for_the_interval(
     # An interval of a minute (past the config's bound, so not validated): were the message
     # held for it, until() would give up after 10 s.
     config = JournalConfig.model_construct(min_commit_interval_s=60.0)
-    queue = IngestQueue(100, "block")
-    writer = JournalWriter(Journal(tmp_path / "j.db"), queue, config, Metrics())
-    commits: list[CommitResult] = []
-    writer.add_listener(commits.append)
-    link = RecordingLink()
-    task = asyncio.create_task(writer.run())
-    try:
-        await writer.ready.wait()
-        queue.try_put(env(1, link))
-        await until(lambda: len(commits) == 1)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert link.acks == [Ack("pump-1", 3, 1)]
+    async with running_writer(tmp_path, config) as w:
+        w.queue.try_put(env(1, w.link))
+        await until(lambda: len(w.commits) == 1)
+    assert w.link.acks == [Ack("pump-1", 3, 1)]
 
 
 async def test_a_burst_after_a_commit_shares_one_commit(tmp_path: Path) -> None:
-    queue = IngestQueue(100, "block")
-    writer = JournalWriter(
-        Journal(tmp_path / "j.db"), queue, JournalConfig(min_commit_interval_s=1.0), Metrics()
-    )
-    commits: list[CommitResult] = []
-    writer.add_listener(commits.append)
-    link = RecordingLink()
-    task = asyncio.create_task(writer.run())
-    try:
-        await writer.ready.wait()
-        queue.try_put(env(1, link))
-        await until(lambda: len(commits) == 1)
+    async with running_writer(tmp_path, JournalConfig(min_commit_interval_s=1.0)) as w:
+        w.queue.try_put(env(1, w.link))
+        await until(lambda: len(w.commits) == 1)
         for seq in range(2, 12):  # ten messages while the first commit's interval runs
-            queue.try_put(env(seq, link))
+            w.queue.try_put(env(seq, w.link))
             await asyncio.sleep(0)
-        await until(lambda: len(commits) == 2)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert [[e.msg.seq for e in c.envelopes] for c in commits] == [[1], list(range(2, 12))]
-    assert link.acks == [Ack("pump-1", 3, 1), Ack("pump-1", 3, 11)]
+        await until(lambda: len(w.commits) == 2)
+    assert [[e.msg.seq for e in c.envelopes] for c in w.commits] == [[1], list(range(2, 12))]
+    assert w.link.acks == [Ack("pump-1", 3, 1), Ack("pump-1", 3, 11)]
 
 
 async def test_after_a_commit_of_many_readings_the_next_message_is_not_held(
@@ -202,21 +178,10 @@ async def test_after_a_commit_of_many_readings_the_next_message_is_not_held(
 ) -> None:
     # Were the second message held for the minute-long interval, until() would give up.
     config = JournalConfig.model_construct(min_commit_interval_s=60.0, group_below_rows=16)
-    queue = IngestQueue(100, "block")
-    writer = JournalWriter(Journal(tmp_path / "j.db"), queue, config, Metrics())
-    commits: list[CommitResult] = []
-    writer.add_listener(commits.append)
-    link = RecordingLink()
-    task = asyncio.create_task(writer.run())
-    try:
-        await writer.ready.wait()
-        queue.try_put(env(1, link, readings=25))  # seqs 1-25: a commit of 25 rows
-        await until(lambda: len(commits) == 1)
-        queue.try_put(env(26, link))
-        await until(lambda: len(commits) == 2)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert [sum(c.inserted.values()) for c in commits] == [25, 1]
-    assert link.acks == [Ack("pump-1", 3, 25), Ack("pump-1", 3, 26)]
+    async with running_writer(tmp_path, config) as w:
+        w.queue.try_put(env(1, w.link, readings=25))  # seqs 1-25: a commit of 25 rows
+        await until(lambda: len(w.commits) == 1)
+        w.queue.try_put(env(26, w.link))
+        await until(lambda: len(w.commits) == 2)
+    assert [sum(c.inserted.values()) for c in w.commits] == [25, 1]
+    assert w.link.acks == [Ack("pump-1", 3, 25), Ack("pump-1", 3, 26)]
