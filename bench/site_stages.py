@@ -25,6 +25,7 @@ Stages:
 * journal thread, ``Journal.commit``: SQLite and the fsync's system time
 * scoring thread, ``BatchScorer.score``: windows, statistics, the model, attribution (the
   rest of the thread is the executor's hand-off)
+* gc: the cyclic garbage collector, in whichever thread it runs (``gc.callbacks``)
 
 Run: python -m bench.site_stages [--quick] [--nodes N] [--min-commit-interval-s X]
 Last line: RESULT site_stages nodes=<n> us_per_reading=<x> loop_us=<x> journal_us=<x>
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import json
 import os
 import subprocess
@@ -76,6 +78,22 @@ def _timed(cls: type, name: str, label: str) -> None:
             _CALLS[label] = _CALLS.get(label, 0) + 1
 
     setattr(cls, name, wrapper)
+
+
+def _time_gc() -> None:
+    """Add the CPU time of the cyclic garbage collector (any thread) as a stage."""
+    started: dict[int, int] = {}
+    label = "gc: cyclic collections (any thread)"
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        me = threading.get_ident()
+        if phase == "start":
+            started[me] = time.thread_time_ns()
+        elif me in started:
+            _CPU_NS[label] = _CPU_NS.get(label, 0) + time.thread_time_ns() - started.pop(me)
+            _CALLS[label] = _CALLS.get(label, 0) + 1
+
+    gc.callbacks.append(on_gc)
 
 
 def _thread_cpu_s() -> dict[str, float]:
@@ -122,6 +140,7 @@ def serve(config: Path, out: Path) -> None:
     _timed(ScoringPipeline, "_on_scores", "loop: scores in (fusion, alert engine)")
     _timed(BatchScorer, "score", "scoring: BatchScorer.score")
     gateway = Gateway(load_config(config))
+    _time_gc()
 
     def dump() -> None:
         while True:

@@ -73,6 +73,15 @@ class JournalConfig(_Section):
     fewer rows than this. Grouping pays where commits are small (many nodes sending a reading
     each); once messages bring this many readings per commit, holding them only adds to the
     time to ack and alert (0: never hold)"""
+    # bench.site: 500 nodes sending a reading a second each gave commits of ~3 one-reading
+    # messages at the 5 ms interval, and each commit's fixed cost (fsync, thread hand-offs,
+    # the PUBACK write, its loop iterations) was most of the CPU per reading. Batched
+    # messages (the alert bench's load) and a lone node's messages never take this path.
+    trickle_commit_interval_s: float = Field(0.015, ge=0, le=1)
+    """least time between two commit starts while the previous commit held two or more
+    messages of one reading each (many nodes at a reading a message: a site's steady
+    trickle), instead of min_commit_interval_s: adds at most this to those readings' time to
+    ack and alert (at most min_commit_interval_s, e.g. 0: that applies throughout)"""
     retention_interval_s: float = Field(60.0, gt=0)
     """how often the byte budget is enforced"""
     max_seq_jump: int = Field(100_000, ge=1)

@@ -113,12 +113,18 @@ class ScoringConfig(_Section):
         description="rows per node that form its normal baseline before scoring starts; "
         "default: the model manifest's fit_rows (400 for the shipped model)",
     )
-    batch_rows: int = Field(1024, ge=1, description="most rows scored in one model call")
+    batch_rows: int = Field(
+        256,
+        ge=1,
+        description="most rows scored in one model call; a batch this big is scored without"
+        " waiting out max_batch_delay_ms (bigger calls hold the event loop longer)",
+    )
     max_batch_delay_ms: float = Field(
-        50.0,
+        250.0,
         ge=0,
         description="how long a small batch waits for more rows before scoring (anomaly rules"
-        " debounce over seconds, so a few tens of ms cost nothing and save per-call overhead)",
+        " debounce over seconds, 5 s by default, so a quarter of a second costs nothing; at a"
+        " site's trickle it makes one model call of many nodes' rows instead of many small ones)",
     )
     queue_rows: int = Field(
         50_000,

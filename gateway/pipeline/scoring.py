@@ -16,6 +16,7 @@ the journal, so nothing durable is lost, only scores for those rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -290,6 +291,7 @@ class ScoringWorker:
         self._delay_s = max_batch_delay_s
         self._on_scores = on_scores
         self._wake = asyncio.Event()
+        self._full = asyncio.Event()  # batch_rows rows wait: no reason to wait for more
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self.stats = WorkerStats()
 
@@ -306,6 +308,8 @@ class ScoringWorker:
             self._queue.extend(accepted)
             self.stats.queued_rows += len(accepted)
             self._wake.set()
+            if len(self._queue) >= self.scorer.batch_rows:
+                self._full.set()
         return len(accepted)
 
     async def call(self, fn: Callable[[], T]) -> T:
@@ -318,8 +322,14 @@ class ScoringWorker:
             while True:
                 await self._wake.wait()
                 if self._delay_s > 0 and len(self._queue) < self.scorer.batch_rows:
-                    await asyncio.sleep(self._delay_s)
+                    # A small batch waits for more rows, but not past a full one: a long
+                    # wait at a busy gateway would make one long model call, which holds
+                    # the GIL (and so the event loop) for its Python parts.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._delay_s):
+                            await self._full.wait()
                 self._wake.clear()
+                self._full.clear()
                 while self._queue:
                     n = min(len(self._queue), self.scorer.batch_rows)
                     if n == len(self._queue):

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from gateway.config import JournalConfig
@@ -76,6 +76,10 @@ class JournalWriter:
         # Taken from the queue, held for min_commit_interval_s before its commit (hold_until).
         self._held: list[Envelope] = []
         self._last_rows = 0  # rows the previous commit stored (journal.group_below_rows)
+        self._last_trickle = False  # it held only one-reading messages, two or more
+        # The commit running on the journal thread: its future, or one the writer waits on
+        # after being cancelled mid-commit.
+        self._in_flight: asyncio.Future[None] | None = None
 
     def add_listener(self, listener: CommitListener) -> None:
         """Call ``listener`` on the event loop after every commit (must not block)."""
@@ -96,13 +100,17 @@ class JournalWriter:
             limit = self._config.max_commit_messages
             interval = self._config.min_commit_interval_s
             from_arrival = self._config.group_from_arrival
+            trickle_interval = max(interval, self._config.trickle_commit_interval_s)
             hold_below = self._config.group_below_rows
             started = -math.inf
             while True:
                 batch = await self._queue.get_batch(limit)
                 if len(batch) < limit and self._last_rows < hold_below:
                     until = hold_until(
-                        self._queue.since, started, interval, from_arrival=from_arrival
+                        self._queue.since,
+                        started,
+                        trickle_interval if self._last_trickle else interval,
+                        from_arrival=from_arrival,
                     )
                     wait = until - time.monotonic()
                     if wait > 0:
@@ -120,29 +128,63 @@ class JournalWriter:
     async def _commit(self, batch: list[Envelope]) -> None:
         delay = _RETRY_FIRST_S
         while True:
-            future = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._journal.commit, batch
-            )
+            done = self._submit_commit(batch)
             try:
-                result = await asyncio.shield(future)
+                await done
             except asyncio.CancelledError:
                 # The transaction is already running on the journal thread: let it finish
-                # and still acknowledge what it made durable, then go on shutting down.
-                with contextlib.suppress(StorageFault):
-                    self._after_commit(await future)
+                # (what it made durable is still acknowledged, by _settle), then go on
+                # shutting down.
+                if self._in_flight is not None:
+                    waiter = self._in_flight = asyncio.get_running_loop().create_future()
+                    with contextlib.suppress(StorageFault):  # never acknowledged: resent
+                        await waiter
                 raise
             except StorageFault as exc:
                 self._degraded(str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
-            break
-        if self.fault is not None:
-            _LOGGER.warning("journal writable again after: %s", self.fault)
-            self.fault = None
-            for listener in self._fault_listeners:
-                listener(None)
-        self._after_commit(result)
+            return
+
+    def _submit_commit(self, batch: list[Envelope]) -> asyncio.Future[None]:
+        """Commit ``batch`` on the journal thread; the future is done once its acks are out.
+
+        Not ``run_in_executor``: the journal thread itself schedules :meth:`_settle`, which
+        acknowledges in the loop iteration that learns of the commit. At a site's trickle
+        (a commit every few ms) each hop saved is a loop iteration saved per commit.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._in_flight = done
+
+        def on_journal_thread(committed: Future[CommitResult]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(self._settle, committed, done)
+
+        self._executor.submit(self._journal.commit, batch).add_done_callback(on_journal_thread)
+        return done
+
+    def _settle(self, committed: Future[CommitResult], done: asyncio.Future[None]) -> None:
+        """On the loop, once the journal thread is through with a commit: acknowledge what
+        it made durable, then wake the writer (with the commit's error, if any)."""
+        waiter, self._in_flight = self._in_flight, None
+        try:
+            result = committed.result()
+            if self.fault is not None:
+                _LOGGER.warning("journal writable again after: %s", self.fault)
+                self.fault = None
+                for listener in self._fault_listeners:
+                    listener(None)
+            self._after_commit(result)
+        except Exception as exc:  # StorageFault: the writer retries; anything else is raised
+            for fut in (done, waiter):
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+            return
+        for fut in (done, waiter):
+            if fut is not None and not fut.done():
+                fut.set_result(None)
 
     def _degraded(self, fault: str) -> None:
         if self.fault is not None:
@@ -166,6 +208,9 @@ class JournalWriter:
                 env.on_durable()
         self._metrics.record_commit(result)
         self._last_rows = sum(result.inserted.values())
+        # Messages of one reading each from several nodes (journal.trickle_commit_interval_s).
+        messages = len(result.envelopes)
+        self._last_trickle = messages >= 2 and self._last_rows <= messages
         for listener in self._listeners:
             listener(result)
 

@@ -111,3 +111,28 @@ def test_nodes_with_different_row_counts_in_one_batch_score_as_each_node_alone()
         assert got[n] == alone
     # The fault shows, so this compares something.
     assert np.mean(got["n1"][-30:]) > 2 * np.mean(got["n0"][-30:])
+
+
+async def test_a_full_batch_is_scored_without_waiting_out_the_batch_delay() -> None:
+    got: list[ScoredBatch] = []
+    worker = ScoringWorker(
+        _scorer(calibration=16, batch_rows=8),
+        queue_rows=100,
+        max_batch_delay_s=60.0,  # were the full batch to wait for it, the timeout would fire
+        on_scores=got.append,
+    )
+    task = asyncio.create_task(worker.run(), name="test:scoring-worker")
+    try:
+        worker.submit(_rows("a", pump_frame(1, 7)))
+        await asyncio.sleep(0.2)
+        assert worker.stats.scored_rows == 0  # 7 of 8 rows: it waits for more
+        worker.submit(_rows("b", pump_frame(2, 1)))
+        async with asyncio.timeout(10):
+            while worker.stats.scored_rows < 8:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert worker.stats.batches == 1
+    assert worker.stats.max_batch_rows == 8

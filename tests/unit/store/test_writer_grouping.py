@@ -6,7 +6,9 @@ meanwhile joins the next commit, and a message after a quiet spell is committed 
 arrival instead of until the interval since the previous commit's start is over. A batch held
 back either way is still committed (and acknowledged only then) when the writer is cancelled.
 Only small commits are held (``journal.group_below_rows``): after a commit that stored many
-readings the next message is committed as soon as it is taken.
+readings the next message is committed as soon as it is taken. After a commit of several
+one-reading messages (a site's trickle) the next one waits ``journal.trickle_commit_interval_s``
+instead; a lone node's message or a batch never does.
 """
 
 from __future__ import annotations
@@ -185,3 +187,37 @@ async def test_after_a_commit_of_many_readings_the_next_message_is_not_held(
         await until(lambda: len(w.commits) == 2)
     assert [sum(c.inserted.values()) for c in w.commits] == [25, 1]
     assert w.link.acks == [Ack("pump-1", 3, 25), Ack("pump-1", 3, 26)]
+
+
+async def test_after_a_commit_of_several_one_reading_messages_the_trickle_interval_applies(
+    tmp_path: Path,
+) -> None:
+    # No interval of its own: without the trickle rule message 3 would be committed at once.
+    config = JournalConfig(min_commit_interval_s=0, trickle_commit_interval_s=1.0)
+    async with running_writer(tmp_path, config) as w:
+        w.queue.try_put(env(1, w.link))
+        w.queue.try_put(env(2, w.link))
+        await until(lambda: len(w.commits) == 1)
+        w.queue.try_put(env(3, w.link))
+        await until(lambda: w.queue.qsize() == 0)  # taken, and held for the trickle interval
+        w.queue.try_put(env(4, w.link))
+        await until(lambda: len(w.commits) == 2)
+    assert [[e.msg.seq for e in c.envelopes] for c in w.commits] == [[1, 2], [3, 4]]
+    assert w.link.acks == [Ack("pump-1", 3, 2), Ack("pump-1", 3, 4)]
+
+
+async def test_after_a_lone_message_or_a_batch_the_trickle_interval_does_not_apply(
+    tmp_path: Path,
+) -> None:
+    # A minute-long trickle interval: were message 2 or 6 held for it, until() would give up.
+    config = JournalConfig.model_construct(min_commit_interval_s=0, trickle_commit_interval_s=60)
+    async with running_writer(tmp_path, config) as w:
+        w.queue.try_put(env(1, w.link))  # one message of one reading: a lone node
+        await until(lambda: len(w.commits) == 1)
+        w.queue.try_put(env(2, w.link, readings=2))  # seqs 2-3
+        w.queue.try_put(env(4, w.link, readings=2))  # seqs 4-5: two messages, but batches
+        await until(lambda: len(w.commits) >= 2)
+        await until(lambda: w.link.acks[-1].up_to_seq == 5)
+        w.queue.try_put(env(6, w.link))
+        await until(lambda: w.link.acks[-1].up_to_seq == 6)
+    assert [e.msg.seq for c in w.commits for e in c.envelopes] == [1, 2, 4, 6]
