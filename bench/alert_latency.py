@@ -18,6 +18,9 @@ Method (one run, baseline and load on the same machine minutes apart at most):
   serial ptys (921600 baud), producing 5000 readings/s of 5 channels each. Every background
   reading's ``current`` is evaluated by the same rule (it never crosses it), so the engine
   sees the full ChannelReading stream. The rate actually committed is measured.
+  ``--fleet site --rate 500`` loads it with bench.site's trickle instead: 500 MQTT nodes, each
+  sending one reading a second in its own message (where ``journal.trickle_commit_interval_s``
+  spaces the commits).
 * Where the time goes: the journal's commit and the engine's ``observe_many`` are wrapped
   (timing only; the gateway's code is unchanged), so each probe's latency splits into
   write → its commit starts (serial read, ingest queue, the commit in progress), its commit
@@ -427,7 +430,9 @@ def main() -> None:
         "--fleet",
         choices=FLEETS,
         default="frames",
-        help="load generator: pre-encoded frames (cheap) or the full node simulator",
+        help="load generator: pre-encoded frames (cheap), the full node simulator, or site:"
+        " one MQTT node per reading/s offered, each a reading a second in its own message"
+        " (bench.site's load)",
     )
     parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)

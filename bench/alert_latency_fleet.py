@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tty
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ BACKGROUND_BAUD = 921_600
 BACKGROUND_BATCH = 25
 NODE_PREFIX = "bg"
 RING_SAMPLES = 4096  # per node; played forwards then backwards (~20 s at 417 samples/s)
-FLEETS = ("frames", "sim")
+FLEETS = ("frames", "sim", "site")
 
 
 @contextlib.contextmanager
@@ -259,8 +260,30 @@ async def run_sim(broker_url: str, pty_dir: Path, rate_per_s: float) -> None:
         await stop.wait()
 
 
+def run_site(broker_url: str, rate_per_s: float) -> None:
+    """bench.site's load: one node per reading/s offered, each sending one reading a second in
+    its own message (a site's steady trickle), over one MQTT connection, until SIGTERM."""
+    from bench.site import publisher
+
+    host, port = parse_broker_url(broker_url)
+    started = threading.Event()
+    threading.Thread(
+        target=publisher,
+        args=(host, port),
+        kwargs={"nodes": round(rate_per_s), "seconds": 3600, "seed": 7, "started": started},
+        name="site-fleet",
+        daemon=True,
+    ).start()
+    if not started.wait(120):
+        raise SystemExit("the site fleet did not start")
+    print("READY", json.dumps({}), flush=True)
+    threading.Event().wait()  # SIGTERM ends the process
+
+
 def run_background(fleet: str, broker_url: str, pty_dir: Path, rate_per_s: float) -> None:
     if fleet == "sim":
         asyncio.run(run_sim(broker_url, pty_dir, rate_per_s))
+    elif fleet == "site":
+        run_site(broker_url, rate_per_s)
     else:
         run_frames(broker_url, pty_dir, rate_per_s)
