@@ -77,7 +77,7 @@ class JournalConfig(_Section):
     # messages at the 5 ms interval, and each commit's fixed cost (fsync, thread hand-offs,
     # the PUBACK write, its loop iterations) was most of the CPU per reading. Batched
     # messages (the alert bench's load) and a lone node's messages never take this path.
-    trickle_commit_interval_s: float = Field(0.015, ge=0, le=1)
+    trickle_commit_interval_s: float = Field(0.012, ge=0, le=1)
     """least time between two commit starts while the previous commit held two or more
     messages of one reading each (many nodes at a reading a message: a site's steady
     trickle), instead of min_commit_interval_s: adds at most this to those readings' time to
