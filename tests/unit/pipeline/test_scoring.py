@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import numpy as np
 
@@ -23,6 +24,23 @@ def _scorer(calibration: int = 64, batch_rows: int = 256) -> BatchScorer:
 
 def _rows(node: str, frame: np.ndarray) -> list[Row]:
     return [Row(node, i * 1000, tuple(r)) for i, r in enumerate(frame)]
+
+
+@contextlib.asynccontextmanager
+async def running(worker: ScoringWorker) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker.run(), name="test:scoring-worker")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def scored_rows(worker: ScoringWorker, n: int) -> None:
+    async with asyncio.timeout(10):
+        while worker.stats.scored_rows < n:
+            await asyncio.sleep(0.01)
 
 
 def test_interleaved_nodes_score_as_if_each_were_alone() -> None:
@@ -59,15 +77,8 @@ async def test_overflow_drops_incoming_rows_counts_them_per_node_and_keeps_the_q
     assert worker.submit(_rows("c", pump_frame(3, 5))) == 0
     assert worker.stats.dropped_rows == {"b": 15, "c": 5}
     assert worker.qsize() == 40
-    task = asyncio.create_task(worker.run(), name="test:scoring-worker")
-    try:
-        async with asyncio.timeout(10):
-            while worker.stats.scored_rows < 40:
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with running(worker):
+        await scored_rows(worker, 40)
     scored = [s for b in got for s in b.gateway]
     # a: 30 rows, 16 calibrate; b: 10 accepted rows never complete its baseline.
     assert [s.t_ms for s in scored] == [i * 1000 for i in range(16, 30)]
@@ -121,18 +132,11 @@ async def test_a_full_batch_is_scored_without_waiting_out_the_batch_delay() -> N
         max_batch_delay_s=60.0,  # were the full batch to wait for it, the timeout would fire
         on_scores=got.append,
     )
-    task = asyncio.create_task(worker.run(), name="test:scoring-worker")
-    try:
+    async with running(worker):
         worker.submit(_rows("a", pump_frame(1, 7)))
         await asyncio.sleep(0.2)
         assert worker.stats.scored_rows == 0  # 7 of 8 rows: it waits for more
         worker.submit(_rows("b", pump_frame(2, 1)))
-        async with asyncio.timeout(10):
-            while worker.stats.scored_rows < 8:
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await scored_rows(worker, 8)
     assert worker.stats.batches == 1
     assert worker.stats.max_batch_rows == 8

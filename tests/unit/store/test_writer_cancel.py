@@ -42,11 +42,12 @@ class GatedJournal(Journal):
         return super().commit(envelopes)
 
 
-async def test_a_commit_running_when_the_writer_is_cancelled_is_acknowledged(
-    tmp_path: Path,
-) -> None:
+async def cancelled_mid_commit(
+    tmp_path: Path, *, fail: bool = False
+) -> tuple[asyncio.Task[None], GatedJournal, RecordingLink]:
+    """A writer whose first commit is running on the journal thread when it is cancelled."""
     queue = IngestQueue(100, "block")
-    journal = GatedJournal(tmp_path / "j.db")
+    journal = GatedJournal(tmp_path / "j.db", fail=fail)
     writer = JournalWriter(journal, queue, JournalConfig(min_commit_interval_s=0), Metrics())
     link = RecordingLink()
     task = asyncio.create_task(writer.run())
@@ -54,6 +55,13 @@ async def test_a_commit_running_when_the_writer_is_cancelled_is_acknowledged(
     queue.try_put(env(1, link))
     await until(journal.started.is_set)
     task.cancel()
+    return task, journal, link
+
+
+async def test_a_commit_running_when_the_writer_is_cancelled_is_acknowledged(
+    tmp_path: Path,
+) -> None:
+    task, journal, link = await cancelled_mid_commit(tmp_path)
     await asyncio.sleep(0.05)
     assert not task.done()  # waiting for the transaction, not gone without its acks
     journal.release.set()
@@ -68,15 +76,7 @@ async def test_a_commit_running_when_the_writer_is_cancelled_is_acknowledged(
 async def test_a_commit_that_fails_while_the_writer_is_cancelled_acknowledges_nothing(
     tmp_path: Path,
 ) -> None:
-    queue = IngestQueue(100, "block")
-    journal = GatedJournal(tmp_path / "j.db", fail=True)
-    writer = JournalWriter(journal, queue, JournalConfig(min_commit_interval_s=0), Metrics())
-    link = RecordingLink()
-    task = asyncio.create_task(writer.run())
-    await writer.ready.wait()
-    queue.try_put(env(1, link))
-    await until(journal.started.is_set)
-    task.cancel()
+    task, journal, link = await cancelled_mid_commit(tmp_path, fail=True)
     journal.release.set()
     with contextlib.suppress(asyncio.CancelledError):
         await task
