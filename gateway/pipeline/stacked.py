@@ -117,6 +117,15 @@ def _mset(stack: FitStack, s: npt.NDArray[np.intp], x: F64) -> FloatArray:
     return np.mean((x - estimate) ** 2, axis=2).astype(np.float32)
 
 
+def _fit_slots(stack: FitStack, streams: Sequence[NodeStream]) -> npt.NDArray[np.intp]:
+    """The stack slots of the (calibrated) streams' fits."""
+    fits = []
+    for st in streams:
+        assert st.fit is not None
+        fits.append(st.fit)
+    return stack.slots(fits)
+
+
 def _statistics(
     stack: FitStack, streams: Sequence[NodeStream], raw: F64
 ) -> tuple[npt.NDArray[np.intp], FloatArray, dict[str, FloatArray]]:
@@ -124,11 +133,7 @@ def _statistics(
     ``raw`` (nodes, rows, channels) and the T²/Q/MSET statistics (nodes, rows) the config
     asks for: the part of a batch both :func:`prepare_many` and :func:`score_many` do."""
     cfg = stack.cfg
-    fits = []
-    for st in streams:
-        assert st.fit is not None
-        fits.append(st.fit)
-    s = stack.slots(fits)
+    s = _fit_slots(stack, streams)
     z = np.clip((raw - stack.mean[s][:, None, :]) / stack.sd[s][:, None, :], -cfg.clip, cfg.clip)
     zm = z.astype(np.float32)[:, :, list(cfg.model_channel_index)]
     x = zm.astype(np.float64)
@@ -152,18 +157,12 @@ def prepare_many(
     cfg = stack.cfg
     counts = [len(r) for r in rest]
     nodes, rmax = len(streams), max(counts)
-    # Rows of node i at [i, :counts[i]]; the padding repeats a real row so nothing overflows.
-    raw = np.empty((nodes, rmax, len(cfg.channels)), dtype=np.float64)
-    for i, rows in enumerate(rest):
-        raw[i, : counts[i]] = rows
-        raw[i, counts[i] :] = rows[0]
+    raw = _raw_rows(rest, counts, rmax, len(cfg.channels), uniform=False)
     _, zm, stats = _statistics(stack, streams, raw)
     windows: list[FloatArray] = []
     if "ae" in cfg.components:
         w = cfg.window
-        ext = np.concatenate([np.stack([st.recent_z for st in streams]), zm], axis=1)
-        view = np.lib.stride_tricks.sliding_window_view(ext, w, axis=1)  # (n, rows, d, w)
-        all_windows = view.transpose(0, 1, 3, 2).reshape(nodes, rmax, -1)
+        ext, all_windows = _windows(cfg, streams, zm)
         for i, st in enumerate(streams):
             windows.append(all_windows[i, : counts[i]])
             if w > 1:
@@ -181,11 +180,7 @@ def finish_many(stack: FitStack, prepared: Sequence[Prepared]) -> list[FloatArra
     streams = [p.stream for p in prepared]
     counts = [len(p.t_ms) for p in prepared]
     nodes, rmax, keep = len(prepared), max(counts), max(cfg.smooth_rows - 1, 0)
-    fits = []
-    for st in streams:
-        assert st.fit is not None
-        fits.append(st.fit)
-    s = stack.slots(fits)
+    s = _fit_slots(stack, streams)
     parts = []
     for name in cfg.components:
         ext = np.zeros((nodes, keep + rmax), dtype=np.float32)
@@ -193,17 +188,11 @@ def finish_many(stack: FitStack, prepared: Sequence[Prepared]) -> list[FloatArra
             ext[i, :keep] = p.stream.history[name]
             ext[i, keep : keep + counts[i]] = p.stats[name]
             p.stream.history[name] = ext[i, counts[i] : counts[i] + keep].copy()
-        if cfg.smooth_rows > 1:
-            # After calibration the history is full, so each row averages exactly smooth_rows
-            # raw values, as in the batch scorer (the same cumulative sums per node).
-            c = np.cumsum(np.concatenate([np.zeros((nodes, 1)), ext.astype(np.float64)], 1), 1)
-            rows = cfg.smooth_rows
-            smoothed = ((c[:, rows:] - c[:, : c.shape[1] - rows]) / rows).astype(np.float32)
-        else:
-            smoothed = ext
+        # After calibration the history is full, so each row averages exactly smooth_rows
+        # raw values, as in the batch scorer (the same cumulative sums per node).
+        smoothed = _smoothed(ext, cfg.smooth_rows)
         parts.append((smoothed / stack.scales[name][s][:, None]).astype(np.float32))
-    scores = np.mean(parts, axis=0).astype(np.float32)
-    scores = (scores / np.float32(cfg.threshold_factor)).astype(np.float32)
+    scores = _combined(cfg, parts)
     return [scores[i, : counts[i]] for i in range(nodes)]
 
 
@@ -254,14 +243,12 @@ def score_many(
         parts.append(
             (_smoothed(ext, cfg.smooth_rows) / stack.scales[name][s][:, None]).astype(np.float32)
         )
-    scores = np.mean(parts, axis=0).astype(np.float32)
-    scores = (scores / np.float32(cfg.threshold_factor)).astype(np.float32)
-    return scores, counts, zm
+    return _combined(cfg, parts), counts, zm
 
 
 def _raw_rows(
     rest: Sequence[Sequence[tuple[float, ...]]],
-    counts: npt.NDArray[np.intp],
+    counts: Sequence[int] | npt.NDArray[np.intp],
     rmax: int,
     channels: int,
     *,
@@ -289,9 +276,7 @@ def _ae_errors(
     """The AE's error per (node, row) (0 on padding); advances each stream's window."""
     nodes, rmax = zm.shape[0], zm.shape[1]
     w = cfg.window
-    ext = np.concatenate([np.stack([st.recent_z for st in streams]), zm], axis=1)
-    view = np.lib.stride_tricks.sliding_window_view(ext, w, axis=1)  # (n, rows, d, w)
-    all_windows = view.transpose(0, 1, 3, 2).reshape(nodes, rmax, -1)
+    ext, all_windows = _windows(cfg, streams, zm)
     if w > 1:
         recent = _tails(ext, counts, w - 1)
         for i, st in enumerate(streams):
@@ -304,6 +289,23 @@ def _ae_errors(
     out = np.zeros((nodes, rmax), dtype=np.float32)
     out[real] = errors
     return out
+
+
+def _windows(
+    cfg: FeatureConfig, streams: Sequence[NodeStream], zm: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Each stream's recent rows before its ``zm`` rows (nodes, w - 1 + rows, d), and every
+    row's AE window (nodes, rows, w * d)."""
+    ext = np.concatenate([np.stack([st.recent_z for st in streams]), zm], axis=1)
+    view = np.lib.stride_tricks.sliding_window_view(ext, cfg.window, axis=1)  # (n, rows, d, w)
+    return ext, view.transpose(0, 1, 3, 2).reshape(zm.shape[0], zm.shape[1], -1)
+
+
+def _combined(cfg: FeatureConfig, parts: list[FloatArray]) -> FloatArray:
+    """The scaled, smoothed statistics (nodes, rows) averaged into the score, in threshold
+    units."""
+    scores = np.mean(parts, axis=0).astype(np.float32)
+    return (scores / np.float32(cfg.threshold_factor)).astype(np.float32)
 
 
 def _smoothed(ext: FloatArray, rows: int) -> FloatArray:
