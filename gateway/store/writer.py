@@ -160,14 +160,15 @@ class JournalWriter:
 
         def on_journal_thread(committed: Future[CommitResult]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                loop.call_soon_threadsafe(self._settle, committed, done)
+                loop.call_soon_threadsafe(self._settle, committed)
 
         self._executor.submit(self._journal.commit, batch).add_done_callback(on_journal_thread)
         return done
 
-    def _settle(self, committed: Future[CommitResult], done: asyncio.Future[None]) -> None:
+    def _settle(self, committed: Future[CommitResult]) -> None:
         """On the loop, once the journal thread is through with a commit: acknowledge what
-        it made durable, then wake the writer (with the commit's error, if any)."""
+        it made durable, then wake the writer (with the commit's error, if any) through
+        ``_in_flight``: the commit's future, or the one the writer waits on once cancelled."""
         waiter, self._in_flight = self._in_flight, None
         try:
             result = committed.result()
@@ -178,13 +179,11 @@ class JournalWriter:
                     listener(None)
             self._after_commit(result)
         except Exception as exc:  # StorageFault: the writer retries; anything else is raised
-            for fut in (done, waiter):
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
             return
-        for fut in (done, waiter):
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _degraded(self, fault: str) -> None:
         if self.fault is not None:
