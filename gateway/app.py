@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.alerts.config import ThresholdRule
 from gateway.alerts.runner import AlertRunner
 from gateway.alerts.system import SystemAlert
+from gateway.alerts.urgency import ThresholdScreen
 from gateway.config import GatewayConfig
 from gateway.downlink import Downlinks
 from gateway.events import AlertEvent, Severity
@@ -61,7 +62,12 @@ class Gateway:
         # Outside a service manager this does nothing (no $NOTIFY_SOCKET).
         self.notifier = notifier or ServiceNotifier(None)
         self.metrics = Metrics()
-        self.queue = IngestQueue(config.queue.max_messages, config.queue.overflow)
+        # A reading that may raise a threshold alert is not held back for a group commit.
+        self.queue = IngestQueue(
+            config.queue.max_messages,
+            config.queue.overflow,
+            urgent=ThresholdScreen.from_config(config.alerts),
+        )
         self.journal = Journal(
             config.journal_path,
             synchronous=config.journal.synchronous,

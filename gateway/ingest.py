@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple, Protocol
 
 from gateway.protocol.messages import Ack, Transport, UplinkMessage
@@ -47,11 +47,21 @@ class IngestQueue:
     ``block`` makes ``put`` wait, so backpressure reaches the links and the nodes;
     ``drop_newest`` drops the incoming envelope and counts it. A dropped message was
     never acknowledged, so its node resends it: dropping costs bandwidth, not data.
+
+    ``urgent`` says which messages must not wait in a group-commit hold (:meth:`hold`): the
+    gateway passes the alert rules' :class:`~gateway.alerts.urgency.ThresholdScreen`.
     """
 
-    def __init__(self, max_messages: int, overflow: Literal["block", "drop_newest"]) -> None:
+    def __init__(
+        self,
+        max_messages: int,
+        overflow: Literal["block", "drop_newest"],
+        urgent: Callable[[UplinkMessage], bool] | None = None,
+    ) -> None:
         self._queue: asyncio.Queue[Envelope] = asyncio.Queue(max_messages)
         self._overflow = overflow
+        self._urgent = urgent
+        self._hold: asyncio.Future[None] | None = None  # the writer's hold, while it lasts
         self.dropped: Counter[str] = Counter()
         self.high_water = 0
         # time.monotonic() when an envelope went into the empty queue: no envelope waiting
@@ -71,6 +81,8 @@ class IngestQueue:
         else:
             await self._queue.put(envelope)
         self.high_water = max(self.high_water, self._queue.qsize())
+        if self._hold is not None:
+            self._end_hold_if_urgent(envelope)
         return True
 
     def try_put(self, envelope: Envelope) -> bool:
@@ -88,7 +100,32 @@ class IngestQueue:
             self.dropped[envelope.transport.value] += 1
             return True
         self.high_water = max(self.high_water, queue.qsize())
+        if self._hold is not None:
+            self._end_hold_if_urgent(envelope)
         return True
+
+    async def hold(self, seconds: float, taken: Sequence[Envelope]) -> None:
+        """Wait ``seconds`` so that what arrives meanwhile joins ``taken`` in one commit; not
+        at all when one of ``taken`` is urgent, and no longer once an urgent one arrives."""
+        urgent = self._urgent
+        if urgent is None:
+            await asyncio.sleep(seconds)
+            return
+        if any(urgent(env.msg) for env in taken):
+            return
+        loop = asyncio.get_running_loop()
+        hold = self._hold = loop.create_future()
+        timer = loop.call_later(seconds, _end, hold)
+        try:
+            await hold
+        finally:
+            timer.cancel()
+            self._hold = None
+
+    def _end_hold_if_urgent(self, envelope: Envelope) -> None:
+        hold, urgent = self._hold, self._urgent
+        if hold is not None and urgent is not None and urgent(envelope.msg):
+            _end(hold)
 
     async def get_batch(self, max_items: int) -> list[Envelope]:
         """Wait for at least one envelope, then take whatever else is ready, up to ``max_items``."""
@@ -115,3 +152,8 @@ class IngestQueue:
     @property
     def maxsize(self) -> int:
         return self._queue.maxsize
+
+
+def _end(hold: asyncio.Future[None]) -> None:
+    if not hold.done():
+        hold.set_result(None)

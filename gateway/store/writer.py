@@ -117,7 +117,7 @@ class JournalWriter:
                         # Group commit: what arrives until then shares this commit. Held
                         # here, the batch is still committed if we are cancelled.
                         self._held = batch
-                        await asyncio.sleep(wait)
+                        await self._queue.hold(wait, batch)  # shorter for an urgent reading
                         self._held = []
                         batch += self._queue.drain_nowait(limit - len(batch))
                 started = time.monotonic()

@@ -8,7 +8,8 @@ back either way is still committed (and acknowledged only then) when the writer 
 Only small commits are held (``journal.group_below_rows``): after a commit that stored many
 readings the next message is committed as soon as it is taken. After a commit of several
 one-reading messages (a site's trickle) the next one waits ``journal.trickle_commit_interval_s``
-instead; a lone node's message or a batch never does.
+instead; a lone node's message or a batch never does. A reading that may raise a threshold
+alert (the queue's ``urgent`` screen) is never held, and ends a hold it arrives in.
 """
 
 from __future__ import annotations
@@ -16,14 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import JournalConfig
 from gateway.ingest import Envelope, IngestQueue
 from gateway.metrics import Metrics
-from gateway.protocol.messages import Ack, Channel, ReadingBatch, Sample, TimeBase, Transport
+from gateway.protocol.messages import (
+    Ack,
+    Channel,
+    ReadingBatch,
+    Sample,
+    TimeBase,
+    Transport,
+    UplinkMessage,
+)
 from gateway.store.journal import CommitResult, Journal
 from gateway.store.journal_reader import JournalReader
 from gateway.store.writer import JournalWriter, hold_until
@@ -39,8 +48,8 @@ class RecordingLink:
         self.acks.append(ack)
 
 
-def env(seq: int, link: RecordingLink, readings: int = 1) -> Envelope:
-    samples = tuple(Sample(seq + k, (1.0,)) for k in range(readings))
+def env(seq: int, link: RecordingLink, readings: int = 1, value: float = 1.0) -> Envelope:
+    samples = tuple(Sample(seq + k, (value,)) for k in range(readings))
     msg = ReadingBatch("pump-1", 3, seq, TimeBase.UPTIME_MS, CHANNELS, samples)
     return Envelope(msg, Transport.SERIAL, 1_000_000 + seq, link)
 
@@ -59,9 +68,13 @@ class RunningWriter:
 
 
 @contextlib.asynccontextmanager
-async def running_writer(tmp_path: Path, config: JournalConfig) -> AsyncIterator[RunningWriter]:
+async def running_writer(
+    tmp_path: Path,
+    config: JournalConfig,
+    urgent: Callable[[UplinkMessage], bool] | None = None,
+) -> AsyncIterator[RunningWriter]:
     """A journal writer running on ``config``, its commits recorded; cancelled on exit."""
-    queue = IngestQueue(100, "block")
+    queue = IngestQueue(100, "block", urgent=urgent)
     writer = JournalWriter(Journal(tmp_path / "j.db"), queue, config, Metrics())
     running = RunningWriter(queue, [], RecordingLink())
     writer.add_listener(running.commits.append)
@@ -221,3 +234,53 @@ async def test_after_a_lone_message_or_a_batch_the_trickle_interval_does_not_app
         w.queue.try_put(env(6, w.link))
         await until(lambda: w.link.acks[-1].up_to_seq == 6)
     assert [e.msg.seq for c in w.commits for e in c.envelopes] == [1, 2, 4, 6]
+
+
+def current_at_least_50(msg: UplinkMessage) -> bool:
+    """A stand-in for the alert rules' ThresholdScreen: any reading of 50 A or more."""
+    return isinstance(msg, ReadingBatch) and any(s.values[0] >= 50 for s in msg.samples)
+
+
+async def test_a_reading_that_may_raise_an_alert_is_not_held_for_the_trickle_interval(
+    tmp_path: Path,
+) -> None:
+    # A minute-long trickle interval: were message 3 held for it, until() would give up.
+    config = JournalConfig.model_construct(min_commit_interval_s=0, trickle_commit_interval_s=60)
+    async with running_writer(tmp_path, config, urgent=current_at_least_50) as w:
+        w.queue.try_put(env(1, w.link))
+        w.queue.try_put(env(2, w.link))
+        await until(lambda: len(w.commits) == 1)  # two one-reading messages: a trickle
+        w.queue.try_put(env(3, w.link, value=80.0))
+        await until(lambda: len(w.commits) == 2)
+    assert [[e.msg.seq for e in c.envelopes] for c in w.commits] == [[1, 2], [3]]
+    assert w.link.acks == [Ack("pump-1", 3, 2), Ack("pump-1", 3, 3)]
+
+
+async def test_a_reading_that_may_raise_an_alert_ends_the_hold_it_arrives_in(
+    tmp_path: Path,
+) -> None:
+    config = JournalConfig.model_construct(min_commit_interval_s=60.0, group_below_rows=16)
+    async with running_writer(tmp_path, config, urgent=current_at_least_50) as w:
+        w.queue.try_put(env(1, w.link))
+        await until(lambda: len(w.commits) == 1)  # the first commits at once
+        w.queue.try_put(env(2, w.link))
+        await until(lambda: w.queue.qsize() == 0)  # taken, and held for a minute
+        await asyncio.sleep(0.05)
+        assert len(w.commits) == 1
+        w.queue.try_put(env(3, w.link, value=80.0))
+        await until(lambda: len(w.commits) == 2)  # message 2 goes along with it
+    assert [[e.msg.seq for e in c.envelopes] for c in w.commits] == [[1], [2, 3]]
+
+
+async def test_readings_that_raise_nothing_still_wait_out_the_hold(tmp_path: Path) -> None:
+    config = JournalConfig(min_commit_interval_s=0.5)
+    async with running_writer(tmp_path, config, urgent=current_at_least_50) as w:
+        w.queue.try_put(env(1, w.link))
+        await until(lambda: len(w.commits) == 1)
+        w.queue.try_put(env(2, w.link))
+        await until(lambda: w.queue.qsize() == 0)  # taken, and held
+        w.queue.try_put(env(3, w.link, value=49.0))
+        await asyncio.sleep(0.1)
+        assert len(w.commits) == 1  # 49 A cannot raise the alert: no reason to hurry
+        await until(lambda: len(w.commits) == 2)
+    assert [[e.msg.seq for e in c.envelopes] for c in w.commits] == [[1], [2, 3]]
