@@ -6,7 +6,11 @@ observation, :meth:`AlertEngine.observe_many`), and only its events go to the al
 own thread, to be recorded durably before they are delivered, in order: a slow disk delays
 alerts, not ingest, and observations that raise nothing (nearly all) never leave the loop.
 (Until issue 17 every batch went to an alerts thread and back: a hand-off on the critical
-path, and a queue behind the previous evaluation.)
+path, and a queue behind the previous evaluation.) The events go to that thread as soon as
+they are made, and the thread schedules their delivery on the loop itself once they are
+recorded: one hop each way, where waking a recording task and resuming it after the
+executor's future took two more loop iterations, each a wait behind whatever else the loop
+was doing under load.
 
 Before the engine is ready (its store opening), observations wait in a bounded queue.
 Overflow policy: when more than ``max_pending`` observations wait, the oldest plain channel
@@ -24,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from gateway.alerts.config import AlertsConfig, SilenceWindow
 from gateway.alerts.engine import AlertEngine
@@ -39,6 +43,15 @@ EventSink = Callable[[AlertEvent], None]
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _Recording(NamedTuple):
+    events: list[AlertEvent]
+    done: asyncio.Future[None] | None  # set once delivered, for whoever waits
+
+
+def _nothing() -> None:
+    """An executor barrier: returns once everything submitted before it has run."""
 
 
 class AlertRunner:
@@ -61,10 +74,15 @@ class AlertRunner:
         self._on_store_fault = on_store_fault
         self._store: AlertStore | None = None
         self._pending: deque[Observation] = deque()  # while the engine is not ready
-        # Events waiting to be recorded, then delivered (with a future for whoever waits).
-        self._unrecorded: deque[tuple[list[AlertEvent], asyncio.Future[None] | None]] = deque()
+        # Events waiting to be recorded, then delivered (with a future for whoever waits),
+        # in the order the engine made them.
+        self._unrecorded: deque[_Recording] = deque()
         self._drained: list[AlertEvent] = []  # recorded at shutdown, delivered after
-        self._wake = asyncio.Event()
+        # Hands a recording to the alert store's thread; None until the engine is open and
+        # from the start of shutdown on (what waits then is recorded by _drain_unrecorded).
+        self._recorder: Callable[[_Recording], None] | None = None
+        self._failed: asyncio.Future[None] | None = None  # what _watch waits on
+        self._broken = False  # recording raised: nothing more is delivered
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
         self.engine: AlertEngine | None = None
         self.ready = asyncio.Event()
@@ -83,7 +101,6 @@ class AlertRunner:
         self._pending.extend(observations)
         if len(self._pending) > self._max_pending:
             self._shed()
-        self._wake.set()
 
     def _shed(self) -> None:
         excess = len(self._pending) - self._max_pending
@@ -145,14 +162,20 @@ class AlertRunner:
                 len(engine.open_alerts()),
                 self._store_path,
             )
+            failed = self._failed = loop.create_future()
+            self._recorder = functools.partial(self._submit_recording, engine, loop)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._record(engine), name="alerts:record")
+                tg.create_task(self._watch(failed), name="alerts:record")
                 tg.create_task(self._evaluate(engine), name="alerts:evaluate")
                 tg.create_task(self._tick(engine), name="alerts:tick")
         finally:
             loop = asyncio.get_running_loop()
+            self._recorder = None
             try:
-                if engine is not None:
+                # The recordings already handed over finish first (one thread, in order), and
+                # their deliveries were scheduled before this returns.
+                await loop.run_in_executor(self._executor, _nothing)
+                if engine is not None and not self._broken:  # (again, it would hide the cause)
                     # Evaluated before the stop: record and deliver them, as the journal
                     # commits what the sources already handed over.
                     await loop.run_in_executor(self._executor, self._drain_unrecorded, engine)
@@ -171,32 +194,61 @@ class AlertRunner:
         self.engine = engine
         self.ready.set()
 
-    def _record_then_emit(self, events: list[AlertEvent]) -> None:
-        if events:
-            self._unrecorded.append((events, None))
-            self._wake.set()
+    def _record_then_emit(
+        self, events: list[AlertEvent], done: asyncio.Future[None] | None = None
+    ) -> None:
+        """Record ``events`` (the store's thread), then deliver them, after those waiting."""
+        if not events and done is None:
+            return
+        # Left in the queue until delivered: a stop meanwhile records (idempotently) and
+        # delivers it at shutdown.
+        recording = _Recording(events, done)
+        self._unrecorded.append(recording)
+        if self._recorder is not None:
+            self._recorder(recording)
 
     async def _recorded(self, events: list[AlertEvent]) -> None:
         """Record and deliver ``events`` after those already waiting; return once done."""
         done = asyncio.get_running_loop().create_future()
-        self._unrecorded.append((events, done))
-        self._wake.set()
+        self._record_then_emit(events, done)
         await done
 
-    async def _record(self, engine: AlertEngine) -> None:
-        """Record events in the alert store (its thread), then deliver them, in order."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._unrecorded:
-                # Left in the queue until delivered: a stop meanwhile records (idempotently)
-                # and delivers it at shutdown.
-                events, done = self._unrecorded[0]
-                await self._call(functools.partial(engine.record, events))
-                self._unrecorded.popleft()
-                self._emit(events)
-                if done is not None and not done.done():
-                    done.set_result(None)
+    def _submit_recording(
+        self, engine: AlertEngine, loop: asyncio.AbstractEventLoop, recording: _Recording
+    ) -> None:
+        self._executor.submit(self._record_on_thread, engine, loop, recording)
+
+    def _record_on_thread(
+        self, engine: AlertEngine, loop: asyncio.AbstractEventLoop, recording: _Recording
+    ) -> None:
+        """On the alert store's thread: record, then have the loop deliver (in order: one
+        thread records, and call_soon_threadsafe keeps the order it was called in)."""
+        try:
+            engine.record(recording.events)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(self._recording_failed, exc)
+            return
+        loop.call_soon_threadsafe(self._deliver_recorded, recording)
+
+    def _deliver_recorded(self, recording: _Recording) -> None:
+        if self._broken:
+            return  # recorded after one that failed: delivering it would skip that one
+        head = self._unrecorded.popleft()
+        assert head is recording, "alert recordings completed out of order"
+        self._emit(recording.events)
+        if recording.done is not None and not recording.done.done():
+            recording.done.set_result(None)
+
+    def _recording_failed(self, exc: BaseException) -> None:
+        self._broken = True
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(exc)
+
+    @staticmethod
+    async def _watch(failed: asyncio.Future[None]) -> None:
+        """Fail the runner (its task group) when recording raised (a fault of the disk is
+        handled by the store itself: this is a bug)."""
+        await failed
 
     def _drain_unrecorded(self, engine: AlertEngine) -> None:
         events = [ev for batch, _ in self._unrecorded for ev in batch]

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.alerts.config import load_alerts_config
 from gateway.alerts.engine import AlertEngine
 from gateway.alerts.runner import AlertRunner
@@ -189,3 +191,45 @@ async def test_an_alert_evaluated_just_before_a_stop_is_recorded_and_delivered(
         assert [e.event_id for e in store.history()] == [got[0].event_id]
     finally:
         store.close()
+
+
+async def test_an_event_is_delivered_only_once_it_is_recorded(tmp_path: Path) -> None:
+    got: list[AlertEvent] = []
+    recorded: list[str] = []
+
+    def deliver(event: AlertEvent) -> None:
+        store = AlertStore(tmp_path / "alerts.db")
+        store.open()
+        try:  # what a reader of the history sees at the moment of delivery
+            recorded.extend(e.event_id for e in store.history() if e.event_id == event.event_id)
+        finally:
+            store.close()
+        got.append(event)
+
+    runner = AlertRunner(CONFIG, tmp_path / "alerts.db", deliver)
+    async with running(runner):
+        runner.submit([reading("pump-1", 0, 50.0), reading("pump-1", 500, 1.0)])
+        await wait_until(lambda: len(got) == 2, 10, "raise and clear delivered")
+    assert recorded == [e.event_id for e in got]
+
+
+async def test_a_recording_that_raises_stops_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full or failing disk is the store's business (it holds events and retries); anything
+    # else raised while recording is a bug, and the runner must not carry on past it.
+    def broken(self: AlertEngine, events: list[AlertEvent]) -> None:
+        raise RuntimeError("recording is broken")
+
+    monkeypatch.setattr(AlertEngine, "record", broken)
+    got: list[AlertEvent] = []
+    runner = AlertRunner(CONFIG, tmp_path / "alerts.db", got.append)
+    task = asyncio.create_task(runner.run())
+    async with asyncio.timeout(10):
+        await runner.ready.wait()
+    runner.submit([reading("pump-1", 0, 50.0)])
+    with pytest.raises(ExceptionGroup) as caught:
+        async with asyncio.timeout(10):
+            await task
+    assert caught.group_contains(RuntimeError, match="recording is broken")
+    assert got == []  # never delivered unrecorded
