@@ -20,7 +20,8 @@ Method (one run, baseline and load on the same machine minutes apart at most):
   sees the full ChannelReading stream. The rate actually committed is measured.
   ``--fleet site --rate 500`` loads it with bench.site's trickle instead: 500 MQTT nodes, each
   sending one reading a second in its own message (where ``journal.trickle_commit_interval_s``
-  spaces the commits).
+  spaces the commits; the probe's reading, past the rule's threshold, ends that hold:
+  gateway/alerts/urgency.py).
 * Where the time goes: the journal's commit and the engine's ``observe_many`` are wrapped
   (timing only; the gateway's code is unchanged), so each probe's latency splits into
   write → its commit starts (serial read, ingest queue, the commit in progress), its commit

@@ -6,15 +6,20 @@ urgent that raises nothing, but never misses one the alert engine raises an aler
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.alerts.config import load_alerts_config
 from gateway.alerts.engine import AlertEngine
 from gateway.alerts.urgency import ThresholdScreen
+from gateway.app import Gateway
 from gateway.events import AlertEventKind, ChannelReading
+from gateway.ingest import Envelope
 from gateway.protocol.messages import (
     Channel,
     NodeInference,
@@ -22,7 +27,9 @@ from gateway.protocol.messages import (
     Sample,
     Status,
     TimeBase,
+    Transport,
 )
+from tests.fixtures.gateway import gateway_config
 
 CHANNELS = (Channel("vib_rms", "g"), Channel("current", "A"), Channel("pressure", "bar"))
 
@@ -126,3 +133,22 @@ def test_every_reading_the_engine_raises_an_alert_on_was_urgent(
         events = engine.observe(ChannelReading("pump-1", 1000 * i, "current", value))
         if any(e.kind is AlertEventKind.RAISED for e in events):
             assert s(batch((0.0, value, 3.0)))
+
+
+async def test_the_gateway_screens_its_ingest_queue_with_its_threshold_rules(
+    tmp_path: Path,
+) -> None:
+    config = gateway_config(tmp_path, alerts={"rules": {"high_current": HIGH_CURRENT}})
+    queue = Gateway(config).queue
+    plain = Envelope(batch((0.1, 5.0, 3.0)), Transport.SERIAL, 0)
+    past = Envelope(batch((0.1, 80.0, 3.0)), Transport.SERIAL, 0)
+    async with asyncio.timeout(10):  # a minute's hold, over at once
+        await queue.hold(60, [plain, past])
+
+
+async def test_without_threshold_rules_the_gateway_holds_every_reading(tmp_path: Path) -> None:
+    queue = Gateway(gateway_config(tmp_path)).queue
+    past = Envelope(batch((0.1, 80.0, 3.0)), Transport.SERIAL, 0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await queue.hold(60, [past])
