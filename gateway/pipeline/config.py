@@ -113,8 +113,11 @@ class ScoringConfig(_Section):
         description="rows per node that form its normal baseline before scoring starts; "
         "default: the model manifest's fit_rows (400 for the shipped model)",
     )
+    # 128, not 256: under bench.alert_latency's load, 256-row calls stalled the event loop for
+    # 25-38 ms once or more a run (its loop-lag max; 2.4-4.8 ms at 64 and 128), while a site's
+    # CPU was the same at 128 (bench.site 0.097-0.109 core) and higher at 64 (0.123-0.125).
     batch_rows: int = Field(
-        256,
+        128,
         ge=1,
         description="most rows scored in one model call; a batch this big is scored without"
         " waiting out max_batch_delay_ms (bigger calls hold the event loop longer)",
