@@ -16,7 +16,6 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.alerts.config import ThresholdRule
 from gateway.alerts.runner import AlertRunner
 from gateway.alerts.system import SystemAlert
 from gateway.alerts.urgency import ThresholdScreen
@@ -117,11 +116,7 @@ class Gateway:
         self.writer.add_listener(self.pipeline.on_commit)
         self.pipeline.add_sink(self.alerts.submit)
         self.pipeline.observe_channels(
-            frozenset(
-                rule.channel
-                for rule in config.alerts.effective_rules().values()
-                if isinstance(rule, ThresholdRule)
-            )
+            frozenset(rule.channel for rule in config.alerts.threshold_rules())
         )
         # Upstream (docs/forwarding.md): off unless [forward] is enabled; it only listens.
         self.forwarder: Forwarder | None = None

@@ -297,6 +297,10 @@ class AlertsConfig(_Section):
         merged.update(self.rules)
         return {name: rule for name, rule in merged.items() if rule.enabled}
 
+    def threshold_rules(self) -> list[ThresholdRule]:
+        """The channel-threshold rules in force (the only ones that judge a reading's value)."""
+        return [r for r in self.effective_rules().values() if isinstance(r, ThresholdRule)]
+
 
 def load_alerts_config(data: Mapping[str, Any]) -> AlertsConfig:
     """Validate an ``[alerts]`` table on its own (tools, tests); errors name the key path from

@@ -47,7 +47,7 @@ class ThresholdScreen:
     @classmethod
     def from_config(cls, config: AlertsConfig) -> ThresholdScreen | None:
         """The screen for the threshold rules in force; None when there are none."""
-        rules = [r for r in config.effective_rules().values() if isinstance(r, ThresholdRule)]
+        rules = config.threshold_rules()
         return cls(rules) if rules else None
 
     def _plan(self, channels: tuple[Channel, ...]) -> Plan:
